@@ -1,0 +1,79 @@
+"""The run directory: ``runs/<name>/`` with the resolved config and one folder per stage.
+
+Each stage folder holds its outputs, a ``metrics.json`` and a ``_SUCCESS`` marker written last;
+the marker records the hash of the stage's resolved config so a pipeline can skip fresh stages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+SUCCESS = "_SUCCESS"
+METRICS = "metrics.json"
+
+
+def stage_dir(run_dir: str, stage: str) -> str:
+    """``<run_dir>/<stage>``, created if missing."""
+    path = os.path.join(run_dir, stage)
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def write_metrics(out_dir: str, metrics: dict[str, Any], name: str = METRICS) -> str:
+    """Write ``metrics`` as pretty JSON into ``out_dir``; return the path."""
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, name)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(metrics, fh, indent=2, sort_keys=True, default=_json_default)
+    os.replace(tmp, path)
+    return path
+
+
+def read_metrics(out_dir: str, name: str = METRICS) -> dict[str, Any]:
+    with open(os.path.join(out_dir, name), encoding="utf-8") as fh:
+        out: dict[str, Any] = json.load(fh)
+    return out
+
+
+def mark_success(out_dir: str, config_hash: str = "", **info: Any) -> None:
+    """Write the ``_SUCCESS`` marker last, with the stage's config hash and a timestamp."""
+    payload = {"config_hash": config_hash, "finished_at": time.time(), **info}
+    with open(os.path.join(out_dir, SUCCESS), "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, default=_json_default)
+
+
+def is_complete(out_dir: str, config_hash: str | None = None) -> bool:
+    """True if ``out_dir`` has a marker (and, when given, for the same config hash)."""
+    path = os.path.join(out_dir, SUCCESS)
+    if not os.path.exists(path):
+        return False
+    if config_hash is None:
+        return True
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return bool(json.load(fh).get("config_hash") == config_hash)
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def clear_success(out_dir: str) -> None:
+    path = os.path.join(out_dir, SUCCESS)
+    if os.path.exists(path):
+        os.remove(path)
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"not JSON serialisable: {type(obj)}")
