@@ -143,7 +143,10 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             return tuple(_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(f"{key}: expected {len(args)} values, got {value!r} (in {source})")
-        return tuple(_coerce(v, a, f"{key}[{i}]", source) for i, (v, a) in enumerate(zip(args, value, strict=True)))
+        return tuple(
+            _coerce(v, a, f"{key}[{i}]", source)
+            for i, (v, a) in enumerate(zip(args, value, strict=True))
+        )
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key}: expected a mapping, got {value!r} (in {source})")
@@ -249,7 +252,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def load_config(
-    path: str | None = None, overrides: Sequence[str] = (), cls: type[T] = Config  # type: ignore[assignment]
+    path: str | None = None,
+    overrides: Sequence[str] = (),
+    cls: type[T] = Config,  # type: ignore[assignment]
 ) -> T:
     """Load ``cls`` from a YAML file (or defaults when ``path`` is None) plus overrides."""
     data: dict[str, Any] = {}
@@ -270,7 +275,9 @@ def load_config(
     return _build_with_sources(cls, data, sources, path or "<defaults>")
 
 
-def _build_with_sources(cls: type[T], data: dict[str, Any], sources: dict[str, str], default: str) -> T:
+def _build_with_sources(
+    cls: type[T], data: dict[str, Any], sources: dict[str, str], default: str
+) -> T:
     # Find the first unknown key so the error names the file it came from.
     def check(c: Any, d: Mapping[str, Any], prefix: str) -> None:
         hints = typing.get_type_hints(c)
@@ -303,7 +310,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
         return v
 
     out = conv(cfg)
-    assert isinstance(out, dict)  # noqa: S101 - internal invariant, not input validation
+    assert isinstance(out, dict)
     return out
 
 
@@ -318,7 +325,9 @@ def dump_yaml(cfg: Any) -> str:
 
 def config_hash(section: Any) -> str:
     """A short stable hash of a config (section), used to decide whether a stage is stale."""
-    blob = json.dumps(to_dict(section) if dataclasses.is_dataclass(section) else section, sort_keys=True)
+    blob = json.dumps(
+        to_dict(section) if dataclasses.is_dataclass(section) else section, sort_keys=True
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

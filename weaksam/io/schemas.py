@@ -116,7 +116,9 @@ def get_schema(table: str) -> pa.Schema:
         raise ValueError(f"unknown table {table!r}; known: {sorted(TABLES)}") from None
 
 
-def with_metadata(schema: pa.Schema, table: str, extra: Mapping[bytes, bytes] | None = None) -> pa.Schema:
+def with_metadata(
+    schema: pa.Schema, table: str, extra: Mapping[bytes, bytes] | None = None
+) -> pa.Schema:
     """``schema`` with the table name, contract version and ``extra`` in its metadata."""
     meta = dict(schema.metadata or {})
     meta[META_TABLE] = table.encode()
@@ -145,7 +147,9 @@ def empty_row(table: str, image_id: str, image_index: int, **fields: Any) -> dic
     return row
 
 
-def error_row(table: str, image_id: str, image_index: int, error: str, **fields: Any) -> dict[str, Any]:
+def error_row(
+    table: str, image_id: str, image_index: int, error: str, **fields: Any
+) -> dict[str, Any]:
     """A row that records why ``image_id`` could not be processed; lists empty."""
     return empty_row(table, image_id, image_index, error=error, **fields)
 

@@ -47,7 +47,9 @@ def write_table(
     return tbl
 
 
-def read_table(path: str, table: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+def read_table(
+    path: str, table: str | None = None, columns: Sequence[str] | None = None
+) -> pa.Table:
     """Read a Parquet file or a folder of Parquet shards; validate against ``table`` if given.
 
     Files whose names start with ``_`` or ``.`` (markers, metrics) are skipped.
@@ -85,7 +87,8 @@ def read_classes(tbl_or_path: pa.Table | str) -> ClassMap:
             shards = sorted(
                 f.path
                 for f in fs.get_file_info(pafs.FileSelector(p, recursive=True))
-                if f.path.endswith(".parquet") and not os.path.basename(f.path).startswith(("_", "."))
+                if f.path.endswith(".parquet")
+                and not os.path.basename(f.path).startswith(("_", "."))
             )
             if not shards:
                 raise FileNotFoundError(f"no Parquet shards under {tbl_or_path}")

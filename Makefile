@@ -1,0 +1,41 @@
+# weaksam: two commands on a fresh machine — `make demo` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+CONFIG ?= configs/demo.yaml
+
+.PHONY: install demo test lint format typecheck unit bench clean
+
+# (Re)install when pyproject.toml changes. torch/torchvision come from this machine's local disk.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m ray_jobs.pipeline --config $(CONFIG)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+typecheck: install
+	$(VENV)/bin/mypy weaksam
+
+unit: install
+	$(VENV)/bin/pytest -q
+
+test: lint typecheck unit
+
+format: install
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: install
+	$(PY) -m ray_jobs.pipeline --config configs/bench.yaml
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

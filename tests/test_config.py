@@ -1,0 +1,75 @@
+import dataclasses
+
+import pytest
+import yaml
+
+from weaksam.config import (
+    Config,
+    ConfigError,
+    config_hash,
+    from_dict,
+    load_config,
+    save_resolved,
+    to_dict,
+)
+
+
+def _write(path, data) -> str:
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_defaults_and_overrides() -> None:
+    cfg = load_config(None, ["synth.num_train=7", "data.splits=[a, b, c]", "name=x"])
+    assert cfg.synth.num_train == 7 and cfg.data.splits == ("a", "b", "c") and cfg.name == "x"
+    assert cfg.run_dir == "runs/x"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.name = "y"  # type: ignore[misc]
+
+
+def test_unknown_key_names_key_and_file(tmp_path) -> None:
+    f = _write(tmp_path / "c.yaml", {"synth": {"num_trian": 3}})
+    with pytest.raises(ConfigError) as exc:
+        load_config(f)
+    assert "synth.num_trian" in str(exc.value) and "c.yaml" in str(exc.value)
+    with pytest.raises(ConfigError, match="--set bogus=1"):
+        load_config(None, ["bogus=1"])
+
+
+def test_base_inheritance_and_source_of_error(tmp_path) -> None:
+    _write(tmp_path / "base.yaml", {"name": "b", "synth": {"num_train": 5, "seed": 3}})
+    child = _write(tmp_path / "child.yaml", {"base": "base.yaml", "synth": {"num_train": 9}})
+    cfg = load_config(child)
+    assert (cfg.name, cfg.synth.num_train, cfg.synth.seed) == ("b", 9, 3)
+    _write(tmp_path / "base.yaml", {"evaluate": {"nope": 1}})
+    with pytest.raises(ConfigError, match=r"base\.yaml"):
+        load_config(child)
+
+
+def test_type_errors(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_config(None, ["synth.num_train=abc"])
+    with pytest.raises(ConfigError, match="expected true/false"):
+        load_config(None, ["synth.occlusion=3"])
+    with pytest.raises(ConfigError, match=r"key\.path=value"):
+        load_config(None, ["synth.num_train"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("synth: [1, 2\n")
+    with pytest.raises(ConfigError, match="invalid YAML"):
+        load_config(str(bad))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "missing.yaml"))
+    cyc = _write(tmp_path / "cyc.yaml", {"base": "cyc.yaml"})
+    with pytest.raises(ConfigError, match="cycle"):
+        load_config(cyc)
+
+
+def test_resolved_round_trip_and_hash(tmp_path) -> None:
+    cfg = load_config(None, ["synth.num_test=4"])
+    path = save_resolved(cfg, str(tmp_path / "run"))
+    again = load_config(path)
+    assert again == cfg
+    assert from_dict(to_dict(cfg)) == cfg
+    assert config_hash(cfg.synth) == config_hash(again.synth)
+    assert config_hash(cfg.synth) != config_hash(load_config(None, ["synth.seed=1"]).synth)
+    assert isinstance(Config(), Config)
