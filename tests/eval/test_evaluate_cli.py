@@ -1,0 +1,95 @@
+"""python -m ray_jobs.evaluate on tiny files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ray_jobs.evaluate import main
+from weaksam.eval import Detections, GroundTruth, detections_to_coco_results, gt_to_coco
+from weaksam.io.classes import ClassMap
+from weaksam.io.tables import write_table
+
+CLASSES = ClassMap.from_names(["cat", "dog"], [1, 2])
+
+
+def _write_coco_pair(tmp_path) -> tuple[str, str]:
+    gt = GroundTruth(
+        image_id="5",
+        image_index=5,
+        height=50,
+        width=50,
+        boxes=np.array([[0, 0, 20, 20], [25, 25, 50, 50]], np.float32),
+        classes=np.array([0, 0]),
+        difficult=np.array([False, False]),
+    )
+    det = Detections(
+        image_id="5",
+        boxes=np.array([[0, 0, 20, 20]], np.float32),
+        scores=np.array([0.9]),
+        classes=np.array([0]),
+        image_index=5,
+    )
+    gt_path, det_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt_to_coco([gt], CLASSES)))
+    det_path.write_text(json.dumps(detections_to_coco_results([det], CLASSES)))
+    return str(gt_path), str(det_path)
+
+
+def test_cli_coco_json_pair(tmp_path, capsys) -> None:
+    gt, res = _write_coco_pair(tmp_path)
+    out = tmp_path / "m" / "metrics.json"
+    argv = ["--gt", gt, "--detections", res, "--metric", "voc07", "--metric", "corloc"]
+    assert main([*argv, "--metric", "coco", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    m = data["metrics"]
+    assert m["voc07"]["per_class"]["cat"]["AP"] == pytest.approx(6 / 11)  # recall 0.5
+    assert m["voc07"]["per_class"]["dog"]["AP"] is None  # NaN -> null
+    assert m["corloc"]["overall"]["CorLoc"] == 1.0
+    assert "AP" in m["coco"]["overall"]
+    printed = capsys.readouterr().out
+    assert "== voc07 ==" in printed and "cat" in printed
+
+
+def test_cli_parquet_pair_and_proposals(tmp_path) -> None:
+    manifest = [
+        {"image_id": "a", "image_index": 0, "height": 50, "width": 50,
+         "gt_boxes": [0, 0, 20, 20], "gt_classes": [1], "gt_difficult": [False]},
+        {"image_id": "b", "image_index": 1, "error": "bad file"},
+    ]  # fmt: skip
+    write_table(manifest, str(tmp_path / "manifest" / "part-0.parquet"), "manifest", CLASSES)
+    dets = [{"image_id": "a", "image_index": 0, "height": 50, "width": 50,
+             "boxes": [0, 0, 20, 20], "scores": [0.5], "classes": [1]}]  # fmt: skip
+    write_table(dets, str(tmp_path / "dets" / "part-0.parquet"), "detections", CLASSES)
+    out = tmp_path / "m.json"
+    argv = ["--gt", str(tmp_path / "manifest"), "--detections", str(tmp_path / "dets")]
+    assert main([*argv, "--metric", "voc", "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["metrics"]["voc"]["overall"]["mAP"] == pytest.approx(1.0)
+    assert data["skipped_gt"] == {"b": "error row: bad file"}
+    props = [{"image_id": "a", "image_index": 0, "boxes": [0, 0, 20, 20], "scores": [0.5],
+              "sources": ["grid"], "class_hints": [-1]}]  # fmt: skip
+    write_table(props, str(tmp_path / "props.parquet"), "proposals", CLASSES)
+    argv = ["--gt", str(tmp_path / "manifest"), "--detections", str(tmp_path / "props.parquet")]
+    assert main([*argv, "--metric", "recall", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["metrics"]["recall"]["overall"]["recall@0.9"] == 1.0
+    assert main([*argv, "--metric", "voc"]) == 2
+    other = ClassMap.from_names(["bird", "dog"])
+    write_table(dets, str(tmp_path / "other.parquet"), "detections", other)
+    argv = ["--gt", str(tmp_path / "manifest"), "--detections", str(tmp_path / "other.parquet")]
+    assert main([*argv, "--metric", "voc"]) == 2
+
+
+def test_cli_errors(tmp_path, capsys) -> None:
+    gt, res = _write_coco_pair(tmp_path)
+    assert main(["--gt", str(tmp_path / "nope.json"), "--detections", res, "--metric", "voc"]) == 2
+    assert "no such file" in capsys.readouterr().err
+    assert main(["--gt", gt, "--detections", res, "--metric", "bleu"]) == 2
+    assert "known" in capsys.readouterr().err
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps([{"image_id": 99, "category_id": 1, "bbox": [0, 0, 1, 1],
+                                "score": 1.0}]))  # fmt: skip
+    assert main(["--gt", gt, "--detections", str(bad), "--metric", "voc"]) == 2
+    assert "ids do not match" in capsys.readouterr().err
