@@ -69,7 +69,7 @@ def test_resolved_round_trip_and_hash(tmp_path) -> None:
     path = save_resolved(cfg, str(tmp_path / "run"))
     again = load_config(path)
     assert again == cfg
-    assert from_dict(to_dict(cfg)) == cfg
+    assert from_dict(to_dict(cfg), Config) == cfg
     assert config_hash(cfg.synth) == config_hash(again.synth)
     assert config_hash(cfg.synth) != config_hash(load_config(None, ["synth.seed=1"]).synth)
     assert isinstance(Config(), Config)

@@ -75,16 +75,16 @@ def extract_peaks(
     values = m.flatten()[cand]
     # stable sort by value descending: equal values keep row-major order
     order = torch.sort(-values, stable=True).indices[: cfg.top_k]
-    cand, values = cand[order].numpy(), values[order].numpy()
+    top_idx, top_val = cand[order].tolist(), values[order].tolist()
     min_dist = (cfg.kernel - 1) // 2
     kept_rc: list[tuple[int, int]] = []
     kept: list[tuple[float, float, float]] = []
-    for idx, val in zip(cand, values, strict=True):
+    for idx, val in zip(top_idx, top_val, strict=True):
         if kept and val < cfg.threshold:  # the first (global maximum) is always kept
             break
-        r, c = divmod(int(idx), w)
+        r, c = divmod(idx, w)
         if any(abs(r - kr) + abs(c - kc) < min_dist for kr, kc in kept_rc):
             continue
         kept_rc.append((r, c))
-        kept.append((c + 0.5, r + 0.5, float(val)))
+        kept.append((c + 0.5, r + 0.5, val))
     return np.asarray(kept, dtype=np.float32).reshape(-1, 3)

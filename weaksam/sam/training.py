@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from weaksam.config import from_dict, to_dict
+from weaksam.configlib import from_dict, to_dict
 from weaksam.sam.losses import mask_iou, sam_loss
 from weaksam.train.reporting import load_resume_state, report, unwrap, world_rank
 
@@ -44,6 +44,8 @@ class SamTrainConfig:
         lr / weight_decay / warmup_steps: AdamW with linear warm-up then cosine decay.
         checkpoint_every: steps between checkpoints (each one a ``ray.train.report``).
         val_images: fixed held-out blobs images for point mIoU.
+        loss_size: side at which mask losses are computed (SAM uses the input size; a
+            smaller side keeps CPU steps cheap; targets are area-averaged to soft masks).
         threads: torch threads per worker.
     """
 
@@ -63,6 +65,7 @@ class SamTrainConfig:
     seed: int = 0
     threads: int = 2
     image_size: int = 256
+    loss_size: int = 128
 
 
 @dataclass(frozen=True)
@@ -136,22 +139,25 @@ class SamTrainWrapper(nn.Module):
     Wrapping the whole computation in one ``forward`` lets DDP synchronise every gradient.
     """
 
-    def __init__(self, sam: nn.Module) -> None:
+    def __init__(self, sam: nn.Module, loss_size: int | None = None) -> None:
         super().__init__()
         self.sam = sam
+        self.loss_size = loss_size
 
     def forward(
         self, images: torch.Tensor, prompts: list[PromptBatch]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Args: ``images`` Bx3xSxS uint8-range floats (not yet normalised).
 
-        Returns: (logits ``Px3xSxS``, iou_pred ``Px3``, targets ``PxSxS`` float) for all prompts.
+        Returns: (logits ``Px3xLxL``, iou_pred ``Px3``, targets ``PxLxL`` float in [0, 1]) for
+        all prompts, ``L = loss_size`` (default: the input side ``S``).
         """
         sam: Any = self.sam
         x = torch.stack([sam.preprocess(img) for img in images])
         emb = sam.image_encoder(x)
         pe = sam.prompt_encoder.get_dense_pe()
-        size = x.shape[-2:]
+        side = self.loss_size or int(x.shape[-1])
+        size = (side, side)
         out_logits, out_iou, out_t = [], [], []
         dev = x.device
         for i, pb in enumerate(prompts):
@@ -175,7 +181,10 @@ class SamTrainWrapper(nn.Module):
                 )
                 out_logits.append(F.interpolate(low, size, mode="bilinear", align_corners=False))
                 out_iou.append(iou)
-                out_t.append(torch.as_tensor(targets, device=dev, dtype=torch.float32))
+                t = torch.as_tensor(targets, device=dev, dtype=torch.float32)
+                if t.shape[-2:] != size:
+                    t = F.adaptive_avg_pool2d(t[:, None], size)[:, 0]
+                out_t.append(t)
         return torch.cat(out_logits), torch.cat(out_iou), torch.cat(out_t)
 
 
@@ -192,7 +201,8 @@ def _render_batch(
 ) -> tuple[torch.Tensor, list[PromptBatch]]:
     from weaksam.data.synth.blobs import render_blobs_image
 
-    images, prompts = [], []
+    images: list[torch.Tensor] = []
+    prompts: list[PromptBatch] = []
     while len(images) < cfg.images_per_step:
         image, masks = render_blobs_image(rng, cfg.image_size)
         pb = sample_prompts(rng, masks, cfg.prompts_per_image, cfg)
@@ -246,7 +256,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank = world_rank()
     torch.manual_seed(cfg.seed)
     sam = build_sam(sam_cfg)
-    model: nn.Module = SamTrainWrapper(sam)
+    model: nn.Module = SamTrainWrapper(sam, cfg.loss_size)
     try:
         import ray.train.torch
 
@@ -286,7 +296,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        window.append({"loss": float(loss), **parts})
+        window.append({"loss": float(loss.detach()), **parts})
         done = step + 1
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             metrics = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
