@@ -1,0 +1,149 @@
+"""Ingest a Pascal VOC tree (``VOCdevkit/VOC2007``) into MANIFEST rows.
+
+* ``ImageSets/Main/<split>.txt`` lists the ids; ``Annotations/<id>.xml`` gives the objects.
+* Boxes: VOC's 1-based inclusive ``bndbox`` through :func:`weaksam.geometry.boxes.voc_to_xyxy`
+  (``x1 = xmin - 1, x2 = xmax``); ``gt_difficult`` from ``<difficult>``; no masks.
+* Image-level labels: the classes of all objects, difficult ones included (as the reference's
+  ``cls_labels`` are built).
+* The image is ``JPEGImages/<filename from the xml>``, falling back to ``<id>.jpg`` when the
+  xml names none or a file that does not exist.
+* ``image_index``: ``int(id)`` for numeric ids (VOC2012's ``2008_000002`` reads as
+  ``2008000002``), else ``index_base`` + the id's position in the split file.
+* An object of an unknown class, or a missing or unparsable xml, makes an error row.
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from weaksam.data.imageio import DEFAULT_MAX_PIXELS
+from weaksam.data.ingest_core import (
+    ImageRecord,
+    build_rows,
+    check_unique_index,
+    is_training_split,
+    parse_index,
+)
+from weaksam.geometry.boxes import voc_to_xyxy
+from weaksam.io.classes import VOC_CLASSES, ClassMap
+
+
+def read_split_ids(voc_root: str, split: str) -> list[str]:
+    """Ids listed in ``ImageSets/Main/<split>.txt`` (first token per non-empty line)."""
+    path = os.path.join(voc_root, "ImageSets", "Main", f"{split}.txt")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return [ln.split()[0] for ln in fh if ln.strip()]
+    except FileNotFoundError:
+        raise FileNotFoundError(f"VOC split file not found: {path}") from None
+
+
+def ingest_voc(
+    voc_root: str,
+    split: str,
+    classes: Sequence[str] | ClassMap = VOC_CLASSES,
+    *,
+    index_base: int = 0,
+    training: bool | None = None,
+    allow_empty_labels: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    verify: bool = True,
+    num_workers: int | None = None,
+    progress: bool = False,
+) -> tuple[list[dict[str, Any]], ClassMap]:
+    """MANIFEST rows of one split of a VOC-style dataset, and the class map.
+
+    Args:
+        voc_root: the ``VOCxxxx`` folder (holding ``Annotations``, ``ImageSets``, ``JPEGImages``).
+        split: split file name without ``.txt`` (``trainval``, ``test``, ...).
+        classes: class names (project id order) or a ready :class:`ClassMap`.
+        index_base: first running index for non-numeric ids.
+        training, allow_empty_labels, max_pixels, verify, num_workers, progress: see
+            :func:`weaksam.data.ingest_coco.ingest_coco`.
+
+    Raises:
+        FileNotFoundError: the split file is missing. ``ValueError``: duplicate image indices.
+    """
+    cmap = classes if isinstance(classes, ClassMap) else ClassMap.from_names(list(classes))
+    records = [
+        _read_record(voc_root, image_id, split, cmap, index_base + pos)
+        for pos, image_id in enumerate(read_split_ids(voc_root, split))
+    ]
+    rows = build_rows(
+        records,
+        training=is_training_split(split) if training is None else training,
+        allow_empty_labels=allow_empty_labels,
+        max_pixels=max_pixels,
+        verify=verify,
+        num_workers=num_workers,
+        progress=progress,
+        desc=f"ingest {split}",
+    )
+    check_unique_index(rows)
+    return rows, cmap
+
+
+def _read_record(
+    voc_root: str, image_id: str, split: str, classes: ClassMap, fallback_index: int
+) -> ImageRecord:
+    images = os.path.join(voc_root, "JPEGImages")
+    rec = ImageRecord(
+        image_id=image_id,
+        image_index=parse_index(image_id, fallback_index),
+        path=os.path.abspath(os.path.join(images, f"{image_id}.jpg")),
+        split=split,
+    )
+    xml_path = os.path.join(voc_root, "Annotations", f"{image_id}.xml")
+    try:
+        root = ET.parse(xml_path).getroot()
+    except FileNotFoundError:
+        rec.error = f"annotation file not found: Annotations/{image_id}.xml"
+        return rec
+    except (ET.ParseError, OSError) as exc:
+        rec.error = f"invalid annotation xml: {exc}"
+        return rec
+
+    filename = (root.findtext("filename") or "").strip()
+    if filename and (
+        os.path.exists(os.path.join(images, filename)) or not os.path.exists(rec.path)
+    ):
+        rec.path = os.path.abspath(os.path.join(images, filename))
+    width = _number(root.findtext("size/width"))
+    height = _number(root.findtext("size/height"))
+    if width > 0 and height > 0:  # some VOC xmls say 0x0; then the image alone decides
+        rec.annot_size = (int(height), int(width))
+
+    boxes: list[list[float]] = []
+    for k, obj in enumerate(root.iter("object")):
+        name = (obj.findtext("name") or "").strip()
+        try:
+            cls = classes.index(name)
+        except KeyError:
+            rec.error = rec.error or f"unknown class {name!r}"
+            continue
+        rec.labels.append(cls)
+        try:
+            box = [
+                float(obj.findtext(f"bndbox/{t}") or "") for t in ("xmin", "ymin", "xmax", "ymax")
+            ]
+        except ValueError:
+            rec.error = rec.error or f"object {k} ({name}) has no valid bndbox"
+            continue
+        boxes.append(box)
+        rec.gt_classes.append(cls)
+        rec.gt_difficult.append(_number(obj.findtext("difficult")) > 0)
+    rec.gt_boxes = voc_to_xyxy(np.asarray(boxes, dtype=np.float32).reshape(-1, 4))
+    return rec
+
+
+def _number(text: str | None) -> float:
+    """A number from xml text (``"1"``, ``"1.0"``); missing or unparsable -> 0."""
+    try:
+        return float((text or "0").strip())
+    except ValueError:
+        return 0.0
