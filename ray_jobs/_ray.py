@@ -9,6 +9,12 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
+if "RAY_ADDRESS" not in os.environ:
+    # A private local instance: make every Ray listener bind the loopback address (Ray reads
+    # this when it is first imported). Under `ray job submit` RAY_ADDRESS is set and the
+    # cluster's own addresses are used.
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
 
 def init_ray(num_cpus: int | None = None) -> None:
     """Connect to a running cluster (``ray job submit``, ``RAY_ADDRESS``, or a local
@@ -26,8 +32,8 @@ def init_ray(num_cpus: int | None = None) -> None:
         pass
     ray.init(
         num_cpus=num_cpus,
-        include_dashboard=False,
-        _node_ip_address="127.0.0.1",
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
         log_to_driver=True,
     )
     log.info("started a local Ray instance: %s", ray.cluster_resources())

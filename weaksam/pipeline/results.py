@@ -1,0 +1,109 @@
+"""``runs/<name>/results.json``: one flat object a script can read, and its printed table.
+
+Keys are fixed (see :data:`RESULT_KEYS`); a stage that did not run leaves its keys ``null``.
+Fractions are in ``[0, 1]``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from weaksam.eval.table import format_table
+from weaksam.pipeline.core import StageReport
+
+RESULT_KEYS: tuple[str, ...] = (
+    "proposal_recall50",
+    "proposals_per_image",
+    "cls_map",
+    "point_precision",
+    "wsod_ap50_wsddn",
+    "wsod_ap50_oicr",
+    "wsod_ap50_mist",
+    "wsod_corloc",
+    "pgt_precision",
+    "pgt_recall",
+    "retrain_ap50",
+    "retrain_ap50_no_drop",
+    "wsis_ap25",
+    "wsis_ap50",
+    "wsis_ap70",
+    "wsis_ap75",
+    "upper_bound_ap50",
+    "upper_bound_mask_ap50",
+    "weak_full_ratio",
+    "baseline_ap50",
+    "baseline_corloc",
+)
+
+LABELS: dict[str, str] = {
+    "proposal_recall50": "proposal recall @ IoU 0.5 (test)",
+    "proposals_per_image": "proposals per image",
+    "cls_map": "classification mAP (test)",
+    "point_precision": "peak-point precision",
+    "wsod_ap50_wsddn": "WSOD AP50, WSDDN (test)",
+    "wsod_ap50_oicr": "WSOD AP50, OICR (test)",
+    "wsod_ap50_mist": "WSOD AP50, MIST (test)",
+    "wsod_corloc": "WSOD CorLoc (train)",
+    "pgt_precision": "PGT precision (train)",
+    "pgt_recall": "PGT recall (train)",
+    "retrain_ap50": "retrained Faster R-CNN AP50 (test)",
+    "retrain_ap50_no_drop": "  ... without RoI drop",
+    "wsis_ap25": "Mask R-CNN mask AP25 (test)",
+    "wsis_ap50": "Mask R-CNN mask AP50 (test)",
+    "wsis_ap70": "Mask R-CNN mask AP70 (test)",
+    "wsis_ap75": "Mask R-CNN mask AP75 (test)",
+    "upper_bound_ap50": "fully supervised AP50 (test)",
+    "upper_bound_mask_ap50": "fully supervised mask AP50 (test)",
+    "weak_full_ratio": "retrain AP50 / fully supervised",
+    "baseline_ap50": "window-prior baseline AP50, VOC07 (test)",
+    "baseline_corloc": "window-prior baseline CorLoc (train)",
+}
+
+
+def _get(metrics: Mapping[str, Any], *path: str) -> float | None:
+    node: Any = metrics
+    for key in path:
+        if not isinstance(node, Mapping) or key not in node:
+            return None
+        node = node[key]
+    if node is None:
+        return None
+    value = float(node)
+    return None if math.isnan(value) else value
+
+
+def collect_results(reports: Sequence[StageReport], total_seconds: float) -> dict[str, Any]:
+    """Build the flat results object from the stages' metrics."""
+    by_stage = {r.name: r.metrics for r in reports if r.action in ("ran", "skipped")}
+    out: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
+    ev = by_stage.get("evaluate", {})
+    out["baseline_ap50"] = _get(ev, "baseline", "voc07", "overall", "mAP")
+    out["baseline_corloc"] = _get(ev, "baseline", "corloc", "overall", "CorLoc")
+    if out["upper_bound_ap50"] and out["retrain_ap50"] is not None:
+        out["weak_full_ratio"] = out["retrain_ap50"] / out["upper_bound_ap50"]
+    out["total_seconds"] = round(total_seconds, 1)
+    out["stage_seconds"] = {r.name: round(r.seconds, 1) for r in reports if r.action == "ran"}
+    out["stages"] = {r.name: r.action for r in reports}
+    return out
+
+
+def write_results(run_dir: str, results: Mapping[str, Any]) -> str:
+    path = os.path.join(run_dir, "results.json")
+    with open(path, "w", encoding="utf-8") as fh:
+        json.dump(results, fh, indent=2)
+    return path
+
+
+def results_table(results: Mapping[str, Any]) -> str:
+    """The results that have values, as a readable table."""
+    rows = [[LABELS[k], results[k]] for k in RESULT_KEYS if results.get(k) is not None]
+    return format_table(rows, ["result", "value"], title="weaksam results")
+
+
+def stage_table(reports: Sequence[StageReport]) -> str:
+    rows = [[r.name, r.action, f"{r.seconds:.1f}", f"{r.peak_rss_mb:.0f}"] for r in reports]
+    return format_table(rows, ["stage", "action", "seconds", "peak RSS MiB"], title="stages")
