@@ -77,9 +77,9 @@ def sam_loss(
     iou_l = F.mse_loss(iou_pred, actual_iou, reduction="none").mean(1)
     loss = mask_l[idx, best].mean() + iou_weight * iou_l.mean()
     parts = {
-        "focal": float(focal[idx, best].mean()),
-        "dice": float(dice[idx, best].mean()),
-        "iou_mse": float(iou_l.mean()),
+        "focal": float(focal[idx, best].mean().detach()),
+        "dice": float(dice[idx, best].mean().detach()),
+        "iou_mse": float(iou_l.mean().detach()),
         "miou": float(actual_iou[idx, best].mean()),
     }
     return loss, parts
