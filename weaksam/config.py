@@ -21,6 +21,7 @@ from weaksam.configlib import (
     load_into,
     to_dict,
 )
+from weaksam.proposals.config import ProposalsConfig
 from weaksam.sam.build import SamConfig
 from weaksam.sam.training import SamTrainConfig
 
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "ProposalsConfig",
     "SamConfig",
     "SamTrainConfig",
     "SynthConfig",
@@ -120,6 +122,7 @@ class Config:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     sam: SamConfig = field(default_factory=SamConfig)
     sam_train: SamTrainConfig = field(default_factory=SamTrainConfig)
+    proposals: ProposalsConfig = field(default_factory=ProposalsConfig)
 
     @property
     def run_dir(self) -> str:

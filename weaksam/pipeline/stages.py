@@ -15,6 +15,7 @@ from weaksam.eval import evaluate, format_report, load_manifest_gt, to_jsonable
 from weaksam.eval.formats import load_detections_table
 from weaksam.io.tables import read_classes, read_table, write_table
 from weaksam.pipeline.core import Stage, StageContext
+from weaksam.proposals.stage import run_proposals
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +100,7 @@ def _synthetic(cfg: Config) -> bool:
 STAGES: tuple[Stage, ...] = (
     Stage("data", run_data, sections=("synth",), enabled=_synthetic),
     Stage("ingest", run_ingest, sections=("data",), deps=("data",)),
+    Stage("proposals", run_proposals, sections=("sam", "proposals"), deps=("ingest",)),
     Stage("baseline", run_baseline, sections=(), deps=("ingest",)),
     Stage("evaluate", run_evaluate, sections=("evaluate",), deps=("baseline", "ingest")),
 )

@@ -1,0 +1,35 @@
+"""Settings of the proposal generation job (the engine's own settings are nested)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from weaksam.sam.engine import EngineConfig
+
+
+@dataclass(frozen=True)
+class ProposalsConfig:
+    """The Ray Data job that runs SAM over a manifest.
+
+    Attributes:
+        splits: manifest splits to process (empty = all).
+        use_points: prompt with the peak points table when it exists.
+        num_actors: size of the fixed SAM actor pool (one per GPU on GPU clusters).
+        cpus_per_actor / gpus_per_actor: resources of each SAM actor (GPUs only when present).
+        batch_size: images per ``map_batches`` call.
+        decode_cpus: CPUs of each decoding task (the CPU stage before SAM).
+        rows_per_file: row cap per Parquet shard.
+        max_pixels: images over this pixel count are error rows.
+        engine: prompting and filtering settings (WeakSAM's by default).
+    """
+
+    splits: tuple[str, ...] = ()
+    use_points: bool = True
+    num_actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 1.0
+    batch_size: int = 4
+    decode_cpus: float = 0.25
+    rows_per_file: int = 500
+    max_pixels: int = 64_000_000
+    engine: EngineConfig = field(default_factory=EngineConfig)

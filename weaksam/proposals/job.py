@@ -1,0 +1,174 @@
+"""The proposal generation job: manifest (+ points) → Ray Data → Parquet shards, resumable.
+
+Layout of the stage folder::
+
+    <run>/proposals/shards/*.parquet   the ``proposals`` table, one row per image
+    <run>/proposals/metrics.json       images/s, proposals per image, recall (when GT exists)
+
+Resuming: the image ids already present in readable shards are skipped, so a rerun after an
+interruption processes only the missing images and never writes an image twice. A shard that
+cannot be read (a write cut off by a crash) is deleted and its images are redone.
+
+The caller starts or joins Ray first; nothing here starts a cluster.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from weaksam.configlib import to_dict
+from weaksam.io.tables import read_table
+from weaksam.proposals.config import ProposalsConfig
+from weaksam.proposals.udf import ProposalGenerator, decode_images, pack_points
+from weaksam.sam.build import SamConfig
+
+log = logging.getLogger(__name__)
+
+SHARDS = "shards"
+
+
+@dataclass(frozen=True)
+class JobStats:
+    """What one call of :func:`generate_proposals` did."""
+
+    submitted: int
+    skipped_done: int
+    seconds: float
+
+
+def completed_ids(shard_dir: str) -> set[str]:
+    """Image ids in the readable shards of ``shard_dir``; unreadable shards are deleted."""
+    done: set[str] = set()
+    for path in sorted(glob.glob(os.path.join(shard_dir, "*.parquet"))):
+        try:
+            ids = pq.read_table(path, columns=["image_id"]).column("image_id").to_pylist()
+        except Exception as exc:  # a shard cut off mid-write
+            log.warning("removing unreadable shard %s (%s); its images will be redone", path, exc)
+            os.remove(path)
+            continue
+        done.update(str(i) for i in ids)
+    return done
+
+
+def work_items(
+    manifest_rows: Sequence[Mapping[str, Any]],
+    points_by_id: Mapping[str, Mapping[str, Any]],
+    done: set[str],
+) -> list[dict[str, Any]]:
+    """Manifest rows not yet done, with their peak points attached (lists, possibly empty)."""
+    items = []
+    for r in manifest_rows:
+        if str(r["image_id"]) in done:
+            continue
+        p = points_by_id.get(str(r["image_id"]), {})
+        items.append(
+            {
+                "image_id": str(r["image_id"]),
+                "image_index": int(r["image_index"]),
+                "path": r.get("path") or "",
+                "height": int(r["height"] or 0),
+                "width": int(r["width"] or 0),
+                "error": r.get("error") or "",
+                **pack_points(
+                    p.get("points") or [], p.get("point_classes") or [], p.get("point_kinds") or []
+                ),
+            }
+        )
+    return items
+
+
+def load_points(points_path: str | None) -> dict[str, dict[str, Any]]:
+    """``image_id -> points row`` from a points table (empty when there is none)."""
+    if not points_path or not os.path.exists(points_path):
+        return {}
+    tbl = read_table(points_path, "points")
+    return {str(r["image_id"]): r for r in tbl.to_pylist() if not r.get("error")}
+
+
+def generate_proposals(
+    manifest_path: str,
+    out_dir: str,
+    sam: SamConfig,
+    cfg: ProposalsConfig,
+    points_path: str | None = None,
+    use_gpu: bool | None = None,
+) -> JobStats:
+    """Run (or resume) the Ray Data job; shards go to ``<out_dir>/shards``."""
+    import ray
+
+    t0 = time.time()
+    shard_dir = os.path.join(out_dir, SHARDS)
+    os.makedirs(shard_dir, exist_ok=True)
+    manifest = read_table(manifest_path, "manifest").to_pylist()
+    rows = [r for r in manifest if not cfg.splits or r["split"] in cfg.splits]
+    done = completed_ids(shard_dir)
+    items = work_items(rows, load_points(points_path) if cfg.use_points else {}, done)
+    skipped = len(rows) - len(items)
+    if skipped:
+        log.info("resuming: %d of %d images already have proposals", skipped, len(rows))
+    if not items:
+        return JobStats(0, skipped, time.time() - t0)
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    ds: ray.data.Dataset = ray.data.from_items(
+        items, override_num_blocks=max(1, len(items) // cfg.batch_size)
+    )
+    ds = ds.map_batches(
+        decode_images,
+        batch_size=cfg.batch_size,
+        num_cpus=cfg.decode_cpus,
+        fn_kwargs={"max_pixels": cfg.max_pixels},
+    )
+    ds = ds.map_batches(
+        ProposalGenerator,
+        fn_constructor_kwargs={
+            "sam_config": to_dict(sam),
+            "engine_config": to_dict(cfg.engine),
+        },
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+        batch_size=cfg.batch_size,
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=cfg.gpus_per_actor if use_gpu else 0,
+    )
+    ds.write_parquet(shard_dir, max_rows_per_file=cfg.rows_per_file)
+    return JobStats(len(items), skipped, time.time() - t0)
+
+
+def summarize_proposals(proposals_dir: str) -> dict[str, Any]:
+    """Counts from the shards: images, error rows, proposals per image (mean, median, max)."""
+    tbl = read_table(os.path.join(proposals_dir, SHARDS), "proposals")
+    ids = tbl.column("image_id").to_pylist()
+    if len(ids) != len(set(ids)):
+        raise RuntimeError(f"{len(ids) - len(set(ids))} images appear twice in {proposals_dir}")
+    errors = [e for e in tbl.column("error").to_pylist() if e]
+    counts = np.asarray(
+        [
+            len(s)
+            for s, e in zip(
+                tbl.column("scores").to_pylist(), tbl.column("error").to_pylist(), strict=True
+            )
+            if not e
+        ],
+        dtype=np.float64,
+    )
+    sources: dict[str, int] = {}
+    for row_sources in tbl.column("sources").to_pylist():
+        for s in row_sources or []:
+            sources[s] = sources.get(s, 0) + 1
+    return {
+        "images": len(ids),
+        "error_rows": len(errors),
+        "proposals_per_image": float(counts.mean()) if counts.size else 0.0,
+        "proposals_per_image_median": float(np.median(counts)) if counts.size else 0.0,
+        "proposals_per_image_max": int(counts.max()) if counts.size else 0,
+        "proposals_by_source": sources,
+    }
