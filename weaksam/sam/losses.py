@@ -50,6 +50,7 @@ def sam_loss(
     focal_weight: float = 20.0,
     dice_weight: float = 1.0,
     iou_weight: float = 1.0,
+    focal_alpha: float = 0.25,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """SAM's loss for ``M`` candidate masks per prompt (``M`` = 3 multimask or 1).
 
@@ -67,7 +68,7 @@ def sam_loss(
     p, m = logits.shape[:2]
     t = targets[:, None].expand(-1, m, -1, -1).reshape(p * m, *targets.shape[-2:])
     flat = logits.reshape(p * m, *logits.shape[-2:])
-    focal = sigmoid_focal_loss(flat, t).view(p, m)
+    focal = sigmoid_focal_loss(flat, t, alpha=focal_alpha).view(p, m)
     dice = dice_loss(flat, t).view(p, m)
     mask_l = focal_weight * focal + dice_weight * dice
     best = mask_l.argmin(dim=1)
