@@ -1,0 +1,673 @@
+"""The SAM prompting engine: one encoder pass per image, all prompts through the decoder.
+
+:class:`SamPromptEngine` holds only the model and its config; each call encodes the image
+into an :class:`ImageEmbedding` that lives in the call, so one engine may serve several
+threads on different images.
+
+- :meth:`SamPromptEngine.generate_grid` equals segment-anything's
+  ``SamAutomaticMaskGenerator`` with ``crop_n_layers=0`` and ``min_mask_region_area=0`` (same
+  points, filters and NMS; boxes equal up to the inclusive → continuous ``+1``), without its
+  cost: the predicted-IoU filter runs on the decoder's outputs before any upsampling, only the
+  survivors are upsampled (exactly as AMG does) for the stability score and the boxes, and no
+  RLE is built unless masks are asked for (then only for the masks kept by NMS).
+- :meth:`~SamPromptEngine.predict_points`: WeakSAM's single-point prompts (multimask; tokens
+  1 and 2 kept, WeakSAM's ``masks[1:]``).
+- :meth:`~SamPromptEngine.predict_multipoint`: WeakSAM's class-wise prompts (all points of a
+  class in one prompt), batched with prompts of the same point count (padding would change
+  the masks, see :func:`weaksam.sam.prompts.bucket_by_size`).
+- :meth:`~SamPromptEngine.predict_boxes`: box prompts for pseudo-ground-truth masks.
+- :meth:`~SamPromptEngine.generate`: grid + point + class prompts of one image as a
+  :class:`ProposalSet` in WeakSAM's order.
+
+All boxes leaving this module are XYXY float32 in original-image pixels, continuous
+convention (:mod:`weaksam.geometry.boxes`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from segment_anything.modeling import Sam
+from segment_anything.utils.transforms import ResizeLongestSide
+from torchvision.ops import nms
+
+from weaksam.sam.build import SamConfig, build_sam
+from weaksam.sam.postprocess import (
+    encode_binary_masks,
+    inclusive_to_continuous,
+    mask_boxes,
+    stability_scores,
+    upsample_logits,
+)
+from weaksam.sam.prompts import (
+    bucket_by_size,
+    check_labels,
+    check_points,
+    grid_points,
+    group_points_by_class,
+    make_groups,
+    order_kinds,
+)
+
+FloatArray = npt.NDArray[np.float32]
+IntArray = npt.NDArray[np.int64]
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Prompting settings; the defaults are WeakSAM's (reference code, see the method notes).
+
+    Attributes:
+        points_per_side: grid points per side for the "everything" grid (32 → 1024 points);
+            0 disables the grid.
+        points_per_batch: prompts per decoder call (chunk size), for every prompt type.
+        pred_iou_thresh: grid masks need predicted IoU ``>`` this (0 disables, as in AMG).
+        stability_score_thresh: grid masks need stability ``>=`` this (0 disables).
+        stability_score_offset: logit offset of the stability score.
+        box_nms_thresh: IoU threshold of the NMS over grid masks (scored by predicted IoU,
+            on AMG's inclusive boxes).
+        mask_threshold: logit threshold that binarises masks (SAM's ``mask_threshold``).
+        keep_multimask_tokens: multimask outputs kept for point and class prompts, 0-based;
+            ``(1, 2)`` is WeakSAM's ``masks[1:]`` (drops the smallest, sub-part mask).
+        point_pred_iou_thresh: optional predicted-IoU filter for point/class prompts (WeakSAM:
+            none, 0).
+        box_mask_token: for box prompts, ``-1`` keeps the multimask output with the highest
+            predicted IoU (``SamPredictor``'s usual choice); 0–2 a fixed output.
+        return_masks: also return RLE masks (only ever built for masks that are kept).
+        keep_empty: keep point/class proposals whose mask is empty (box ``[0, 0, 0, 0]``);
+            WeakSAM stores them, by default they are dropped.
+        min_box_size: drop proposals narrower or shorter than this many pixels (0: keep all).
+        point_kind: the kind of points given without ``point_kinds``.
+        kind_order: output order of point kinds (WeakSAM: coarse, fine, cross); other kinds
+            follow in order of appearance.
+        classwise_kinds: kinds that also get one multi-point prompt per class (WeakSAM: coarse
+            and fine, not cross).
+        final_nms_thresh: NMS over all proposals of an image (continuous boxes, scored by
+            predicted IoU); 0 disables (WeakSAM: no cross-source NMS).
+        max_proposals: keep at most this many proposals, the highest-scoring ones (0: no cap).
+    """
+
+    points_per_side: int = 32
+    points_per_batch: int = 64
+    pred_iou_thresh: float = 0.3
+    stability_score_thresh: float = 0.3
+    stability_score_offset: float = 1.0
+    box_nms_thresh: float = 0.3
+    mask_threshold: float = 0.0
+    keep_multimask_tokens: tuple[int, ...] = (1, 2)
+    point_pred_iou_thresh: float = 0.0
+    box_mask_token: int = -1
+    return_masks: bool = False
+    keep_empty: bool = False
+    min_box_size: float = 0.0
+    point_kind: str = "peak"
+    kind_order: tuple[str, ...] = ("coarse", "fine", "cross")
+    classwise_kinds: tuple[str, ...] = ("coarse", "fine", "peak")
+    final_nms_thresh: float = 0.0
+    max_proposals: int = 0
+
+    def __post_init__(self) -> None:
+        if self.points_per_side < 0:
+            raise ValueError("points_per_side must be >= 0")
+        if self.points_per_batch < 1:
+            raise ValueError("points_per_batch must be >= 1")
+        toks = self.keep_multimask_tokens
+        if not toks or len(set(toks)) != len(toks) or any(t not in (0, 1, 2) for t in toks):
+            raise ValueError(f"keep_multimask_tokens must be distinct values in 0..2, got {toks}")
+        if self.box_mask_token not in (-1, 0, 1, 2):
+            raise ValueError(
+                f"box_mask_token must be -1 (best IoU) or 0..2, got {self.box_mask_token}"
+            )
+        if self.max_proposals < 0 or self.min_box_size < 0 or self.final_nms_thresh < 0:
+            raise ValueError("max_proposals, min_box_size and final_nms_thresh must be >= 0")
+
+
+@dataclass(frozen=True)
+class ImageEmbedding:
+    """One encoded image; lives for one call (never stored on the engine).
+
+    Attributes:
+        features: image embedding ``1xCxhxw`` (C = decoder width, h = w = img_size // 16).
+        image_pe: dense positional encoding ``1xCxhxw``.
+        input_size: ``(h, w)`` after ``ResizeLongestSide`` (before padding).
+        original_size: ``(H, W)`` of the image.
+    """
+
+    features: torch.Tensor
+    image_pe: torch.Tensor
+    input_size: tuple[int, int]
+    original_size: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class PromptMasks:
+    """Masks predicted for a list of prompts, one row per kept mask.
+
+    Attributes:
+        boxes: ``Nx4`` float32 XYXY, continuous convention, original pixels; ``[0, 0, 0, 0]``
+            for an empty mask.
+        scores: ``N`` float32, SAM's predicted IoU.
+        stability: ``N`` float32, AMG's stability score (NaN when undefined).
+        prompt_index: ``N`` int64, index of the prompt (grid point, point, group, box).
+        token: ``N`` int64, multimask output index 0..2.
+        nonempty: ``N`` bool, false for an empty mask.
+        masks: ``N`` RLE counts (:mod:`weaksam.io.rle`) or ``None`` when not requested.
+    """
+
+    boxes: FloatArray
+    scores: FloatArray
+    stability: FloatArray
+    prompt_index: IntArray
+    token: IntArray
+    nonempty: npt.NDArray[np.bool_]
+    masks: list[bytes] | None = None
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+@dataclass(frozen=True)
+class ProposalSet:
+    """All proposals of one image, in WeakSAM's order (grid, then per kind points, classes).
+
+    Attributes:
+        boxes: ``Nx4`` float32 XYXY, continuous convention, original pixels.
+        scores: ``N`` float32, SAM's predicted IoU.
+        sources: ``N`` strings: ``"grid"``, ``"point:<kind>"``, ``"class:<kind>"``.
+        class_hints: ``N`` int32, class of the prompting point(s); -1 for the grid.
+        masks: ``N`` RLE counts of size ``image_size`` or ``None``.
+        image_size: ``(H, W)``.
+    """
+
+    boxes: FloatArray
+    scores: FloatArray
+    sources: list[str]
+    class_hints: npt.NDArray[np.int32]
+    masks: list[bytes] | None = None
+    image_size: tuple[int, int] = field(default=(0, 0))
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+
+def _as_image(image: npt.ArrayLike) -> npt.NDArray[np.uint8]:
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"image must be uint8 HxWx3 (RGB), got dtype {arr.dtype}")
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    elif arr.ndim == 3 and arr.shape[2] == 4:
+        arr = arr[:, :, :3]
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"image must be HxWx3 (RGB), got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+class SamPromptEngine:
+    """Prompts one SAM with grids, points, point groups and boxes.
+
+    Args:
+        model: a ``segment_anything`` ``Sam`` (see :func:`weaksam.sam.build.build_sam`).
+        cfg: prompting settings.
+        autocast_dtype: ``none``, ``bf16`` or ``fp16``: mixed precision on CUDA (ignored on
+            CPU). Mask post-processing always runs in float32.
+    """
+
+    def __init__(
+        self, model: Sam, cfg: EngineConfig | None = None, *, autocast_dtype: str = "none"
+    ) -> None:
+        if autocast_dtype not in ("none", *_AUTOCAST):
+            raise ValueError(f"unknown autocast_dtype {autocast_dtype!r}")
+        self.model = model.eval()
+        self.cfg = cfg or EngineConfig()
+        self.transform = ResizeLongestSide(model.image_encoder.img_size)
+        self.autocast_dtype = autocast_dtype
+
+    @classmethod
+    def from_config(cls, sam_cfg: SamConfig, cfg: EngineConfig | None = None) -> SamPromptEngine:
+        """Build the model from ``sam_cfg`` (checkpoint, device, autocast) and wrap it."""
+        return cls(build_sam(sam_cfg), cfg, autocast_dtype=sam_cfg.autocast_dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self.model.device)
+
+    def _autocast(self) -> contextlib.AbstractContextManager[object]:
+        if self.device.type == "cuda" and self.autocast_dtype in _AUTOCAST:
+            return torch.autocast("cuda", dtype=_AUTOCAST[self.autocast_dtype])
+        return contextlib.nullcontext()
+
+    # ------------------------------------------------------------------ encoder
+    @torch.inference_mode()
+    def embed_image(self, image: npt.ArrayLike) -> ImageEmbedding:
+        """Encode an ``HxWx3`` uint8 RGB image (``HxW`` gray and ``HxWx4`` RGBA accepted).
+
+        Exactly ``SamPredictor.set_image``: ``ResizeLongestSide``, normalise, pad, encode.
+        """
+        img = _as_image(image)
+        original_size = (int(img.shape[0]), int(img.shape[1]))
+        resized = self.transform.apply_image(img)
+        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+        input_size = (int(x.shape[-2]), int(x.shape[-1]))
+        with self._autocast():
+            features = self.model.image_encoder(self.model.preprocess(x))
+        return ImageEmbedding(
+            features=features,
+            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            input_size=input_size,
+            original_size=original_size,
+        )
+
+    # ------------------------------------------------------------------ decoder
+    def _decode(
+        self,
+        emb: ImageEmbedding,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Multimask decode of ``B`` prompts in the model's input frame.
+
+        ``coords`` ``BxKx2``, ``labels`` ``BxK``, ``boxes`` ``Bx4``. Returns low-res logits
+        ``Bx3xh'xw'`` (float32) and predicted IoU ``Bx3`` (float32).
+        """
+        points = (coords, labels) if coords is not None and labels is not None else None
+        with self._autocast():
+            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
+            low, iou = self.model.mask_decoder(
+                image_embeddings=emb.features,
+                image_pe=emb.image_pe,
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=True,
+            )
+        return low.float(), iou.float()
+
+    def _finish(
+        self,
+        emb: ImageEmbedding,
+        low: torch.Tensor,
+        iou: torch.Tensor,
+        prompt_index: torch.Tensor,
+        token: torch.Tensor,
+        with_masks: bool,
+    ) -> PromptMasks:
+        """Upsample kept low-res logits ``Nxh'xw'`` and measure them (boxes, stability)."""
+        cfg = self.cfg
+        logits = upsample_logits(self.model, low, emb.input_size, emb.original_size)
+        stab = stability_scores(logits, cfg.mask_threshold, cfg.stability_score_offset)
+        binary = logits > cfg.mask_threshold
+        del logits
+        boxes, nonempty = mask_boxes(binary)
+        return PromptMasks(
+            boxes=inclusive_to_continuous(boxes, nonempty),
+            scores=iou.detach().cpu().numpy().astype(np.float32),
+            stability=stab.detach().cpu().numpy().astype(np.float32),
+            prompt_index=prompt_index.detach().cpu().numpy().astype(np.int64),
+            token=token.detach().cpu().numpy().astype(np.int64),
+            nonempty=nonempty.detach().cpu().numpy(),
+            masks=encode_binary_masks(binary) if with_masks else None,
+        )
+
+    # ------------------------------------------------------------------ grid
+    @torch.inference_mode()
+    def generate_grid(self, emb: ImageEmbedding) -> PromptMasks:
+        """The "everything" grid, equal to ``SamAutomaticMaskGenerator`` (no crops).
+
+        Per chunk of ``points_per_batch`` grid points: decode 3 masks per point, keep those
+        with predicted IoU ``> pred_iou_thresh`` (on the decoder output, before upsampling),
+        upsample the survivors, keep stability ``>= stability_score_thresh``, take their
+        boxes; then NMS (``box_nms_thresh``, by predicted IoU) over all of them on AMG's
+        inclusive boxes. Rows come in NMS order (decreasing predicted IoU), like AMG's.
+        ``prompt_index`` is the grid point index (row-major, x fastest).
+        """
+        cfg = self.cfg
+        h, w = emb.original_size
+        pts = grid_points(cfg.points_per_side, h, w)
+        dev = self.device
+        # per chunk: (iou, stability, inclusive boxes, nonempty, flat index, low-res logits)
+        kept: list[tuple[torch.Tensor, ...]] = []
+        for start in range(0, pts.shape[0], cfg.points_per_batch):
+            chunk = pts[start : start + cfg.points_per_batch]
+            # float64 coordinates, exactly as AMG passes them to the prompt encoder
+            coords = torch.as_tensor(self.transform.apply_coords(chunk, (h, w)), device=dev)
+            labels = torch.ones(coords.shape[0], dtype=torch.int, device=dev)
+            low, iou = self._decode(emb, coords[:, None, :], labels[:, None])
+            low, iou = low.flatten(0, 1), iou.flatten(0, 1)
+            idx = torch.arange(start * 3, start * 3 + low.shape[0], device=dev)
+            if cfg.pred_iou_thresh > 0.0:  # exact on the decoder output: no upsampling needed
+                keep = iou > cfg.pred_iou_thresh
+                low, iou, idx = low[keep], iou[keep], idx[keep]
+            if low.shape[0] == 0:
+                continue
+            logits = upsample_logits(self.model, low, emb.input_size, emb.original_size)
+            stab = stability_scores(logits, cfg.mask_threshold, cfg.stability_score_offset)
+            if cfg.stability_score_thresh > 0.0:
+                keep = stab >= cfg.stability_score_thresh
+                logits, low, iou, idx, stab = (t[keep] for t in (logits, low, iou, idx, stab))
+            boxes, nonempty = mask_boxes(logits > cfg.mask_threshold)
+            del logits
+            kept.append((iou, stab, boxes, nonempty, idx, low if cfg.return_masks else low[:0]))
+        if not kept:
+            return _empty_prompt_masks(cfg.return_masks)
+        iou, stab, boxes, nonempty, idx, low = (torch.cat(t) for t in zip(*kept, strict=True))
+        order = nms(boxes.float(), iou, cfg.box_nms_thresh)
+        masks = None
+        if cfg.return_masks:  # RLE only for the masks NMS keeps
+            logits = upsample_logits(self.model, low[order], emb.input_size, emb.original_size)
+            masks = encode_binary_masks(logits > cfg.mask_threshold)
+        idx = idx[order]
+        return PromptMasks(
+            boxes=inclusive_to_continuous(boxes[order], nonempty[order]),
+            scores=iou[order].cpu().numpy().astype(np.float32),
+            stability=stab[order].cpu().numpy().astype(np.float32),
+            prompt_index=(idx // 3).cpu().numpy().astype(np.int64),
+            token=(idx % 3).cpu().numpy().astype(np.int64),
+            nonempty=nonempty[order].cpu().numpy(),
+            masks=masks,
+        )
+
+    # ------------------------------------------------------------------ points
+    def _point_prompts(
+        self,
+        emb: ImageEmbedding,
+        batches: Iterator[tuple[IntArray, npt.NDArray[np.float64], IntArray]],
+        tokens: Sequence[int],
+        iou_thresh: float,
+        with_masks: bool,
+    ) -> PromptMasks:
+        """Decode batches of ``(prompt ids B, points BxKx2, labels BxK)``; keep ``tokens``."""
+        dev = self.device
+        tok = torch.as_tensor(list(tokens), device=dev)
+        parts: list[PromptMasks] = []
+        for ids, pts, labels in batches:
+            coords = self.transform.apply_coords(pts, emb.original_size)
+            c = torch.as_tensor(coords, dtype=torch.float, device=dev)
+            lab = torch.as_tensor(labels, dtype=torch.int, device=dev)
+            low, iou = self._decode(emb, c, lab)
+            low, iou = low[:, tok].flatten(0, 1), iou[:, tok].flatten(0, 1)
+            pid = torch.as_tensor(ids, device=dev).repeat_interleave(len(tokens))
+            token = tok.repeat(len(ids))
+            if iou_thresh > 0.0:
+                keep = iou > iou_thresh
+                low, iou, pid, token = low[keep], iou[keep], pid[keep], token[keep]
+            parts.append(self._finish(emb, low, iou, pid, token, with_masks))
+        return _concat_prompt_masks(parts, with_masks)
+
+    @torch.inference_mode()
+    def predict_points(
+        self,
+        emb: ImageEmbedding,
+        points: npt.ArrayLike,
+        labels: npt.ArrayLike | None = None,
+    ) -> PromptMasks:
+        """Single-point prompts (WeakSAM's per-peak prompts), ``points_per_batch`` per call.
+
+        Args:
+            emb: from :meth:`embed_image`.
+            points: ``Px2`` ``(x, y)`` in original pixels (``P`` may be 0).
+            labels: ``P`` point labels (1 foreground, 0 background); default all 1.
+
+        Returns:
+            ``len(keep_multimask_tokens)`` rows per point, point-major, tokens in the
+            configured order; ``prompt_index`` is the point index. Empty masks are kept and
+            flagged (``nonempty`` false, box ``[0, 0, 0, 0]``); no IoU filter unless
+            ``point_pred_iou_thresh > 0``. Same masks as ``SamPredictor.predict(point,
+            label, multimask_output=True)`` per point.
+        """
+        pts = check_points(points)
+        lab = check_labels(labels, pts.shape[0])
+        bs = self.cfg.points_per_batch
+        batches = (
+            (
+                np.arange(s, min(s + bs, pts.shape[0]), dtype=np.int64),
+                pts[s : s + bs, None, :],
+                lab[s : s + bs, None],
+            )
+            for s in range(0, pts.shape[0], bs)
+        )
+        return self._point_prompts(
+            emb,
+            batches,
+            self.cfg.keep_multimask_tokens,
+            self.cfg.point_pred_iou_thresh,
+            self.cfg.return_masks,
+        )
+
+    @torch.inference_mode()
+    def predict_multipoint(
+        self,
+        emb: ImageEmbedding,
+        groups: Sequence[tuple[npt.ArrayLike, npt.ArrayLike | None]],
+    ) -> PromptMasks:
+        """Multi-point prompts: each group's ``K`` points form one prompt (WeakSAM's class-wise
+        prompts use all points of a class, labels 1).
+
+        Args:
+            emb: from :meth:`embed_image`.
+            groups: ``[(points Kx2, labels K or None), ...]``, ``K >= 1``, original pixels.
+
+        Returns:
+            rows as :meth:`predict_points`, ``prompt_index`` = group index, groups in input
+            order. Groups are batched only with groups of the same ``K`` (exactly the
+            unbatched result; padding with label -1 points would not be).
+        """
+        grs = make_groups(groups)
+        sizes = [g.points.shape[0] for g in grs]
+        batches = (
+            (
+                ids,
+                np.stack([grs[i].points for i in ids]),
+                np.stack([grs[i].labels for i in ids]),
+            )
+            for ids in bucket_by_size(sizes, self.cfg.points_per_batch)
+        )
+        out = self._point_prompts(
+            emb,
+            batches,
+            self.cfg.keep_multimask_tokens,
+            self.cfg.point_pred_iou_thresh,
+            self.cfg.return_masks,
+        )
+        return _reorder(out, np.argsort(out.prompt_index, kind="stable"))
+
+    @torch.inference_mode()
+    def predict_boxes(self, emb: ImageEmbedding, boxes: npt.ArrayLike) -> PromptMasks:
+        """Box prompts (pseudo-ground-truth masks): one mask per box, always with its RLE.
+
+        Args:
+            emb: from :meth:`embed_image`.
+            boxes: ``Nx4`` XYXY in original pixels, passed to SAM as given (SAM's box prompt
+                takes pixel coordinates; the continuous and inclusive conventions differ by
+                one pixel at ``x2, y2``).
+
+        Returns:
+            one row per box, in input order: the multimask output with the highest predicted
+            IoU (``box_mask_token = -1``, as ``SamPredictor`` users pick) or the fixed output
+            ``box_mask_token``; tight box of that mask, its RLE in ``masks``.
+        """
+        arr = np.asarray(boxes, dtype=np.float32)
+        if arr.size == 0:
+            return _empty_prompt_masks(True)
+        if arr.ndim != 2 or arr.shape[1] != 4 or not np.isfinite(arr).all():
+            raise ValueError(f"boxes must be finite Nx4 XYXY, got shape {arr.shape}")
+        dev = self.device
+        parts = []
+        bs = self.cfg.points_per_batch
+        for s in range(0, arr.shape[0], bs):
+            chunk = self.transform.apply_boxes(arr[s : s + bs], emb.original_size)
+            b = torch.as_tensor(chunk, dtype=torch.float, device=dev)
+            low, iou = self._decode(emb, None, None, boxes=b)
+            if self.cfg.box_mask_token < 0:
+                token = iou.argmax(dim=1)
+            else:
+                token = torch.full((b.shape[0],), self.cfg.box_mask_token, device=dev)
+            rows = torch.arange(b.shape[0], device=dev)
+            parts.append(
+                self._finish(emb, low[rows, token], iou[rows, token], rows + s, token, True)
+            )
+        return _concat_prompt_masks(parts, True)
+
+    # ------------------------------------------------------------------ proposals
+    @torch.inference_mode()
+    def generate(
+        self,
+        image: npt.ArrayLike,
+        points: npt.ArrayLike | None = None,
+        point_classes: npt.ArrayLike | None = None,
+        point_kinds: Sequence[str] | None = None,
+    ) -> ProposalSet:
+        """All proposals of one image from one encoder pass, in WeakSAM's order.
+
+        Args:
+            image: ``HxWx3`` uint8 RGB.
+            points: ``Px2`` peak points ``(x, y)`` in original pixels, or ``None``.
+            point_classes: ``P`` class ids of the points (needed for class-wise prompts and
+                class hints), or ``None``.
+            point_kinds: ``P`` kinds (e.g. ``coarse``, ``fine``, ``cross``); default
+                ``cfg.point_kind`` for every point.
+
+        Returns:
+            grid proposals (source ``grid``, AMG's order), then for each kind in
+            ``kind_order``: the single-point proposals (``point:<kind>``, 2 per point,
+            point-major) and, for ``classwise_kinds`` when classes are given, the class-wise
+            ones (``class:<kind>``, 2 per class, classes ascending). Empty masks are dropped
+            unless ``keep_empty``; then ``min_box_size``, ``final_nms_thresh`` and
+            ``max_proposals`` apply (no cross-source NMS by default). The order is kept.
+        """
+        cfg = self.cfg
+        emb = self.embed_image(image)
+        pts = check_points(np.zeros((0, 2)) if points is None else points)
+        n = pts.shape[0]
+        classes = (
+            None
+            if point_classes is None
+            else np.asarray(point_classes).reshape(-1).astype(np.int64)
+        )
+        if classes is not None and classes.shape[0] != n:
+            raise ValueError(f"point_classes must have {n} entries, got {classes.shape[0]}")
+        kinds = [cfg.point_kind] * n if point_kinds is None else [str(k) for k in point_kinds]
+        if len(kinds) != n:
+            raise ValueError(f"point_kinds must have {n} entries, got {len(kinds)}")
+
+        blocks: list[tuple[PromptMasks, list[str], npt.NDArray[np.int32]]] = []
+        if cfg.points_per_side > 0:
+            grid = self.generate_grid(emb)
+            blocks.append((grid, ["grid"] * len(grid), np.full(len(grid), -1, np.int32)))
+        if n:
+            singles = self.predict_points(emb, pts)
+            kind_arr = np.asarray(kinds, dtype=object)
+            group_kinds: list[str] = []
+            group_ids: list[int] = []
+            groups: list[tuple[npt.ArrayLike, npt.ArrayLike | None]] = []
+            if classes is not None:
+                for kind in order_kinds(kinds, cfg.kind_order):
+                    if kind not in cfg.classwise_kinds:
+                        continue
+                    sel = kind_arr == kind
+                    ids, sets = group_points_by_class(pts[sel], classes[sel])
+                    group_kinds += [kind] * len(ids)
+                    group_ids += ids
+                    groups += [(s, None) for s in sets]
+            multi = self.predict_multipoint(emb, groups) if groups else None
+            for kind in order_kinds(kinds, cfg.kind_order):
+                rows = np.flatnonzero(kind_arr[singles.prompt_index] == kind)
+                hints = (
+                    classes[singles.prompt_index[rows]].astype(np.int32)
+                    if classes is not None
+                    else np.full(rows.size, -1, np.int32)
+                )
+                blocks.append((_reorder(singles, rows), [f"point:{kind}"] * rows.size, hints))
+                if multi is not None:
+                    gk = np.asarray(group_kinds, dtype=object)[multi.prompt_index]
+                    rows = np.flatnonzero(gk == kind)
+                    gid = np.asarray(group_ids, dtype=np.int32)[multi.prompt_index[rows]]
+                    blocks.append((_reorder(multi, rows), [f"class:{kind}"] * rows.size, gid))
+        return self._assemble(blocks, emb.original_size)
+
+    def _assemble(
+        self,
+        blocks: Sequence[tuple[PromptMasks, list[str], npt.NDArray[np.int32]]],
+        image_size: tuple[int, int],
+    ) -> ProposalSet:
+        cfg = self.cfg
+        with_masks = cfg.return_masks
+        if blocks:
+            pm = _concat_prompt_masks([b[0] for b in blocks], with_masks)
+            sources = [s for b in blocks for s in b[1]]
+            hints = np.concatenate([b[2] for b in blocks]).astype(np.int32)
+        else:
+            pm, sources, hints = _empty_prompt_masks(with_masks), [], np.zeros(0, np.int32)
+        keep = np.ones(len(pm), dtype=bool)
+        if not cfg.keep_empty:
+            keep &= pm.nonempty
+        if cfg.min_box_size > 0:
+            wh = pm.boxes[:, 2:] - pm.boxes[:, :2]
+            keep &= (wh >= cfg.min_box_size).all(axis=1)
+        idx = np.flatnonzero(keep)
+        if cfg.final_nms_thresh > 0 and idx.size:
+            k = nms(
+                torch.as_tensor(pm.boxes[idx]),
+                torch.as_tensor(pm.scores[idx]),
+                cfg.final_nms_thresh,
+            )
+            idx = np.sort(idx[k.numpy()])
+        if cfg.max_proposals and idx.size > cfg.max_proposals:
+            top = np.argsort(-pm.scores[idx], kind="stable")[: cfg.max_proposals]
+            idx = np.sort(idx[top])
+        return ProposalSet(
+            boxes=pm.boxes[idx],
+            scores=pm.scores[idx],
+            sources=[sources[i] for i in idx],
+            class_hints=hints[idx],
+            masks=[pm.masks[i] for i in idx] if pm.masks is not None else None,
+            image_size=image_size,
+        )
+
+
+def _empty_prompt_masks(with_masks: bool) -> PromptMasks:
+    return PromptMasks(
+        boxes=np.zeros((0, 4), np.float32),
+        scores=np.zeros(0, np.float32),
+        stability=np.zeros(0, np.float32),
+        prompt_index=np.zeros(0, np.int64),
+        token=np.zeros(0, np.int64),
+        nonempty=np.zeros(0, bool),
+        masks=[] if with_masks else None,
+    )
+
+
+def _concat_prompt_masks(parts: Sequence[PromptMasks], with_masks: bool) -> PromptMasks:
+    if not parts:
+        return _empty_prompt_masks(with_masks)
+    masks: list[bytes] | None = None
+    if with_masks:
+        masks = [m for p in parts for m in (p.masks or [])]
+    return PromptMasks(
+        boxes=np.concatenate([p.boxes for p in parts]).reshape(-1, 4),
+        scores=np.concatenate([p.scores for p in parts]),
+        stability=np.concatenate([p.stability for p in parts]),
+        prompt_index=np.concatenate([p.prompt_index for p in parts]),
+        token=np.concatenate([p.token for p in parts]),
+        nonempty=np.concatenate([p.nonempty for p in parts]),
+        masks=masks,
+    )
+
+
+def _reorder(pm: PromptMasks, rows: npt.NDArray[np.int64]) -> PromptMasks:
+    return PromptMasks(
+        boxes=pm.boxes[rows].reshape(-1, 4),
+        scores=pm.scores[rows],
+        stability=pm.stability[rows],
+        prompt_index=pm.prompt_index[rows],
+        token=pm.token[rows],
+        nonempty=pm.nonempty[rows],
+        masks=[pm.masks[i] for i in rows] if pm.masks is not None else None,
+    )
