@@ -1,0 +1,108 @@
+"""``python -m serve [--port PORT] [--config FILE] [--run runs/<name>] [--set a.b=value ...]``
+
+The demo models by default; ``--run`` serves a finished run's detector (``wsis`` Mask R-CNN,
+else ``retrain`` Faster R-CNN). Starts a private local Ray instance (every listener on
+127.0.0.1), or joins ``--address``; runs the service with Ray Serve's HTTP proxy on
+``--host``/``--port`` (127.0.0.1:8000 by default); blocks until SIGINT or SIGTERM; then shuts
+Serve down and stops the Ray instance it started (never anyone else's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Sequence
+
+from serve.config import DEFAULT_CONFIG, ServeConfig, load_serve_config, run_detector_overrides
+
+log = logging.getLogger("serve")
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m serve", description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="service YAML (ServeConfig)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override")
+    p.add_argument(
+        "--run",
+        default="",
+        help="serve this pipeline run's detector (runs/<name>: wsis or retrain)",
+    )
+    p.add_argument("--host", default=None, help="HTTP host (default: the config's, 127.0.0.1)")
+    p.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's)")
+    p.add_argument(
+        "--address", default="", help="join this Ray cluster instead of starting a local one"
+    )
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray instance")
+    return p.parse_args(argv)
+
+
+def start(cfg: ServeConfig, address: str = "", num_cpus: int | None = None) -> str:
+    """Start Ray (local unless ``address``) and the service; return its base URL."""
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback listeners
+    import ray
+    from ray import serve
+
+    from serve.app import build_app
+
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(
+            address="local",
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            configure_logging=True,
+        )
+    serve.start(http_options={"host": cfg.host, "port": cfg.port})
+    serve.run(build_app(cfg), name=cfg.app_name, route_prefix=cfg.route_prefix)
+    return f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    overrides = run_detector_overrides(args.run) if args.run else []
+    overrides += args.set
+    if args.host is not None:
+        overrides.append(f"host={args.host}")
+    if args.port is not None:
+        overrides.append(f"port={args.port}")
+    cfg = load_serve_config(args.config, overrides)
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s; shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    import ray
+    from ray import serve
+
+    previous: dict[int, object] = {}
+    try:
+        url = start(cfg, args.address, args.num_cpus)
+        # after ray.init, which installs its own SIGTERM handler (sys.exit) in the driver
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        log.info("serving on %s (docs: %s/docs); Ctrl-C to stop", url, url)
+        print(f"READY {url}", flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        t0 = time.monotonic()
+        if ray.is_initialized():
+            try:
+                serve.shutdown()
+            finally:
+                ray.shutdown()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        log.info("stopped in %.1f s", time.monotonic() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

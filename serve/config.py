@@ -1,0 +1,269 @@
+"""The service's configuration: one frozen :class:`ServeConfig`, loaded by the project's strict
+YAML loader (:func:`weaksam.configlib.load_into`; unknown keys raise ``ConfigError``).
+
+``configs/serve_app.yaml`` is the file the service reads by default; ``configs/serve.yaml`` is the
+Ray Serve config (``serve run`` / ``serve deploy``) that names it in ``args``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from weaksam.configlib import load_into
+from weaksam.data.synth.shapes import SHAPE_CLASSES
+from weaksam.sam.build import SamConfig
+from weaksam.sam.engine import EngineConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = "configs/serve_app.yaml"
+DETECTOR_KINDS = ("demo", "retrain", "torchvision", "wsod")
+
+
+@dataclass(frozen=True)
+class AutoscalingConfig:
+    """Ray Serve autoscaling of one deployment (replaces ``num_replicas`` when enabled).
+
+    Attributes:
+        enabled: scale between ``min_replicas`` and ``max_replicas``.
+        target_ongoing_requests: requests per replica the autoscaler aims at.
+    """
+
+    enabled: bool = False
+    min_replicas: int = 1
+    max_replicas: int = 2
+    target_ongoing_requests: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.min_replicas < 0 or self.max_replicas < max(1, self.min_replicas):
+            raise ValueError("autoscaling needs 0 <= min_replicas <= max_replicas, max >= 1")
+        if self.target_ongoing_requests <= 0:
+            raise ValueError("target_ongoing_requests must be > 0")
+
+
+@dataclass(frozen=True)
+class DeploymentConfig:
+    """Replicas and resources of one Ray Serve deployment.
+
+    Attributes:
+        num_replicas: fixed replica count (ignored when autoscaling is enabled).
+        num_cpus / num_gpus: Ray resources reserved per replica (fractions allowed).
+        max_ongoing_requests: requests a replica accepts at once; more wait in the router.
+    """
+
+    num_replicas: int = 1
+    num_cpus: float = 0.5
+    num_gpus: float = 0.0
+    max_ongoing_requests: int = 16
+    autoscaling: AutoscalingConfig = field(default_factory=AutoscalingConfig)
+
+    def __post_init__(self) -> None:
+        if self.num_replicas < 1 or self.max_ongoing_requests < 1:
+            raise ValueError("num_replicas and max_ongoing_requests must be >= 1")
+        if self.num_cpus < 0 or self.num_gpus < 0:
+            raise ValueError("num_cpus and num_gpus must be >= 0")
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """``@serve.batch`` of the detector: images per forward pass and the wait to fill one."""
+
+    max_batch_size: int = 4
+    batch_wait_timeout_s: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
+            raise ValueError("max_batch_size must be >= 1 and batch_wait_timeout_s >= 0")
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """The detector/segmenter behind ``/v1/detect``.
+
+    Attributes:
+        kind: ``demo`` (a randomly initialised small torchvision Mask R-CNN, reported as
+            ``untrained``), ``retrain`` (the pipeline's detector: ``runs/<name>/retrain/model.pt``
+            for Faster R-CNN, ``runs/<name>/wsis/model.pt`` for Mask R-CNN), ``torchvision`` (a
+            generic torchvision R-CNN checkpoint, see :mod:`serve.detectors`) or ``wsod`` (a
+            WSOD ``model.pt``, run on SAM proposals from ``segmenter``).
+        checkpoint: the checkpoint of the non-demo kinds; must be empty for ``demo``.
+        architecture / classes / seed / min_size / max_size: the ``demo`` model (checkpoints
+            carry their own).
+        min_score: model-level score floor; requests choose a threshold at or above it.
+        max_detections: detections per image the model keeps; the most a request may ask for.
+        mask_threshold: mask probability at or above which a pixel is in an instance mask.
+        device: ``auto`` (CUDA when the replica has one), ``cpu`` or ``cuda``.
+        wsod_scales / wsod_flip / wsod_max_side: test-time passes of a ``wsod`` detector.
+    """
+
+    kind: str = "demo"
+    checkpoint: str = ""
+    architecture: str = "tiny_maskrcnn"
+    classes: tuple[str, ...] = SHAPE_CLASSES
+    seed: int = 0
+    min_size: int = 256
+    max_size: int = 256
+    min_score: float = 0.05
+    max_detections: int = 100
+    mask_threshold: float = 0.5
+    device: str = "auto"
+    wsod_scales: tuple[int, ...] = (480,)
+    wsod_flip: bool = False
+    wsod_max_side: int = 1000
+    batching: BatchConfig = field(default_factory=BatchConfig)
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+
+    def __post_init__(self) -> None:
+        if self.kind not in DETECTOR_KINDS:
+            raise ValueError(f"unknown detector kind {self.kind!r}; known: {list(DETECTOR_KINDS)}")
+        if self.kind == "demo" and self.checkpoint:
+            raise ValueError("detector kind 'demo' takes no checkpoint (use 'torchvision')")
+        if self.kind != "demo" and not self.checkpoint:
+            raise ValueError(f"detector kind {self.kind!r} needs a checkpoint")
+        if not 0.0 <= self.min_score <= 1.0 or self.max_detections < 1:
+            raise ValueError("min_score must be in [0, 1] and max_detections >= 1")
+
+
+@dataclass(frozen=True)
+class ServeSamConfig:
+    """:class:`weaksam.sam.build.SamConfig`'s fields with the service's defaults (the demo SAM).
+
+    (A section given in YAML starts from its class's defaults, so the service keeps its own
+    class rather than a ``SamConfig`` whose default is ``vit_h``.)
+    """
+
+    model_type: str = "demo"
+    checkpoint: str = "builtin"
+    device: str = "auto"
+    autocast_dtype: str = "none"
+
+    def __post_init__(self) -> None:
+        self.to_sam_config()  # validates
+
+    def to_sam_config(self) -> SamConfig:
+        return SamConfig(
+            model_type=self.model_type,
+            checkpoint=self.checkpoint,
+            device=self.device,
+            autocast_dtype=self.autocast_dtype,
+        )
+
+
+@dataclass(frozen=True)
+class SegmenterConfig:
+    """The SAM behind ``/v1/segment`` and ``/v1/proposals``.
+
+    Attributes:
+        sam: which SAM; ``checkpoint: builtin`` is the committed demo SAM. When that file does
+            not exist yet, or ``checkpoint`` is empty, the model keeps a random initialisation
+            from ``seed`` and ``/v1/models`` reports it as ``untrained``.
+        engine: prompting settings (``points_per_side`` is the proposal grid; WeakSAM's 32 by
+            default, 16 in ``configs/serve_app.yaml`` for CPUs).
+    """
+
+    sam: ServeSamConfig = field(default_factory=ServeSamConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    seed: int = 0
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    """Request limits; anything above them is a 4xx before a model sees it.
+
+    Attributes:
+        max_upload_bytes: encoded image size (the body may carry this plus base64/multipart
+            overhead).
+        max_pixels: decoded ``H*W``, checked from the image header before decoding.
+        max_points / max_boxes: prompts per ``/v1/segment`` request.
+        max_proposal_points: point prompts per ``/v1/proposals`` request.
+        max_aspect_ratio: longer over shorter side (extreme strips resize to zero pixels).
+    """
+
+    max_upload_bytes: int = 8 * 2**20
+    max_pixels: int = 16_777_216
+    max_aspect_ratio: float = 32.0
+    max_points: int = 64
+    max_boxes: int = 64
+    max_proposal_points: int = 256
+
+    def __post_init__(self) -> None:
+        if min(self.max_upload_bytes, self.max_pixels) < 1:
+            raise ValueError("max_upload_bytes and max_pixels must be >= 1")
+        if min(self.max_points, self.max_boxes, self.max_proposal_points) < 0:
+            raise ValueError("prompt limits must be >= 0")
+        if self.max_aspect_ratio < 1:
+            raise ValueError("max_aspect_ratio must be >= 1")
+
+    @property
+    def max_body_bytes(self) -> int:
+        """Largest accepted request body: base64 of the image plus 64 KiB for the rest."""
+        return (self.max_upload_bytes + 2) // 3 * 4 + 64 * 2**10
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """``api_key_env``: name of the environment variable holding the bearer token that every
+    endpoint but ``/healthz`` and ``/readyz`` requires; empty = no authentication."""
+
+    api_key_env: str = ""
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """The whole service.
+
+    Attributes:
+        app_name / route_prefix: the Ray Serve application.
+        host / port: where ``python -m serve`` binds the HTTP proxy (loopback by default).
+        torch_threads: intra-op threads per model replica.
+    """
+
+    app_name: str = "weaksam"
+    route_prefix: str = "/"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    torch_threads: int = 1
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    auth: AuthConfig = field(default_factory=AuthConfig)
+    ingress: DeploymentConfig = field(default_factory=DeploymentConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    segmenter: SegmenterConfig = field(default_factory=SegmenterConfig)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.torch_threads < 1:
+            raise ValueError("torch_threads must be >= 1")
+
+
+def resolve_path(path: str) -> str:
+    """``path`` as given when it exists (or is absolute), else relative to the project root
+    (so ``serve deploy`` finds ``configs/...`` whatever the working directory)."""
+    if os.path.isabs(path) or os.path.exists(path):
+        return path
+    candidate = PROJECT_ROOT / path
+    return str(candidate) if candidate.exists() else path
+
+
+def run_detector_overrides(run_dir: str) -> list[str]:
+    """Overrides that serve a finished pipeline run's detector: ``<run>/wsis/model.pt`` (Mask
+    R-CNN) when it exists, else ``<run>/retrain/model.pt`` (Faster R-CNN).
+
+    Raises ``FileNotFoundError`` when the run has neither.
+    """
+    for stage in ("wsis", "retrain"):
+        path = os.path.join(run_dir, stage, "model.pt")
+        if os.path.exists(path):
+            return ["detector.kind=retrain", f"detector.checkpoint={path}"]
+    raise FileNotFoundError(
+        f"{run_dir} has no wsis/model.pt or retrain/model.pt (run the pipeline's retrain stage)"
+    )
+
+
+def load_serve_config(path: str | None = None, overrides: Sequence[str] = ()) -> ServeConfig:
+    """Load :class:`ServeConfig` from ``path`` (defaults when None) plus ``a.b=value``
+    overrides; raises ``weaksam.configlib.ConfigError`` naming a bad key and its file."""
+    return load_into(ServeConfig, resolve_path(path) if path else None, overrides)
