@@ -73,3 +73,21 @@ def test_resolved_round_trip_and_hash(tmp_path) -> None:
     assert config_hash(cfg.synth) == config_hash(again.synth)
     assert config_hash(cfg.synth) != config_hash(load_config(None, ["synth.seed=1"]).synth)
     assert isinstance(Config(), Config)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Inner:
+    kind: str = "big"
+    size: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outer:
+    inner: _Inner = dataclasses.field(default_factory=lambda: _Inner(kind="small", size=2))
+
+
+def test_partial_section_starts_from_the_field_default() -> None:
+    from weaksam.configlib import load_into
+
+    cfg = load_into(_Outer, None, ["inner.size=5"])
+    assert cfg.inner == _Inner(kind="small", size=5)  # not the class default "big"

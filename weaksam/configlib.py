@@ -96,12 +96,27 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str, source: str) -> T
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"unknown key {full!r} in {source}; known keys here: {known}")
+        _, inner = _is_optional(hints[key])
+        if dataclasses.is_dataclass(inner) and isinstance(value, Mapping):
+            # A partial section starts from the field's own default (which may differ from
+            # its class's defaults), not from the class's.
+            base = _field_default(fields[key])
+            if dataclasses.is_dataclass(base) and not isinstance(base, type):
+                value = _deep_merge(to_dict(base), value)
         kwargs[key] = _coerce(value, hints[key], full, source)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{prefix or 'config'}: {exc} (in {source})") from exc
     return obj
+
+
+def _field_default(f: dataclasses.Field[Any]) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
