@@ -23,7 +23,7 @@ lint: install
 	$(VENV)/bin/ruff format --check .
 
 typecheck: install
-	$(VENV)/bin/mypy weaksam
+	$(VENV)/bin/mypy weaksam serve
 
 unit: install
 	$(VENV)/bin/pytest -q
