@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from weaksam.cam.config import ClassifierConfig, PeakStageConfig
 from weaksam.configlib import (
     ConfigError,
     config_hash,
@@ -21,19 +22,28 @@ from weaksam.configlib import (
     load_into,
     to_dict,
 )
+from weaksam.detection.config import RetrainConfig, WSISConfig
+from weaksam.pgt.config import PGTStageConfig
 from weaksam.proposals.config import ProposalsConfig
 from weaksam.sam.build import SamConfig
 from weaksam.sam.training import SamTrainConfig
+from weaksam.wsod.config import WSODConfig
 
 __all__ = [
+    "ClassifierConfig",
     "Config",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "PGTStageConfig",
+    "PeakStageConfig",
     "ProposalsConfig",
+    "RetrainConfig",
     "SamConfig",
     "SamTrainConfig",
     "SynthConfig",
+    "WSISConfig",
+    "WSODConfig",
     "config_hash",
     "dump_yaml",
     "from_dict",
@@ -122,7 +132,13 @@ class Config:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     sam: SamConfig = field(default_factory=SamConfig)
     sam_train: SamTrainConfig = field(default_factory=SamTrainConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    peaks: PeakStageConfig = field(default_factory=PeakStageConfig)
     proposals: ProposalsConfig = field(default_factory=ProposalsConfig)
+    wsod: WSODConfig = field(default_factory=WSODConfig)
+    pgt: PGTStageConfig = field(default_factory=PGTStageConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    wsis: WSISConfig = field(default_factory=WSISConfig)
 
     @property
     def run_dir(self) -> str:

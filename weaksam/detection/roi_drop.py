@@ -18,15 +18,9 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from weaksam.detection.config import RoIDropConfig
 
-@dataclass(frozen=True)
-class RoIDropConfig:
-    """``enabled``; thresholds on the per-RoI CE and L1 box loss; first active iteration."""
-
-    enabled: bool = True
-    thresh_cls: float = 4.0
-    thresh_reg: float = 4.0
-    operate_iter: int = 2000
+__all__ = ["RoIDropConfig", "RoIDropLoss", "fastrcnn_loss_with_drop"]
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,24 @@ def collect_results(reports: Sequence[StageReport], total_seconds: float) -> dic
     if test_split is not None:
         out["proposal_recall50"] = _get(props, "recall", test_split, "recall@0.5")
     out["proposals_per_image"] = _get(props, "proposals_per_image")
+    out["cls_map"] = _get(by_stage.get("classify", {}), "cls_map")
+    out["point_precision"] = _get(by_stage.get("peaks", {}), "point_precision")
+    wsod = by_stage.get("wsod", {})
+    for method in ("wsddn", "oicr", "mist"):
+        out[f"wsod_ap50_{method}"] = _get(wsod, "methods", method, "ap50_voc07")
+    if wsod.get("method"):
+        out["wsod_corloc"] = _get(wsod, "methods", wsod["method"], "corloc")
+    pgt = by_stage.get("pgt", {})
+    out["pgt_precision"] = _get(pgt, "quality", "precision")
+    out["pgt_recall"] = _get(pgt, "quality", "recall")
+    retrain = by_stage.get("retrain", {})
+    out["retrain_ap50"] = _get(retrain, "ap50_voc07")
+    out["retrain_ap50_no_drop"] = _get(retrain, "ap50_no_drop")
+    out["upper_bound_ap50"] = _get(retrain, "upper_bound_ap50")
+    wsis = by_stage.get("wsis", {})
+    for t in (25, 50, 70, 75):
+        out[f"wsis_ap{t}"] = _get(wsis, f"mask_ap{t}")
+    out["upper_bound_mask_ap50"] = _get(wsis, "upper_bound_mask_ap50")
     out["baseline_ap50"] = _get(ev, "baseline", "voc07", "overall", "mAP")
     out["baseline_corloc"] = _get(ev, "baseline", "corloc", "overall", "CorLoc")
     if out["upper_bound_ap50"] and out["retrain_ap50"] is not None:

@@ -8,6 +8,7 @@ import os
 from typing import Any
 
 from weaksam.baselines import class_prior, window_prior_detections
+from weaksam.cam.stage import run_classify, run_peaks
 from weaksam.config import Config
 from weaksam.data.ingest import ingest_splits, summarize_rows
 from weaksam.data.synth import generate_shapes_dataset
@@ -100,7 +101,9 @@ def _synthetic(cfg: Config) -> bool:
 STAGES: tuple[Stage, ...] = (
     Stage("data", run_data, sections=("synth",), enabled=_synthetic),
     Stage("ingest", run_ingest, sections=("data",), deps=("data",)),
-    Stage("proposals", run_proposals, sections=("sam", "proposals"), deps=("ingest",)),
+    Stage("classify", run_classify, sections=("classifier",), deps=("ingest",)),
+    Stage("peaks", run_peaks, sections=("peaks",), deps=("classify",)),
+    Stage("proposals", run_proposals, sections=("sam", "proposals"), deps=("ingest", "peaks")),
     Stage("baseline", run_baseline, sections=(), deps=("ingest",)),
     Stage("evaluate", run_evaluate, sections=("evaluate",), deps=("baseline", "ingest")),
 )

@@ -1,0 +1,148 @@
+"""Map functions on tiny tensors with known answers: affinity, passes, class zeroing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from weaksam.cam.config import ClassifierConfig, PeakStageConfig
+from weaksam.cam.maps import (
+    accumulate_passes,
+    class_maps,
+    compute_class_maps,
+    cosine_affinity,
+    pass_maps,
+    predicted_classes,
+    propagate,
+    scaled_side,
+)
+from weaksam.cam.models import build_classifier
+
+
+def test_accumulate_sums_and_flips_back() -> None:
+    m = torch.tensor([[[0.0, 1.0]]])  # 1 class, 1x2: the right pixel is hot
+    # the same map seen on a flipped image belongs to the left pixel once flipped back
+    out = accumulate_passes([m, m], [False, True], (1, 2))
+    torch.testing.assert_close(out, torch.tensor([[[1.0, 1.0]]]))
+    out = accumulate_passes([m, m, 2 * m], [False, False, True], (1, 2))
+    torch.testing.assert_close(out, torch.tensor([[[2.0, 2.0]]]))
+
+
+def test_accumulate_upsamples_bilinearly_to_the_image_size() -> None:
+    const = torch.full((2, 3, 3), 0.5)
+    out = accumulate_passes([const, const, const], [False, True, False], (7, 5))
+    assert out.shape == (2, 7, 5)
+    torch.testing.assert_close(out, torch.full((2, 7, 5), 1.5))
+    ramp = torch.tensor([[[0.0, 1.0]]])
+    up = accumulate_passes([ramp], [False], (1, 4))  # align_corners=False: 0, .25, .75, 1
+    torch.testing.assert_close(up, torch.tensor([[[0.0, 0.25, 0.75, 1.0]]]))
+    with pytest.raises(ValueError):
+        accumulate_passes([ramp], [False, True], (1, 4))
+
+
+def test_class_maps_zero_negatives_and_minmax_per_class() -> None:
+    summed = torch.tensor(
+        [[[0.0, 2.0], [4.0, 6.0]], [[5.0, 1.0], [1.0, 1.0]], [[1.0, 3.0], [3.0, 3.0]]]
+    )
+    out = class_maps(summed, torch.tensor([1.0, 0.0, 1.0]))
+    torch.testing.assert_close(
+        out[0], torch.tensor([[0.0, 1 / 3], [2 / 3, 1.0]]), atol=1e-6, rtol=0
+    )
+    assert torch.all(out[1] == 0)
+    torch.testing.assert_close(out[2], torch.tensor([[0.0, 1.0], [1.0, 1.0]]), atol=1e-6, rtol=0)
+    flat = class_maps(torch.ones(1, 2, 2), torch.tensor([1.0]))  # constant map: all zero
+    assert torch.all(flat == 0)
+    with pytest.raises(ValueError):
+        class_maps(summed, torch.ones(2))
+
+
+def test_propagate_with_known_affinities() -> None:
+    cams = torch.arange(4.0).view(1, 1, 2, 2)
+    eye = torch.eye(4)[None]
+    torch.testing.assert_close(propagate(cams, eye, 2), cams)
+    uniform = torch.full((1, 4, 4), 0.25)
+    torch.testing.assert_close(propagate(cams, uniform, 1), torch.full((1, 1, 2, 2), 1.5))
+    swap = torch.tensor([[0.0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1], [0, 0, 1, 0]])[None]
+    torch.testing.assert_close(propagate(cams, swap, 1), torch.tensor([[[[1.0, 0], [3, 2]]]]))
+    torch.testing.assert_close(propagate(cams, swap, 2), cams)
+    assert propagate(cams, swap, 0) is not None
+
+
+def test_cosine_affinity_rows_and_sharpness() -> None:
+    f = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]).T.reshape(1, 2, 1, 3)  # 3 pixels
+    a = cosine_affinity(f, temperature=0.05)
+    assert a.shape == (1, 3, 3)
+    torch.testing.assert_close(a.sum(-1), torch.ones(1, 3))
+    # pixels 0 and 1 are identical and orthogonal to 2: they share their mass, 2 keeps its own
+    assert a[0, 0, 0] == pytest.approx(0.5, abs=1e-6) and a[0, 0, 2] < 1e-6
+    assert a[0, 2, 2] == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError):
+        cosine_affinity(f, 0.0)
+
+
+def test_predicted_classes_threshold_and_top1() -> None:
+    assert predicted_classes([0.1, 0.7, 0.6], 0.5) == [1, 2]
+    assert predicted_classes([0.1, 0.3, 0.2], 0.5) == [1]  # top-1 always kept
+    assert predicted_classes([], 0.5) == []
+
+
+def test_scaled_side_multiple_of_stride() -> None:
+    assert scaled_side(128, 1.0, 8) == 128
+    assert scaled_side(128, 0.8, 8) == 104
+    assert scaled_side(128, 1.2, 8) == 152
+    assert scaled_side(10, 0.1, 8) == 8
+
+
+def _model(backbone: str = "plainconv") -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_classifier(ClassifierConfig(backbone=backbone, width=4, input_size=32), 3).eval()
+
+
+@pytest.mark.parametrize("backbone", ["plainconv", "vit_micro"])
+def test_pass_maps_kinds_and_shapes(backbone: str) -> None:
+    model = _model(backbone)
+    logits, maps = pass_maps(model, torch.randn(2, 3, 32, 32), ("cam", "refined"), 2, 0.1)
+    assert logits.shape == (2, 3)
+    for m in maps.values():
+        assert m.shape == (2, 3, 4, 4) and torch.all(m >= 0)
+    _, only = pass_maps(model, torch.randn(1, 3, 32, 32), ("cam",), 2, 0.1)
+    assert set(only) == {"cam"}
+
+
+def test_compute_class_maps_matches_the_all_class_pipeline() -> None:
+    model = _model()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (30, 44, 3)).astype(np.uint8)
+    cfg = PeakStageConfig(scales=(1.0, 0.8, 1.2))
+    out = compute_class_maps(model, image, 32, cfg, classes=[2, 0])
+    assert out.classes == [0, 2] and out.probs.shape == (3,)
+    for kind in ("cam", "refined"):
+        m = out.maps[kind]
+        assert m.shape == (2, 30, 44)
+        assert float(m.min()) >= 0.0 and float(m.amax(dim=(1, 2)).min()) == pytest.approx(
+            1.0, abs=1e-3
+        )
+    # the same maps from all classes: 6 passes summed, times the class vector, normalised
+    from weaksam.cam.data import normalize
+
+    img = torch.as_tensor(image).permute(2, 0, 1)[None].float()
+    passes, flips = [], []
+    for s in cfg.scales:
+        side = scaled_side(32, s, 8)
+        x = normalize(torch.nn.functional.interpolate(img, size=(side, side), mode="bilinear",
+                                                      antialias=True))  # fmt: skip
+        _, maps = pass_maps(model, torch.cat([x, x.flip(-1)]), ("cam",), 2, 0.1)
+        passes += list(maps["cam"].unbind(0))
+        flips += [False, True]
+    full = class_maps(accumulate_passes(passes, flips, (30, 44)), torch.tensor([1.0, 0.0, 1.0]))
+    torch.testing.assert_close(out.maps["cam"], full[[0, 2]], atol=1e-5, rtol=1e-5)
+    assert torch.all(full[1] == 0)
+
+
+def test_compute_class_maps_predicts_classes_without_labels() -> None:
+    model = _model()
+    image = np.zeros((20, 20, 3), dtype=np.uint8)
+    cfg = PeakStageConfig(class_threshold=2.0)  # nothing passes: the top-1 class only
+    out = compute_class_maps(model, image, 32, cfg, classes=None)
+    assert out.classes == [int(np.argmax(out.probs))]

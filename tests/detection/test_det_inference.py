@@ -1,0 +1,80 @@
+"""The batch predictor called directly on a dict batch; checkpoint export and strict load."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from weaksam.configlib import to_dict
+from weaksam.detection.config import DetectorModelConfig
+from weaksam.detection.inference import (
+    DetectorBatchPredictor,
+    export_checkpoint,
+    inference_inputs,
+    load_detector,
+)
+from weaksam.detection.model import build_detector
+from weaksam.io.rle import decode_masks
+from weaksam.io.schemas import validate_table
+from weaksam.io.tables import read_table
+
+
+def _checkpoint(tmp_path, cfg: DetectorModelConfig, masks: bool) -> str:
+    torch.manual_seed(0)
+    model = build_detector(cfg, 6, masks=masks)
+    # a permissive head so that random weights still produce detections
+    model.roi_heads.score_thresh = 0.0
+    state = {
+        "model": model.state_dict(),
+        "model_config": {**to_dict(cfg), "score_thresh": 0.0},
+        "roi_drop": {},
+        "masks": masks,
+        "num_classes": 6,
+        "class_names": list("abcdef"),
+        "variant": "test",
+        "step": 0,
+        "history": [],
+    }
+    return export_checkpoint(state, str(tmp_path / f"model_{masks}.pt"))
+
+
+@pytest.mark.parametrize("masks", [False, True])
+def test_predictor_direct_call_with_bad_image(
+    tmp_path, det_run: str, tiny_model: DetectorModelConfig, masks: bool
+) -> None:
+    rows = [
+        r
+        for r in read_table(os.path.join(det_run, "ingest", "manifest.parquet")).to_pylist()
+        if r["split"] == "test"
+    ]
+    rows[1] = {**rows[1], "path": str(tmp_path / "missing.png")}
+    rows[2] = {**rows[2], "error": "corrupt at ingest"}
+    batch = {k: np.asarray(v) for k, v in inference_inputs(rows).to_pydict().items()}
+    pred = DetectorBatchPredictor(_checkpoint(tmp_path, tiny_model, masks))
+    out = validate_table(pred(batch), "detections").to_pylist()
+    assert [r["image_id"] for r in out] == [r["image_id"] for r in rows]
+    assert out[0]["error"] is None and out[1]["error"] and out[2]["error"] == "corrupt at ingest"
+    good = out[0]
+    n = len(good["scores"])
+    assert n > 0 and len(good["boxes"]) == 4 * n and len(good["classes"]) == n
+    assert min(good["classes"]) >= 0 and max(good["classes"]) < 6
+    if masks:
+        dense = decode_masks(good["masks"], good["height"], good["width"])
+        assert dense.shape == (n, 96, 96)
+    else:
+        assert good["masks"] is None
+
+
+def test_load_is_strict(tmp_path, tiny_model: DetectorModelConfig) -> None:
+    path = _checkpoint(tmp_path, tiny_model, False)
+    model, meta = load_detector(path)
+    assert meta["class_names"] == list("abcdef") and not model.training
+    assert model.transform.min_size == (tiny_model.test_size,)
+    ckpt = torch.load(path, weights_only=True)
+    ckpt["model"].pop(next(iter(ckpt["model"])))
+    torch.save(ckpt, path)
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load_detector(path)

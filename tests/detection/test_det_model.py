@@ -1,0 +1,74 @@
+"""Detector builder: name table, torchvision equivalence, local ImageNet weights, both heads."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torchvision.models import resnet18
+from torchvision.models.detection import fasterrcnn_resnet50_fpn
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from weaksam.detection.config import DetectorModelConfig
+from weaksam.detection.model import build_detector, set_inference_size
+from weaksam.detection.roi_heads import DropRoIHeads
+
+
+def test_unknown_backbone_lists_known(tiny_model: DetectorModelConfig) -> None:
+    with pytest.raises(ValueError, match="resnet18_fpn"):
+        build_detector(dataclasses.replace(tiny_model, backbone="vgg"), 3)
+
+
+def test_resnet50_fpn_matches_torchvision_builder() -> None:
+    ours = build_detector(DetectorModelConfig(), 20)
+    ref = fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None, num_classes=21)
+    a = {k: v.shape for k, v in ours.state_dict().items()}
+    b = {k: v.shape for k, v in ref.state_dict().items()}
+    assert a == b
+    assert isinstance(ours.roi_heads, DropRoIHeads)
+    assert ours.roi_heads.fg_bg_sampler.batch_size_per_image == 512
+
+
+def test_local_imagenet_weights_load_strictly_and_freeze(
+    tmp_path, tiny_model: DetectorModelConfig
+) -> None:
+    trunk = resnet18()
+    path = str(tmp_path / "r18.pth")
+    torch.save(trunk.state_dict(), path)
+    cfg = dataclasses.replace(tiny_model, backbone="resnet18_fpn", weights=path, trainable_layers=2)
+    model = build_detector(cfg, 2)
+    body = model.backbone.body
+    torch.testing.assert_close(body.conv1.weight, trunk.conv1.weight)
+    assert isinstance(body.bn1, FrozenBatchNorm2d)
+    assert not body.layer2[0].conv1.weight.requires_grad
+    assert body.layer3[0].conv1.weight.requires_grad
+    bad = str(tmp_path / "bad.pth")
+    torch.save({"conv1.weight": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match="do not fit"):
+        build_detector(dataclasses.replace(cfg, weights=bad), 2)
+
+
+@pytest.mark.parametrize("masks", [False, True])
+def test_train_and_eval_outputs(masks: bool, tiny_model: DetectorModelConfig) -> None:
+    torch.manual_seed(0)
+    model = build_detector(tiny_model, 3, masks=masks)
+    images = [torch.rand(3, 64, 80), torch.rand(3, 60, 64)]
+    targets = [
+        {"boxes": torch.tensor([[5.0, 5.0, 40.0, 30.0]]), "labels": torch.tensor([2])},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.int64)},
+    ]
+    if masks:
+        targets[0]["masks"] = torch.zeros(1, 64, 80, dtype=torch.uint8)
+        targets[0]["masks"][0, 5:30, 5:40] = 1
+        targets[1]["masks"] = torch.zeros(0, 60, 64, dtype=torch.uint8)
+    model.train()
+    losses = model(images, targets)
+    expected = {"loss_classifier", "loss_box_reg", "loss_objectness", "loss_rpn_box_reg"}
+    assert set(losses) == expected | ({"loss_mask"} if masks else set())
+    set_inference_size(model, 64)
+    with torch.inference_mode():
+        out = model(images)
+    assert len(out) == 2 and out[0]["boxes"].shape[1] == 4
+    if masks:
+        assert out[1]["masks"].shape[1:] == (1, 60, 64)  # original size

@@ -1,0 +1,150 @@
+"""Proposal filtering, the manifest/proposals join, sampling, and "no GT boxes in training"."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from weaksam.io.tables import read_table
+from weaksam.wsod import data as wsod_data
+from weaksam.wsod.config import WSODConfig, WSODDataConfig
+from weaksam.wsod.data import (
+    WEAK_COLUMNS,
+    TrainSampler,
+    filter_proposals,
+    grid_proposals,
+    join_proposals,
+    min_side_px,
+    read_weak_manifest,
+)
+from weaksam.wsod.stage import proposals_path
+from weaksam.wsod.training import TrainJob, build_sampler
+
+
+def test_filter_clip_dedup_min_size_and_cap() -> None:
+    cfg = WSODDataConfig(min_size=20, min_size_ref=500)
+    assert min_side_px(250, 100, cfg) == 10.0  # 20 px at 500 -> 10 px at 250
+    boxes = np.array(
+        [
+            [-5, 0, 50, 40],  # clipped to [0, 0, 50, 40]
+            [0, 0, 50, 40],  # duplicate of the clipped first box
+            [10, 10, 19, 60],  # 9 px wide: too small
+            [60, 60, 90, 120],  # clipped to [60, 60, 90, 100]
+            [0, 0, 30, 30],
+        ],
+        np.float32,
+    )
+    out = filter_proposals(boxes, None, height=100, width=250, cfg=cfg)
+    np.testing.assert_array_equal(out, [[0, 0, 50, 40], [60, 60, 90, 100], [0, 0, 30, 30]])
+    scores = np.array([0.1, 0.9, 0.5, 0.2, 0.8], np.float32)
+    stored = filter_proposals(
+        boxes, scores, 100, 250, WSODDataConfig(min_size=20, min_size_ref=500, max_proposals=2)
+    )
+    np.testing.assert_array_equal(stored, [[0, 0, 50, 40], [60, 60, 90, 100]])
+    by_score = filter_proposals(
+        boxes,
+        scores,
+        100,
+        250,
+        WSODDataConfig(min_size=20, min_size_ref=500, max_proposals=2, cap_order="score"),
+    )
+    # kept scores after dedup: 0.1 (first copy), 0.2, 0.8 -> the two best, in stored order
+    np.testing.assert_array_equal(by_score, [[60, 60, 90, 100], [0, 0, 30, 30]])
+    assert filter_proposals([], None, 10, 10, cfg).shape == (0, 4)
+
+
+def test_grid_proposals_fit_the_image() -> None:
+    g = grid_proposals(100, 200)
+    assert g.shape[1] == 4 and len(g) > 50
+    assert g[:, 0].min() >= 0 and g[:, 2].max() <= 200 + 1e-3 and g[:, 3].max() <= 100 + 1e-3
+
+
+def test_join_skips_error_rows_with_reasons(wsod_run: str) -> None:
+    manifest = os.path.join(wsod_run, "ingest", "manifest.parquet")
+    cfg = WSODConfig()
+    props = proposals_path(wsod_run, cfg)
+    assert props.endswith(os.path.join("proposals", "shards"))
+    rows = read_weak_manifest(manifest)
+    data = join_proposals(rows, props, WSODDataConfig(min_size=4), require_labels=False)
+    assert len(data.images) == len(rows) - 1
+    assert data.skip_counts() == {"proposals error row": 1}
+    assert all(1 <= len(im.proposals) <= 40 for im in data.images)
+    missing = join_proposals(
+        [*rows, {**rows[0], "image_id": "nope"}], props, WSODDataConfig(min_size=4),
+        require_labels=False,
+    )  # fmt: skip
+    assert missing.skipped["nope"] == "no proposals row"
+    unlabeled = join_proposals(
+        [{**rows[0], "labels": []}], props, WSODDataConfig(), require_labels=True
+    )
+    assert unlabeled.skip_counts() == {"no image-level label": 1}
+
+
+def _poison_gt(manifest: str, out: str) -> None:
+    """The same manifest with every gt_* column replaced by garbage."""
+    tbl = pq.read_table(manifest)
+    n = tbl.num_rows
+    rng = np.random.default_rng(1)
+    garbage = {
+        "gt_boxes": pa.array(
+            [rng.random(8).astype(np.float32).tolist() for _ in range(n)], pa.list_(pa.float32())
+        ),
+        "gt_classes": pa.array([[5, 0]] * n, pa.list_(pa.int32())),
+        "gt_difficult": pa.array([[True, False]] * n, pa.list_(pa.bool_())),
+        "gt_masks": pa.array([None] * n, pa.list_(pa.binary())),
+    }
+    for name, col in garbage.items():
+        tbl = tbl.set_column(tbl.schema.get_field_index(name), name, col)
+    pq.write_table(tbl, out)
+
+
+def test_training_data_never_reads_gt_columns(
+    wsod_run: str, tmp_path, tiny_cfg, monkeypatch
+) -> None:
+    """Batches are identical with poisoned gt_* columns, and the manifest read asks for the
+    weak columns only."""
+    manifest = os.path.join(wsod_run, "ingest", "manifest.parquet")
+    poisoned = str(tmp_path / "poisoned.parquet")
+    _poison_gt(manifest, poisoned)
+    props = proposals_path(wsod_run, tiny_cfg)
+    requested: list[tuple[str, ...] | None] = []
+    real_read = wsod_data.read_table
+
+    def spy(path: str, table: str | None = None, columns=None):  # type: ignore[no-untyped-def]
+        requested.append(tuple(columns) if columns is not None else None)
+        return real_read(path, table, columns)
+
+    monkeypatch.setattr(wsod_data, "read_table", spy)
+    batches = []
+    for m in (manifest, poisoned):
+        job = TrainJob("mist", 6, tuple("abcdef"), m, props, "train")
+        sampler = build_sampler(tiny_cfg, job)
+        batches.append([sampler.batch(s) for s in range(3)])
+    for a, b in zip(*batches, strict=True):
+        assert a.image_ids == b.image_ids and a.scale == b.scale and a.flips == b.flips
+        for x, y in zip(
+            a.images + a.proposals + a.labels, b.images + b.proposals + b.labels, strict=True
+        ):
+            assert torch.equal(x, y)
+    manifest_reads = [c for c in requested if c is not None and "labels" in c]
+    assert manifest_reads and all(c == WEAK_COLUMNS for c in manifest_reads)
+    assert all(c is not None for c in requested)  # never "all columns"
+    assert not any(name.startswith("gt_") for name in WEAK_COLUMNS)
+
+
+def test_sampler_is_deterministic_per_step_and_sharded(wsod_run: str) -> None:
+    manifest = os.path.join(wsod_run, "ingest", "manifest.parquet")
+    rows = read_weak_manifest(manifest, "train")
+    data = join_proposals(rows, None, WSODDataConfig(min_size=4), require_labels=True)
+    cfg = WSODDataConfig(train_scales=(64, 96), cache_images=False)
+    a = TrainSampler(data.images, cfg, 2, seed=3)
+    b = TrainSampler(data.images, cfg, 2, seed=3)
+    assert a.batch(7).image_ids == b.batch(7).image_ids
+    r0 = TrainSampler(data.images, cfg, 2, seed=3, rank=0, world=2)
+    r1 = TrainSampler(data.images, cfg, 2, seed=3, rank=1, world=2)
+    assert not {i.image_id for i in r0.images} & {i.image_id for i in r1.images}
+    assert read_table(manifest, "manifest").num_rows == 9

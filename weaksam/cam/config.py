@@ -1,0 +1,133 @@
+"""Config sections of the classification-clue stages: the CAM classifier and its peak points.
+
+Kept free of torch and Ray imports so :mod:`weaksam.config` can compose them cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAP_KINDS: tuple[str, ...] = ("cam", "refined")
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    """The multi-label CAM classifier and its training schedule (section ``classifier``).
+
+    Attributes:
+        backbone: a name of :data:`weaksam.cam.models.BACKBONES` (``plainconv`` for the CPU
+            demo, ``resnet18``/``resnet50``, ``vit_micro``/``deit_tiny``/``vit_b_16``).
+        weights: optional local ImageNet weights file of the torchvision backbone (loaded with
+            ``weights_only=True``, strict keys except the classifier head); empty = random init.
+        width: base channel width of ``plainconv`` (ignored by the torchvision backbones).
+        pooling / lse_r: how class maps become logits: ``avg`` (CAM's global average),
+            ``max`` or ``lse`` (log-sum-exp with sharpness ``lse_r``); see
+            :class:`weaksam.cam.models.CAMClassifier`.
+        input_size: images are resized to ``input_size`` square for training and for the
+            scale-1.0 pass of inference; maps are upsampled back to the original ``HxW``.
+        epochs / batch_size: schedule; ``batch_size`` is per worker.
+        lr / weight_decay / warmup_epochs: AdamW, linear warm-up then cosine decay to 5 %.
+        val_fraction: share of the training split held out for validation mAP (never the
+            test split); chosen deterministically from ``seed``.
+        hflip / scale_jitter / color_jitter: augmentation: random horizontal flip, a random
+            square size in ``input_size * [lo, hi]`` per batch, and brightness/contrast/
+            saturation factors in ``[1 - j, 1 + j]`` plus a random channel order (``shapes``
+            classes are defined by shape, never colour).
+        workers / cpus_per_worker / use_gpu: Ray Train scaling (``use_gpu`` null: use GPUs
+            when the cluster has one per worker). threads: torch threads per worker.
+        checkpoint_every: epochs between checkpoints (each one a ``ray.train.report``).
+        seed: initialisation, split and augmentation seed.
+    """
+
+    backbone: str = "resnet18"
+    weights: str = ""
+    width: int = 32
+    pooling: str = "avg"
+    lse_r: float = 5.0
+    input_size: int = 448
+    epochs: int = 20
+    batch_size: int = 16
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_epochs: int = 1
+    val_fraction: float = 0.15
+    hflip: bool = True
+    scale_jitter: tuple[float, ...] = (0.8, 1.2)  # (lo, hi)
+    color_jitter: float = 0.3
+    workers: int = 2
+    cpus_per_worker: float = 1.0
+    use_gpu: bool | None = None
+    threads: int = 1
+    checkpoint_every: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.input_size < 16:
+            raise ValueError(f"input_size must be >= 16, got {self.input_size}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        if len(self.scale_jitter) != 2 or not 0 < self.scale_jitter[0] <= self.scale_jitter[1]:
+            raise ValueError(f"scale_jitter must be 0 < lo <= hi, got {self.scale_jitter}")
+        if self.epochs < 1 or self.batch_size < 1 or self.workers < 1:
+            raise ValueError("epochs, batch_size and workers must be >= 1")
+
+
+@dataclass(frozen=True)
+class PeakStageConfig:
+    """Maps and peak points of the ``peaks`` stage (section ``peaks``).
+
+    Attributes:
+        scales: inference scales relative to ``classifier.input_size``; each is run plain and
+            flipped (WeakSAM: 1.0, 0.8, 1.2 — the first must be 1.0).
+        flip: add the horizontally flipped pass of every scale.
+        map_kinds: which maps give points: ``cam`` (ReLU class activation) and ``refined``
+            (the CAM propagated by feature or attention affinity).
+        refine_iters / refine_temperature: affinity propagation steps and the softmax
+            temperature of the cosine feature affinity (CNNs; ViTs use their attention).
+        kernel / top_k / threshold: :class:`weaksam.cam.peaks.PeakConfig` (WeakSAM: 17, 25, 0.9).
+        kernel_ref_side: 0 keeps ``kernel`` fixed (WeakSAM). Otherwise the kernel is scaled by
+            ``max(H, W) / kernel_ref_side`` per image (rounded to an odd size >= 3): WeakSAM's
+            17 px was chosen for ~500-px VOC images, so ``kernel_ref_side: 500`` gives 17 on
+            VOC and 9 on 256-px demo images.
+        class_threshold: on non-training splits the classes come from the classifier: those
+            with probability >= this, and always the top-1 class (never from labels or GT).
+        actors / batch_size / actor_cpus: the Ray Data actor pool (one GPU per actor when the
+            cluster has GPUs), images per batch and CPUs reserved per actor.
+        rows_per_file: row cap per Parquet shard.
+        picture_images: test images drawn in ``peaks.png``.
+    """
+
+    scales: tuple[float, ...] = (1.0, 0.8, 1.2)
+    flip: bool = True
+    map_kinds: tuple[str, ...] = MAP_KINDS
+    refine_iters: int = 2
+    refine_temperature: float = 0.1
+    kernel: int = 17
+    top_k: int = 25
+    threshold: float = 0.9
+    kernel_ref_side: int = 0
+    class_threshold: float = 0.5
+    actors: int = 1
+    batch_size: int = 8
+    actor_cpus: float = 1.0
+    rows_per_file: int = 5000
+    picture_images: int = 6
+
+    def __post_init__(self) -> None:
+        if not self.scales or self.scales[0] != 1.0:
+            raise ValueError(f"scales must start with 1.0, got {self.scales}")
+        unknown = set(self.map_kinds) - set(MAP_KINDS)
+        if unknown or not self.map_kinds:
+            raise ValueError(f"map_kinds must be among {list(MAP_KINDS)}, got {self.map_kinds}")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"kernel must be odd and positive, got {self.kernel}")
+        if self.actors < 1 or self.batch_size < 1:
+            raise ValueError("actors and batch_size must be >= 1")
+
+    def kernel_for(self, height: int, width: int) -> int:
+        """The peak kernel for an ``height x width`` image (see ``kernel_ref_side``)."""
+        if self.kernel_ref_side <= 0:
+            return self.kernel
+        k = round(self.kernel * max(height, width) / self.kernel_ref_side)
+        k = max(3, k)
+        return k if k % 2 == 1 else k + 1

@@ -1,0 +1,189 @@
+"""Class maps of one image, in the spirit of WeakTr's coarse and fine maps (WeakSAM section 1).
+
+Two kinds per class:
+
+* ``cam`` — the class activation map ``ReLU(W · features)`` (WeakTr's *coarse* map);
+* ``refined`` — the CAM propagated ``refine_iters`` times by a patch affinity ``A``
+  (``cam_i ← Σ_j A_ij cam_j``, WeakTr's *fine* map): for CNNs ``A`` is the row-softmax of the
+  cosine similarity of the last feature map divided by a temperature; for ViTs it is the last
+  block's head-averaged patch-to-patch attention.
+
+Multi-scale and flip (:func:`compute_class_maps`): the image is resized to
+``input_size * s`` square for each scale ``s`` (1.0, 0.8, 1.2), run plain and horizontally
+flipped; every map is upsampled to the original ``HxW`` (bilinear), flipped maps are flipped
+back, the passes are **summed**, multiplied by the image's 0/1 class vector and min-max
+normalised per class and kind (:func:`weaksam.cam.peaks.minmax_normalize`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import torch
+import torch.nn.functional as F
+
+from weaksam.cam.config import PeakStageConfig
+from weaksam.cam.data import normalize
+from weaksam.cam.models import CAMClassifier
+from weaksam.cam.peaks import minmax_normalize
+
+
+def cosine_affinity(features: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Row-stochastic feature affinity ``softmax_j(cos(f_i, f_j) / temperature)``.
+
+    Args:
+        features: ``BxDxhxw``.
+    Returns:
+        ``BxNxN`` with ``N = h * w`` (row ``i`` sums to 1).
+    """
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    f = F.normalize(features.flatten(2), dim=1)  # B x D x N
+    return torch.softmax(f.transpose(1, 2) @ f / temperature, dim=-1)
+
+
+def propagate(cams: torch.Tensor, affinity: torch.Tensor, iters: int) -> torch.Tensor:
+    """``cams`` ``BxCxhxw`` propagated ``iters`` times by ``affinity`` ``Bx(hw)x(hw)``:
+    ``out[b, c, i] = Σ_j A[b, i, j] cams[b, c, j]``. ``iters = 0`` returns ``cams``."""
+    b, c, h, w = cams.shape
+    x = cams.flatten(2)  # B x C x N
+    for _ in range(iters):
+        x = x @ affinity.transpose(1, 2)
+    return x.view(b, c, h, w)
+
+
+def pass_maps(
+    model: CAMClassifier,
+    images: torch.Tensor,
+    kinds: Sequence[str],
+    refine_iters: int,
+    temperature: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One forward pass: (``BxC`` logits, kind → ``BxCxhxw`` maps at feature resolution).
+
+    ``images`` are normalised ``Bx3xHxW``.
+    """
+    logits, raw, feats = model.forward_maps(images)
+    cam = F.relu(raw)
+    out: dict[str, torch.Tensor] = {}
+    if "cam" in kinds:
+        out["cam"] = cam
+    if "refined" in kinds:
+        aff = feats.attention
+        if aff is None:
+            aff = cosine_affinity(feats.maps, temperature)
+        out["refined"] = F.relu(propagate(cam, aff, refine_iters))
+    return logits, out
+
+
+def accumulate_passes(
+    maps: Sequence[torch.Tensor], flipped: Sequence[bool], size: tuple[int, int]
+) -> torch.Tensor:
+    """Sum of per-pass ``Cxhxw`` maps, each bilinearly upsampled to ``size = (H, W)`` and, when
+    its pass saw the flipped image, flipped back. Returns ``CxHxW`` float32."""
+    if len(maps) != len(flipped):
+        raise ValueError(f"got {len(maps)} maps for {len(flipped)} flip flags")
+    if not maps:
+        raise ValueError("accumulate_passes needs at least one map")
+    total: torch.Tensor | None = None
+    for m, flip in zip(maps, flipped, strict=True):
+        up = F.interpolate(m[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+        if flip:
+            up = up.flip(-1)
+        total = up if total is None else total + up
+    assert total is not None
+    return total
+
+
+def class_maps(summed: torch.Tensor, class_vector: torch.Tensor) -> torch.Tensor:
+    """``CxHxW`` summed maps times the ``C`` 0/1 class vector, min-max normalised per class.
+
+    Classes outside the vector are all zero; a positive class's map spans ``[0, 1]`` (unless
+    the map is constant, when it is all zero).
+    """
+    if class_vector.shape != summed.shape[:1]:
+        raise ValueError(f"class vector {tuple(class_vector.shape)} for {summed.shape[0]} maps")
+    zeroed = summed * class_vector.to(summed.dtype).view(-1, 1, 1)
+    out = minmax_normalize(zeroed)
+    return out * (class_vector.view(-1, 1, 1) > 0)
+
+
+def predicted_classes(probs: npt.ArrayLike, threshold: float) -> list[int]:
+    """Classes with probability ``>= threshold``, and always the top-1 class (sorted ids)."""
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if p.size == 0:
+        return []
+    keep = set(np.flatnonzero(p >= threshold).tolist()) | {int(np.argmax(p))}
+    return sorted(keep)
+
+
+def scaled_side(input_size: int, scale: float, stride: int) -> int:
+    """The square side of one scale: ``input_size * scale`` rounded to a multiple of stride."""
+    return max(stride, round(input_size * scale / stride) * stride)
+
+
+@dataclass
+class ClassMaps:
+    """The maps of one image.
+
+    Attributes:
+        classes: the ``K`` positive class ids the maps belong to (sorted).
+        maps: kind → ``KxHxW`` float32 in ``[0, 1]``, original image size.
+        probs: ``C`` class probabilities of the first (scale 1.0, unflipped) pass.
+    """
+
+    classes: list[int]
+    maps: dict[str, torch.Tensor]
+    probs: npt.NDArray[np.float32]
+
+
+@torch.inference_mode()
+def compute_class_maps(
+    model: CAMClassifier,
+    image: npt.NDArray[np.uint8],
+    input_size: int,
+    cfg: PeakStageConfig,
+    classes: Sequence[int] | None = None,
+) -> ClassMaps:
+    """Multi-scale + flip maps of one ``HxWx3`` uint8 image (see the module docstring).
+
+    Args:
+        classes: the image's positive classes (training images: their image-level labels).
+            ``None``: take them from the classifier (:func:`predicted_classes` on the first
+            pass with ``cfg.class_threshold``) — used for images whose labels must not be read.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    h, w = image.shape[:2]
+    img = torch.as_tensor(image, device=device).permute(2, 0, 1)[None].float()
+    per_kind: dict[str, list[torch.Tensor]] = {k: [] for k in cfg.map_kinds}
+    flips: list[bool] = []
+    probs: npt.NDArray[np.float32] | None = None
+    for scale in cfg.scales:
+        side = scaled_side(input_size, scale, model.stride)
+        x = F.interpolate(img, size=(side, side), mode="bilinear", antialias=True)
+        x = normalize(x)
+        batch = torch.cat([x, x.flip(-1)]) if cfg.flip else x
+        logits, maps = pass_maps(
+            model, batch, cfg.map_kinds, cfg.refine_iters, cfg.refine_temperature
+        )
+        if probs is None:
+            probs = torch.sigmoid(logits[0]).float().cpu().numpy()
+        for kind, m in maps.items():
+            per_kind[kind].extend(m.unbind(0))
+        flips.extend([False, True] if cfg.flip else [False])
+    assert probs is not None
+    chosen = sorted(set(classes)) if classes is not None else predicted_classes(
+        probs, cfg.class_threshold
+    )  # fmt: skip
+    # Only the positive channels are upsampled: the other classes would be zeroed anyway.
+    sel = torch.as_tensor(chosen, dtype=torch.long, device=device)
+    ones = torch.ones(len(chosen), device=device)
+    out = {
+        kind: class_maps(accumulate_passes([m[sel] for m in ms], flips, (h, w)), ones)
+        for kind, ms in per_kind.items()
+    }
+    return ClassMaps(chosen, out, probs)

@@ -1,0 +1,247 @@
+"""The ``classify`` and ``peaks`` pipeline stages (``Stage.run`` signature).
+
+* ``classify``: train the CAM classifier on the training split's image-level labels under Ray
+  Train (``<run>/classify/ray_train_<hash>/`` holds its checkpoints, so a rerun with the same
+  config resumes), export ``<run>/classify/classifier.pt`` and measure classification mAP on
+  the test split.
+* ``peaks``: a Ray Data job (``from_items`` over manifest rows → :class:`PeakExtractor` on a
+  fixed-size actor pool → ``write_parquet``) writing ``<run>/peaks/points.parquet/`` (shards of
+  the ``points`` table), then point precision / recall against GT masks (evaluation only) and
+  ``peaks.png``.
+
+Labels reach the Ray job for training-split rows only; other rows carry ``labels = null``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from typing import Any
+
+import numpy as np
+import torch
+
+from weaksam.cam.data import load_image_set, read_label_rows
+from weaksam.cam.extractor import INPUT_COLUMNS, PeakExtractor
+from weaksam.cam.metrics import mean_ap, multilabel_ap, point_hits, ratio
+from weaksam.cam.picture import render_peaks_sheet
+from weaksam.cam.training import export_classifier, load_classifier, predict_probs
+from weaksam.config import Config, config_hash, to_dict
+from weaksam.eval.table import format_table
+from weaksam.io.rle import decode_masks
+from weaksam.io.tables import read_classes, read_table
+from weaksam.pipeline.core import StageContext
+from weaksam.viz.draw import save_png
+
+log = logging.getLogger(__name__)
+
+MANIFEST = "ingest/manifest.parquet"
+CLASSIFIER = "classify/classifier.pt"
+POINTS = "peaks/points.parquet"
+
+
+def _manifest(run_dir: str) -> str:
+    return os.path.abspath(os.path.join(run_dir, MANIFEST))
+
+
+def _ingest_hash(run_dir: str) -> str:
+    try:
+        with open(os.path.join(run_dir, "ingest", "_SUCCESS"), encoding="utf-8") as fh:
+            return str(json.load(fh).get("config_hash", ""))
+    except (OSError, json.JSONDecodeError):
+        return ""
+
+
+def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
+    """Train the classifier (Ray Train), export ``classifier.pt``, evaluate on the test split."""
+    from ray_jobs._ray import run_torch_trainer  # the one TorchTrainer wiring of the project
+
+    ctx.ray_init()
+    manifest = _manifest(ctx.run_dir)
+    classes = read_classes(manifest)
+    ccfg = cfg.classifier
+    train_split, test_split = cfg.data.splits[0], cfg.data.splits[-1]
+    # The Ray Train run is named by the config and the data, so an identical rerun resumes from
+    # its latest checkpoint and a changed one starts afresh.
+    run_name = "ray_train_" + config_hash(
+        {"classifier": to_dict(ccfg), "data": _ingest_hash(ctx.run_dir), "split": train_split}
+    )
+    result = run_torch_trainer(
+        _train_loop,
+        {
+            "classifier": to_dict(ccfg),
+            "manifest": manifest,
+            "split": train_split,
+            "num_classes": classes.num_classes,
+        },
+        name=run_name,
+        storage_path=ctx.out_dir,
+        num_workers=ccfg.workers,
+        use_gpu=ccfg.use_gpu,
+        cpus_per_worker=ccfg.cpus_per_worker,
+    )
+    if result.checkpoint is None:
+        raise RuntimeError(f"classifier training produced no checkpoint ({result.error})")
+    with result.checkpoint.as_directory() as d:
+        state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
+    path = os.path.join(ctx.out_dir, "classifier.pt")
+    export_classifier(state, path, list(classes.names))
+    metrics = evaluate_classifier(path, manifest, test_split, ccfg.threads)
+    history = state.get("history", [])
+    metrics.update(
+        classifier=path,
+        train_split=train_split,
+        epochs=int(state["epoch"]),
+        final_val_map=history[-1]["val_map"] if history else None,
+        train_seconds=float(sum(h["seconds"] for h in history)),
+        history=history,
+    )
+    log.info("classifier quality:\n%s", classify_table(metrics))
+    return metrics
+
+
+def _train_loop(config: dict[str, Any]) -> None:
+    from weaksam.cam.training import train_loop_per_worker
+
+    train_loop_per_worker(config)
+
+
+def evaluate_classifier(
+    checkpoint: str, manifest: str, split: str, threads: int = 1
+) -> dict[str, Any]:
+    """Classification AP per class and mAP on ``split`` (one scale-1.0 pass per image)."""
+    torch.set_num_threads(max(1, threads))
+    model, ccfg, names = load_classifier(checkpoint)
+    rows = read_label_rows(manifest, split)
+    data = load_image_set(rows, ccfg.input_size, len(names))
+    probs = predict_probs(model, data.images, ccfg.input_size).numpy()
+    ap = multilabel_ap(probs, data.targets.numpy()) if rows else np.full(len(names), np.nan)
+    return {
+        "cls_map": mean_ap(ap),
+        "cls_ap": {n: (None if np.isnan(a) else float(a)) for n, a in zip(names, ap, strict=True)},
+        "test_split": split,
+        "test_images": len(rows),
+    }
+
+
+def classify_table(metrics: dict[str, Any]) -> str:
+    """Per-class AP and mAP as a printable table."""
+    rows: list[list[object]] = [[n, a] for n, a in metrics["cls_ap"].items()]
+    rows.append(["mAP", metrics["cls_map"]])
+    title = f"classification AP ({metrics['test_split']}, {metrics['test_images']} images)"
+    return format_table(rows, ["class", "AP"], title=title)
+
+
+def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
+    """Peak points of every manifest image with Ray Data; quality metrics and ``peaks.png``."""
+    import ray
+
+    ctx.ray_init()
+    manifest = _manifest(ctx.run_dir)
+    checkpoint = os.path.abspath(os.path.join(ctx.run_dir, CLASSIFIER))
+    classes = read_classes(manifest)
+    train_split = cfg.data.splits[0]
+    pcfg = cfg.peaks
+    items = read_table(manifest, columns=INPUT_COLUMNS).to_pylist()
+    for r in items:  # labels travel for the training split only
+        if r["split"] != train_split:
+            r["labels"] = None
+    out = os.path.join(ctx.out_dir, "points.parquet")
+    if os.path.exists(out):
+        shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    ds = ray.data.from_items(items).map_batches(
+        PeakExtractor,
+        fn_constructor_kwargs={
+            "checkpoint": checkpoint,
+            "peaks": to_dict(pcfg),
+            "label_splits": [train_split],
+            "classes": classes.to_json(),
+            "threads": max(1, int(pcfg.actor_cpus)),
+        },
+        compute=ray.data.ActorPoolStrategy(size=pcfg.actors),
+        batch_size=pcfg.batch_size,
+        batch_format="pyarrow",  # keeps nulls (numpy batches turn a null string into NaN)
+        num_gpus=1 if gpus else 0,
+        num_cpus=pcfg.actor_cpus,
+    )
+    ds.write_parquet(out, max_rows_per_file=pcfg.rows_per_file)
+    points = read_table(out, "points")
+    if points.num_rows != len(items):
+        raise RuntimeError(f"points table has {points.num_rows} rows for {len(items)} images")
+    metrics = evaluate_points(points.to_pylist(), manifest, pcfg.map_kinds)
+    metrics["points"] = out
+    try:
+        sheet = render_peaks_sheet(checkpoint, manifest, pcfg, cfg.data.splits[-1])
+        metrics["picture"] = save_png(os.path.join(ctx.out_dir, "peaks.png"), sheet)
+    except Exception as exc:  # the picture is a convenience; never fail the stage for it
+        log.warning("peaks.png not drawn: %s", exc)
+    log.info("peak-point quality:\n%s", peaks_table(metrics))
+    return metrics
+
+
+def evaluate_points(
+    points: list[dict[str, Any]], manifest: str, kinds: tuple[str, ...]
+) -> dict[str, Any]:
+    """Point precision and GT-object recall per split and map kind (reads GT masks: evaluation
+    only). The headline ``point_precision`` / ``point_recall`` pool every split and kind."""
+    gt = {
+        r["image_id"]: r for r in read_table(manifest, "manifest").to_pylist() if r["error"] is None
+    }
+    by_key: dict[tuple[str, str], tuple[list[Any], list[Any]]] = {}
+    counts: dict[str, list[int]] = {}
+    errors = 0
+    for row in points:
+        if row["error"] is not None:
+            errors += 1
+            continue
+        g = gt.get(row["image_id"])
+        if g is None:
+            continue
+        split = g["split"]
+        masks = decode_masks(g["gt_masks"] or [], int(g["height"]), int(g["width"]))
+        pts = np.asarray(row["points"], dtype=np.float32).reshape(-1, 2)
+        pcls = np.asarray(row["point_classes"], dtype=np.int64)
+        pkind = np.asarray(row["point_kinds"], dtype=object)
+        counts.setdefault(split, []).append(len(pts))
+        for kind in kinds:
+            sel = pkind == kind
+            prec, rec = point_hits(pts[sel], pcls[sel], masks, g["gt_classes"] or [])
+            for key in ((split, kind), (split, "all"), ("all", kind), ("all", "all")):
+                by_key.setdefault(key, ([], []))
+            for key in ((split, kind), ("all", kind)):
+                by_key[key][0].append(prec)
+                by_key[key][1].append(rec)
+            # "all" kinds: a point counts once per kind; an object is found by any kind
+            by_key[(split, "all")][0].append(prec)
+            by_key[("all", "all")][0].append(prec)
+        any_kind = point_hits(pts, pcls, masks, g["gt_classes"] or [])[1]
+        by_key[(split, "all")][1].append(any_kind)
+        by_key[("all", "all")][1].append(any_kind)
+    table = {
+        f"{s}/{k}": {"precision": ratio(v[0]), "recall": ratio(v[1])}
+        for (s, k), v in sorted(by_key.items())
+    }
+    overall = table.get("all/all", {"precision": float("nan"), "recall": float("nan")})
+    return {
+        "point_precision": overall["precision"],
+        "point_recall": overall["recall"],
+        "point_precision_by_split": {
+            key.split("/")[0]: v["precision"]
+            for key, v in table.items()
+            if key.endswith("/all") and not key.startswith("all/")
+        },
+        "by_split_kind": table,
+        "points_per_image": {s: float(np.mean(c)) for s, c in counts.items()},
+        "error_rows": errors,
+    }
+
+
+def peaks_table(metrics: dict[str, Any]) -> str:
+    """Point precision and recall per split and kind as a printable table."""
+    rows: list[list[object]] = [
+        [key, v["precision"], v["recall"]] for key, v in metrics["by_split_kind"].items()
+    ]
+    return format_table(rows, ["split/kind", "precision", "recall"], title="peak points")

@@ -1,0 +1,151 @@
+"""FPN backbones for the retrained detectors, from torchvision's classes.
+
+``BACKBONES`` maps a name to a builder; each returns a torchvision ``BackboneWithFPN`` whose
+``out_channels`` is ``fpn_channels`` and whose outputs are five levels ``"0"..."3"`` (strides
+4, 8, 16, 32) and ``"pool"`` (stride 64), the layout torchvision's Faster/Mask R-CNN expect:
+
+============= ===================================================================
+name          what
+============= ===================================================================
+resnet50_fpn  torchvision's ResNet-50 FPN (the method's R50-FPN)
+resnet18_fpn  the same with ResNet-18
+small_fpn     plain 3x3 conv + GroupNorm trunk (widths w, 2w, 4w, 8w) for CPUs
+============= ===================================================================
+
+ResNets follow torchvision's detection builders: with ImageNet weights (a local classification
+state dict, ``torch.load(weights_only=True)``, every trunk key required, ``fc.*`` ignored) the
+batch norms are frozen and only the last ``trainable_layers`` stages train; with random init
+the batch norms are ordinary and everything trains — so ``resnet50_fpn`` with no weights is
+``fasterrcnn_resnet50_fpn(weights=None, weights_backbone=None)``'s backbone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+from torchvision.models import resnet18, resnet50
+from torchvision.models.detection.backbone_utils import BackboneWithFPN
+from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
+from torchvision.ops.misc import FrozenBatchNorm2d
+
+from weaksam.detection.config import DetectorModelConfig
+
+RESNET_STAGES = ("layer4", "layer3", "layer2", "layer1", "conv1")
+_RETURN_LAYERS = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
+
+
+def load_imagenet_weights(module: nn.Module, path: str) -> None:
+    """Load a torchvision classification state dict into ``module`` (the trunk): every trunk
+    key must be present with its shape; the classifier (``fc.*``) and batch-norm counters
+    (``num_batches_tracked``, absent from frozen batch norms) are ignored. Raises
+    ``ValueError`` on missing/unexpected keys or shapes."""
+
+    def ours(key: str) -> bool:
+        return not key.startswith("fc.") and not key.endswith("num_batches_tracked")
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    state = {k: v for k, v in state.items() if ours(k)}
+    own = {k: v for k, v in module.state_dict().items() if ours(k)}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit the backbone (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]})"
+        )
+    bad = [k for k in own if own[k].shape != state[k].shape]
+    if bad:
+        raise ValueError(f"{path}: shape mismatch for {bad[:5]}")
+    # strict=False only for the ignored keys above; everything else was checked
+    module.load_state_dict(state, strict=False)
+
+
+def _resnet_fpn(
+    factory: Callable[..., nn.Module], cfg: DetectorModelConfig, in_channels: list[int]
+) -> BackboneWithFPN:
+    pretrained = bool(cfg.weights)
+    trunk = factory(weights=None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
+    if pretrained:
+        load_imagenet_weights(trunk, cfg.weights)
+    layers = cfg.trainable_layers if pretrained else 5
+    train = list(RESNET_STAGES[:layers]) + (["bn1"] if layers == 5 else [])
+    for name, p in trunk.named_parameters():
+        if all(not name.startswith(t) for t in train):
+            p.requires_grad_(False)
+    return BackboneWithFPN(
+        trunk,
+        return_layers=dict(_RETURN_LAYERS),
+        in_channels_list=in_channels,
+        out_channels=cfg.fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+
+
+def build_resnet50_fpn(cfg: DetectorModelConfig) -> BackboneWithFPN:
+    return _resnet_fpn(resnet50, cfg, [256, 512, 1024, 2048])
+
+
+def build_resnet18_fpn(cfg: DetectorModelConfig) -> BackboneWithFPN:
+    return _resnet_fpn(resnet18, cfg, [64, 128, 256, 512])
+
+
+def _conv(cin: int, cout: int, stride: int) -> list[nn.Module]:
+    groups = 8 if cout % 8 == 0 else 1
+    return [
+        nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
+        nn.GroupNorm(groups, cout),
+        nn.ReLU(inplace=True),
+    ]
+
+
+class SmallTrunk(nn.Module):
+    """Plain conv trunk: stem at stride 2, then stages at strides 4, 8, 16, 32 (widths w, 2w,
+    4w, 8w), two 3x3 convs each. Outputs are taken by ``BackboneWithFPN`` (``layer1..4``)."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        w = width
+        self.stem = nn.Sequential(*_conv(3, w, 2))
+        self.layer1 = nn.Sequential(*_conv(w, w, 2), *_conv(w, w, 1))
+        self.layer2 = nn.Sequential(*_conv(w, 2 * w, 2), *_conv(2 * w, 2 * w, 1))
+        self.layer3 = nn.Sequential(*_conv(2 * w, 4 * w, 2), *_conv(4 * w, 4 * w, 1))
+        self.layer4 = nn.Sequential(*_conv(4 * w, 8 * w, 2), *_conv(8 * w, 8 * w, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - via FPN getter
+        out: torch.Tensor = self.layer4(self.layer3(self.layer2(self.layer1(self.stem(x)))))
+        return out
+
+
+def build_small_fpn(cfg: DetectorModelConfig) -> BackboneWithFPN:
+    if cfg.weights:
+        raise ValueError("small_fpn has no ImageNet weights; leave model.weights empty")
+    w = cfg.width
+    return BackboneWithFPN(
+        SmallTrunk(w),
+        return_layers=dict(_RETURN_LAYERS),
+        in_channels_list=[w, 2 * w, 4 * w, 8 * w],
+        out_channels=cfg.fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+
+
+BACKBONES: dict[str, Callable[[DetectorModelConfig], BackboneWithFPN]] = {
+    "resnet50_fpn": build_resnet50_fpn,
+    "resnet18_fpn": build_resnet18_fpn,
+    "small_fpn": build_small_fpn,
+}
+
+
+def build_backbone(cfg: DetectorModelConfig) -> BackboneWithFPN:
+    """The backbone named ``cfg.backbone``; unknown names raise ``ValueError``."""
+    try:
+        builder = BACKBONES[cfg.backbone]
+    except KeyError:
+        raise ValueError(
+            f"unknown detector backbone {cfg.backbone!r}; known: {sorted(BACKBONES)}"
+        ) from None
+    return builder(cfg)

@@ -1,0 +1,206 @@
+"""Settings of the retraining stages (a light module: no torch import).
+
+Two pipeline sections use these classes:
+
+* ``retrain`` (:class:`RetrainConfig`): Faster R-CNN with FPN on the pseudo ground truth, with
+  RoI drop (WeakSAM sections 5 and 6). Defaults are the method's VOC07 settings: SGD lr 0.02,
+  16 images per step, 9000 steps with decays at 6000 and 8000, warm-up 30 steps, short side
+  drawn from 480..1216 (step 32) capped at 2000, test side 688, 512 RoIs per image, RoI drop
+  4.0 / 4.0 from step 2000. COCO14: ``roi_drop.thresh_cls 5.0, operate_iter 10000``,
+  ``train.steps 85000, lr_steps [55000, 75000]``, train sides 640..800.
+* ``wsis`` (:class:`WSISConfig`): Mask R-CNN with FPN on the PGT masks (the instance
+  segmentation extension). Defaults are the method's VOC12 settings: the same schedule, train
+  sides 640..800, test 800, no RoI drop (VOC12 ships ``ISON False``).
+
+The CPU configs (``configs/demo.yaml``, ``tiny.yaml``, ``bench.yaml``) override these with a
+small backbone, 256-px images and a short schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+BOX_SOURCES = ("pgt", "gt")
+VOC07_TRAIN_SIDES = tuple(range(480, 1217, 32))
+
+
+@dataclass(frozen=True)
+class RoIDropConfig:
+    """RoI drop: ``enabled``; absolute thresholds on a sampled foreground RoI's CE and L1 box
+    loss (it is dropped when both are exceeded); first active iteration."""
+
+    enabled: bool = True
+    thresh_cls: float = 4.0
+    thresh_reg: float = 4.0
+    operate_iter: int = 2000
+
+
+@dataclass(frozen=True)
+class WSISRoIDropConfig(RoIDropConfig):
+    """RoI drop for Mask R-CNN: off unless enabled (the method's VOC12 config: ``ISON False``)."""
+
+    enabled: bool = False
+
+
+@dataclass(frozen=True)
+class DetectorModelConfig:
+    """The detector: backbone, FPN and the heads' sizes (torchvision's Faster/Mask R-CNN).
+
+    Attributes:
+        backbone: a name of :data:`weaksam.detection.backbones.BACKBONES` (``resnet50_fpn``,
+            ``resnet18_fpn``, ``small_fpn``).
+        weights: optional local ImageNet weights file (a torchvision classification state dict)
+            for the ResNet trunk; ``""`` = random init (loaded with ``weights_only=True``).
+        trainable_layers: ResNet stages trained (0..5) when ``weights`` is given (torchvision's
+            3); with random init everything trains.
+        width: channel width of the ``small_fpn`` trunk's first stage (doubles per stage).
+        fpn_channels: FPN output channels (256 for the ResNets in the method).
+        min_size: training short sides; one is drawn per image (torchvision's transform).
+        max_size: cap on the long side.
+        test_size: short side at inference.
+        rpn_pre_nms_train / rpn_post_nms_train / rpn_pre_nms_test / rpn_post_nms_test:
+            proposals kept per image (per level before NMS, in total after).
+        rpn_batch_size: anchors sampled per image for the RPN loss.
+        box_batch_size: RoIs sampled per image for the box head (the method: 512, 25 % fg).
+        box_positive_fraction: foreground share of those RoIs.
+        box_head_dim: width of the two-layer box head (1024 in torchvision).
+        roi_sampling_ratio: RoIAlign samples per bin side for the box and mask heads
+            (torchvision's 2; 1 makes the RoIAlign backward, slow on CPUs, ~4x cheaper).
+        mask_head_channels / mask_head_layers: width and depth of the mask head (256 x 4).
+        score_thresh / nms_thresh / detections_per_img: inference (detectron2's 0.05, 0.5,
+            100).
+    """
+
+    backbone: str = "resnet50_fpn"
+    weights: str = ""
+    trainable_layers: int = 3
+    width: int = 16
+    fpn_channels: int = 256
+    min_size: tuple[int, ...] = VOC07_TRAIN_SIDES
+    max_size: int = 2000
+    test_size: int = 688
+    rpn_pre_nms_train: int = 2000
+    rpn_post_nms_train: int = 2000
+    rpn_pre_nms_test: int = 1000
+    rpn_post_nms_test: int = 1000
+    rpn_batch_size: int = 256
+    box_batch_size: int = 512
+    box_positive_fraction: float = 0.25
+    box_head_dim: int = 1024
+    roi_sampling_ratio: int = 2
+    mask_head_channels: int = 256
+    mask_head_layers: int = 4
+    score_thresh: float = 0.05
+    nms_thresh: float = 0.5
+    detections_per_img: int = 100
+
+    def __post_init__(self) -> None:
+        if not self.min_size:
+            raise ValueError("model.min_size must list at least one training side")
+        if not 0 <= self.trainable_layers <= 5:
+            raise ValueError("model.trainable_layers must be in 0..5")
+
+
+@dataclass(frozen=True)
+class MaskModelConfig(DetectorModelConfig):
+    """Mask R-CNN defaults of the method (VOC12): train sides 640..800, test 800, max 1333."""
+
+    min_size: tuple[int, ...] = (640, 672, 704, 736, 768, 800)
+    max_size: int = 1333
+    test_size: int = 800
+
+
+@dataclass(frozen=True)
+class DetectorTrainConfig:
+    """Optimisation (SGD, momentum 0.9) and Ray Train settings.
+
+    Attributes:
+        steps: optimiser steps. images_per_step: images per step over all workers (split
+            evenly; the method: 16).
+        lr / momentum / weight_decay: SGD (0.02, 0.9, 1e-4).
+        warmup_steps / warmup_factor: linear warm-up from ``warmup_factor`` x lr (30, 1e-3).
+        lr_steps / gamma: step decay.
+        grad_clip: max gradient norm (0 = off).
+        hflip: random horizontal flips (p = 0.5).
+        checkpoint_every: steps between checkpoints (each a ``ray.train.report``, ~1.5 s).
+        log_every: steps between loss-curve points (no Ray call).
+        num_workers / cpus_per_worker / threads: Ray Train workers (DDP), their CPUs and torch
+            threads.
+        seed: initial weights and each step's images and flips derive from (seed, rank, step),
+            so a resumed run repeats the uninterrupted one's data.
+    """
+
+    steps: int = 9000
+    images_per_step: int = 16
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    warmup_steps: int = 30
+    warmup_factor: float = 1e-3
+    lr_steps: tuple[int, ...] = (6000, 8000)
+    gamma: float = 0.1
+    grad_clip: float = 0.0
+    hflip: bool = True
+    checkpoint_every: int = 1000
+    log_every: int = 20
+    num_workers: int = 4
+    cpus_per_worker: float = 1.0
+    threads: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.images_per_step < 1 or self.num_workers < 1:
+            raise ValueError("train.steps, images_per_step and num_workers must be >= 1")
+        if self.images_per_step % self.num_workers:
+            raise ValueError(
+                f"train.images_per_step ({self.images_per_step}) must be a multiple of "
+                f"train.num_workers ({self.num_workers})"
+            )
+
+
+@dataclass(frozen=True)
+class DetectorTestConfig:
+    """Batch inference over the test split (a Ray Data actor pool).
+
+    Attributes:
+        num_actors / cpus_per_actor / batch_size: the actor pool and its batches.
+        mask_threshold: mask probability threshold for the RLE masks (Mask R-CNN: 0.5).
+    """
+
+    num_actors: int = 1
+    cpus_per_actor: float = 1.0
+    batch_size: int = 4
+    mask_threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class RetrainConfig:
+    """The ``retrain`` stage: Faster R-CNN on PGT with RoI drop.
+
+    Attributes:
+        enabled: run the stage at all.
+        compare_no_drop: also train the same detector without RoI drop (bench).
+        upper_bound: also train it on the ground-truth boxes (bench; the only place GT trains
+            anything; reported as ``upper_bound_ap50``).
+    """
+
+    enabled: bool = True
+    compare_no_drop: bool = False
+    upper_bound: bool = False
+    model: DetectorModelConfig = field(default_factory=DetectorModelConfig)
+    train: DetectorTrainConfig = field(default_factory=DetectorTrainConfig)
+    roi_drop: RoIDropConfig = field(default_factory=RoIDropConfig)
+    test: DetectorTestConfig = field(default_factory=DetectorTestConfig)
+
+
+@dataclass(frozen=True)
+class WSISConfig:
+    """The ``wsis`` stage: Mask R-CNN on the PGT masks (weakly-supervised instance
+    segmentation); ``upper_bound`` also trains it on the ground-truth masks (bench)."""
+
+    enabled: bool = True
+    upper_bound: bool = False
+    model: MaskModelConfig = field(default_factory=MaskModelConfig)
+    train: DetectorTrainConfig = field(default_factory=DetectorTrainConfig)
+    roi_drop: WSISRoIDropConfig = field(default_factory=WSISRoIDropConfig)
+    test: DetectorTestConfig = field(default_factory=DetectorTestConfig)

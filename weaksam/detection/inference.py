@@ -1,0 +1,182 @@
+"""Inference: the exported checkpoint and the Ray Data batch class.
+
+The exported checkpoint (``model.pt``) is ``{"model": state_dict, "model_config": dict,
+"roi_drop": dict, "masks": bool, "num_classes": int, "class_names": list, "variant": str,
+"step": int, "history": list}``, loaded with ``torch.load(weights_only=True)`` and a strict
+key check.
+
+:class:`DetectorBatchPredictor` is what Ray Data's ``map_batches`` runs on an actor pool: its
+``__init__`` loads the model once per actor, its ``__call__`` takes a dict batch of
+:data:`INPUT_COLUMNS` (numpy arrays) and returns a ``detections`` table, one row per input
+row: boxes (XYXY, original pixels), scores, 0-based classes and, for Mask R-CNN, RLE masks
+(mask probability ``>= mask_threshold``). An image that cannot be decoded becomes an error
+row. It runs without Ray too (tests call it directly).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import pyarrow as pa
+import torch
+from torchvision.models.detection import FasterRCNN
+
+from weaksam.configlib import from_dict
+from weaksam.data.imageio import ImageDecodeError, load_image
+from weaksam.detection.config import DetectorModelConfig
+from weaksam.detection.data import image_tensor
+from weaksam.detection.model import build_detector, set_inference_size
+from weaksam.io.rle import encode_masks
+from weaksam.io.schemas import empty_row, error_row, rows_to_table
+
+INPUT_COLUMNS = ("image_id", "image_index", "height", "width", "path", "error")
+EXPORT_KEYS = (
+    "model",
+    "model_config",
+    "roi_drop",
+    "masks",
+    "num_classes",
+    "class_names",
+    "variant",
+    "step",
+    "history",
+)
+
+
+def export_checkpoint(state: Mapping[str, Any], path: str) -> str:
+    """Write the inference checkpoint from a training state (drops the optimiser)."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save({k: state[k] for k in EXPORT_KEYS}, path)
+    return path
+
+
+def load_detector(
+    path: str, device: str | torch.device = "cpu"
+) -> tuple[FasterRCNN, dict[str, Any]]:
+    """The model (eval mode, test size set, on ``device``) and the checkpoint's metadata."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [k for k in EXPORT_KEYS if k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not a detector checkpoint (missing {missing})")
+    # No ImageNet file is needed: every weight comes from the checkpoint.
+    cfg = from_dict({**ckpt["model_config"], "weights": ""}, DetectorModelConfig)
+    model = build_detector(cfg, int(ckpt["num_classes"]), masks=bool(ckpt["masks"]))
+    model.load_state_dict(ckpt["model"], strict=True)
+    set_inference_size(model, cfg.test_size)
+    return model.to(device), {k: ckpt[k] for k in EXPORT_KEYS if k != "model"}
+
+
+class DetectorBatchPredictor:
+    """Loads a detector checkpoint once per actor and detects objects in a batch of images.
+
+    Args:
+        checkpoint: path of the exported ``model.pt``.
+        device: ``cpu`` or ``cuda``. threads: torch threads on CPU.
+        mask_threshold: probability threshold of the RLE masks (Mask R-CNN).
+    """
+
+    def __init__(
+        self,
+        checkpoint: str,
+        device: str = "cpu",
+        threads: int = 1,
+        mask_threshold: float = 0.5,
+    ) -> None:
+        if device == "cpu":
+            torch.set_num_threads(threads)
+        self.device = torch.device(device)
+        self.model, self.meta = load_detector(checkpoint, self.device)
+        self.mask_threshold = mask_threshold
+
+    @torch.inference_mode()
+    def __call__(self, batch: dict[str, Any]) -> pa.Table:
+        n = len(batch["image_id"])
+        rows: list[dict[str, Any] | None] = [None] * n
+        images, where = [], []
+        for i in range(n):
+            image_id, index = str(batch["image_id"][i]), int(batch["image_index"][i])
+            err = batch["error"][i] if "error" in batch else None
+            if err:
+                rows[i] = error_row("detections", image_id, index, str(err))
+                continue
+            try:
+                img = load_image(str(batch["path"][i]))
+            except ImageDecodeError as exc:
+                rows[i] = error_row("detections", image_id, index, str(exc))
+                continue
+            images.append(image_tensor(img).to(self.device))
+            where.append(i)
+        outputs = self.model(images) if images else []
+        for i, tensor, out in zip(where, images, outputs, strict=True):
+            rows[i] = self._row(batch, i, int(tensor.shape[1]), int(tensor.shape[2]), out)
+        return rows_to_table([r for r in rows if r is not None], "detections")
+
+    def _row(
+        self, batch: Mapping[str, Any], i: int, h: int, w: int, out: Mapping[str, torch.Tensor]
+    ) -> dict[str, Any]:
+        boxes = out["boxes"].float().cpu().numpy()
+        masks = None
+        if "masks" in out:
+            binary = (out["masks"][:, 0] >= self.mask_threshold).cpu().numpy()
+            masks = encode_masks(binary)
+        return empty_row(
+            "detections",
+            str(batch["image_id"][i]),
+            int(batch["image_index"][i]),
+            height=h,
+            width=w,
+            boxes=boxes.reshape(-1).tolist(),
+            scores=out["scores"].float().cpu().numpy().tolist(),
+            classes=(out["labels"].cpu().numpy() - 1).tolist(),
+            masks=masks,
+        )
+
+
+def inference_inputs(rows: list[Mapping[str, Any]]) -> pa.Table:
+    """The Ray Data input table (:data:`INPUT_COLUMNS`) of manifest rows."""
+    return pa.table(
+        {
+            "image_id": [str(r["image_id"]) for r in rows],
+            "image_index": pa.array([int(r["image_index"]) for r in rows], pa.int64()),
+            "height": pa.array([int(r["height"] or 0) for r in rows], pa.int32()),
+            "width": pa.array([int(r["width"] or 0) for r in rows], pa.int32()),
+            "path": [str(r["path"] or "") for r in rows],
+            "error": [str(r["error"] or "") for r in rows],
+        }
+    )
+
+
+def predict_with_ray_data(
+    inputs: pa.Table,
+    checkpoint: str,
+    *,
+    num_actors: int,
+    cpus_per_actor: float,
+    batch_size: int,
+    mask_threshold: float,
+    use_gpu: bool,
+) -> pa.Table:
+    """Run :class:`DetectorBatchPredictor` over ``inputs`` on an actor pool; a detections
+    table (row order not guaranteed)."""
+    import ray
+
+    n_blocks = max(1, min(inputs.num_rows // max(1, batch_size), 4 * num_actors))
+    ds = ray.data.from_arrow(inputs).repartition(n_blocks)
+    ds = ds.map_batches(
+        DetectorBatchPredictor,
+        fn_constructor_kwargs={
+            "checkpoint": os.path.abspath(checkpoint),
+            "device": "cuda" if use_gpu else "cpu",
+            "threads": max(1, int(cpus_per_actor)),
+            "mask_threshold": mask_threshold,
+        },
+        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        batch_size=batch_size,
+        batch_format="numpy",
+        num_cpus=cpus_per_actor,
+        num_gpus=1 if use_gpu else 0,
+    )
+    tables = [ray.get(ref) for ref in ds.to_arrow_refs()]
+    return pa.concat_tables(tables) if tables else rows_to_table([], "detections")

@@ -1,0 +1,290 @@
+"""The ``retrain`` and ``wsis`` pipeline stages: train on PGT under Ray Train, detect on the
+test split with Ray Data, evaluate.
+
+``retrain`` (Faster R-CNN) trains the variant ``drop`` (RoI drop as configured) and, when
+asked, ``no_drop`` (the same without RoI drop) and ``upper_bound`` (ground-truth boxes, no
+drop). ``wsis`` (Mask R-CNN) trains ``pgt`` (PGT boxes and SAM masks) and, when asked,
+``upper_bound`` (ground-truth masks). Layout::
+
+    <run>/<stage>/
+      model.pt  detections_<test>.parquet  coco_results_<test>.json   the main variant
+      compare/<variant>/...                                         the others
+      ray_train/<variant>-<hash>/                                   Ray Train runs, checkpoints
+
+A Ray Train run is named by its variant and a hash of everything that defines it (the stage
+section, the seed, the input tables' sizes and times), so rerunning after a kill resumes it
+from its latest checkpoint and a changed input starts a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pyarrow as pa
+
+from weaksam.config import Config, config_hash, to_dict
+from weaksam.detection.config import DetectorTestConfig, RetrainConfig, RoIDropConfig, WSISConfig
+from weaksam.detection.inference import (
+    export_checkpoint,
+    inference_inputs,
+    predict_with_ray_data,
+)
+from weaksam.detection.training import TrainJob, loop_config, train_loop_per_worker
+from weaksam.eval import detections_to_coco_results, evaluate, load_manifest_gt, to_jsonable
+from weaksam.eval.formats import load_detections_table
+from weaksam.eval.table import format_table
+from weaksam.io.classes import ClassMap
+from weaksam.io.schemas import error_row
+from weaksam.io.tables import read_classes, read_table, write_table
+from weaksam.pipeline.core import Stage, StageContext
+from weaksam.train.reporting import STATE_FILE
+
+log = logging.getLogger(__name__)
+
+MANIFEST = os.path.join("ingest", "manifest.parquet")
+PGT = os.path.join("pgt", "pgt.parquet")
+IMAGE_COLUMNS = ("image_id", "image_index", "height", "width", "path", "split", "error")
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One detector to train: ``source`` ``pgt`` or ``gt``; its RoI drop settings."""
+
+    name: str
+    source: str
+    drop: RoIDropConfig
+
+
+def _fingerprint(paths: Sequence[str]) -> list[Any]:
+    out: list[Any] = []
+    for p in paths:
+        files = sorted(os.path.join(p, f) for f in os.listdir(p)) if os.path.isdir(p) else [p]
+        out += [(os.path.basename(f), os.path.getsize(f), int(os.path.getmtime(f))) for f in files]
+    return out
+
+
+def train_variant(
+    section: RetrainConfig | WSISConfig,
+    variant: Variant,
+    job: TrainJob,
+    storage: str,
+    run_name: str,
+) -> dict[str, Any]:
+    """Train (or resume) one variant under Ray Train; the final checkpoint state."""
+    import torch
+
+    # ray_jobs._ray is the project's one TorchTrainer wrapper (DDP: gloo on CPU, nccl on GPU);
+    # imported at call time so weaksam.detection imports without the entry points.
+    from ray_jobs._ray import run_torch_trainer
+
+    tc = section.train
+    result = run_torch_trainer(
+        train_loop_per_worker,
+        loop_config(section.model, tc, variant.drop, job),
+        name=run_name,
+        storage_path=storage,
+        num_workers=tc.num_workers,
+        cpus_per_worker=tc.cpus_per_worker,
+    )
+    if result.checkpoint is None:
+        raise RuntimeError(f"{variant.name} training produced no checkpoint")
+    with result.checkpoint.as_directory() as d:
+        state: dict[str, Any] = torch.load(
+            os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True
+        )
+    return state
+
+
+def detect_split(
+    checkpoint: str,
+    rows: Sequence[dict[str, Any]],
+    test: DetectorTestConfig,
+    use_gpu: bool,
+    out_dir: str,
+    split: str,
+    classes: ClassMap,
+) -> str:
+    """Detections of ``rows`` (one split of the manifest) into ``detections_<split>.parquet``
+    (every row: detections or an error row) and ``coco_results_<split>.json``."""
+    dets: pa.Table = predict_with_ray_data(
+        inference_inputs(list(rows)),
+        checkpoint,
+        num_actors=test.num_actors,
+        cpus_per_actor=test.cpus_per_actor,
+        batch_size=test.batch_size,
+        mask_threshold=test.mask_threshold,
+        use_gpu=use_gpu,
+    )
+    by_id = {r["image_id"]: r for r in dets.to_pylist()}
+    out = [
+        by_id.get(str(r["image_id"]))
+        or error_row(
+            "detections",
+            str(r["image_id"]),
+            int(r["image_index"]),
+            "not processed",
+            height=r["height"],
+            width=r["width"],
+        )
+        for r in rows
+    ]
+    path = os.path.join(out_dir, f"detections_{split}.parquet")
+    write_table(out, path, "detections", classes)
+    coco = detections_to_coco_results(load_detections_table(path).records, classes)
+    with open(os.path.join(out_dir, f"coco_results_{split}.json"), "w", encoding="utf-8") as fh:
+        json.dump(coco, fh)
+    return path
+
+
+def evaluate_detections(manifest: str, path: str, split: str, masks: bool) -> dict[str, Any]:
+    """Box AP50 (VOC07 11-point and all-point); with masks also mask AP25/50/70/75 and COCO
+    segm AP. Flat keys: ``ap50_voc07``, ``ap50_voc``, ``mask_ap25`` ..., ``segm_ap``, ..."""
+    gt = load_manifest_gt(manifest, split=split)
+    names = ("voc07", "voc", "mask_ap", "segm") if masks else ("voc07", "voc")
+    res = to_jsonable(evaluate(gt.records, load_detections_table(path).records, names, gt.classes))
+    out: dict[str, Any] = {
+        "ap50_voc07": res["voc07"]["overall"]["mAP"],
+        "ap50_voc": res["voc"]["overall"]["mAP"],
+    }
+    if masks:
+        for k, v in res["mask_ap"]["overall"].items():
+            out[f"mask_{k.lower()}"] = v
+        out["segm_ap"] = res["segm"]["overall"]["AP"]
+        out["segm_ap50"] = res["segm"]["overall"]["AP50"]
+    out["per_class"] = {k: v.get("per_class") for k, v in res.items()}
+    return out
+
+
+def run_detector_stage(
+    cfg: Config,
+    ctx: StageContext,
+    section: RetrainConfig | WSISConfig,
+    variants: Sequence[Variant],
+    masks: bool,
+) -> dict[str, Any]:
+    """Train, detect and evaluate each variant; the first is the main one (stage folder)."""
+    import ray
+
+    manifest = os.path.join(ctx.run_dir, MANIFEST)
+    pgt = os.path.join(ctx.run_dir, PGT)
+    if any(v.source == "pgt" for v in variants) and not os.path.exists(pgt):
+        raise FileNotFoundError(f"no pseudo ground truth at {pgt} (run the pgt stage)")
+    if masks and any(v.source == "pgt" for v in variants):
+        has = read_table(pgt, "pgt", columns=["masks"]).column("masks").to_pylist()
+        if not any(m for m in has):
+            raise ValueError(f"{pgt} has no masks (set pgt.masks: true) for Mask R-CNN")
+    classes = read_classes(manifest)
+    train_split, test_split = cfg.data.splits[0], cfg.data.splits[-1]
+    test_rows = [
+        r
+        for r in read_table(manifest, "manifest", columns=IMAGE_COLUMNS).to_pylist()
+        if r["split"] == test_split
+    ]
+    ctx.ray_init()
+    use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    storage = os.path.join(ctx.out_dir, "ray_train")
+    metrics: dict[str, Any] = {"variants": {}}
+    for k, v in enumerate(variants):
+        out_dir = ctx.out_dir if k == 0 else os.path.join(ctx.out_dir, "compare", v.name)
+        os.makedirs(out_dir, exist_ok=True)
+        job = TrainJob(
+            v.name,
+            masks,
+            classes.num_classes,
+            tuple(classes.names),
+            os.path.abspath(manifest),
+            os.path.abspath(pgt) if v.source == "pgt" else "",
+            v.source,
+            train_split,
+        )
+        inputs = [manifest, pgt] if v.source == "pgt" else [manifest]
+        key = {"section": to_dict(section), "roi_drop": to_dict(v.drop), "seed": cfg.seed}
+        name = f"{v.name}-{config_hash({**key, 'inputs': _fingerprint(inputs)})}"
+        t0 = time.time()
+        state = train_variant(section, v, job, storage, name)
+        train_s = time.time() - t0
+        ckpt = export_checkpoint(state, os.path.join(out_dir, "model.pt"))
+        t0 = time.time()
+        path = detect_split(ckpt, test_rows, section.test, use_gpu, out_dir, test_split, classes)
+        infer_s = time.time() - t0
+        history = state["history"]
+        metrics["variants"][v.name] = {
+            **evaluate_detections(manifest, path, test_split, masks),
+            "source": v.source,
+            "roi_drop": to_dict(v.drop),
+            "rois_dropped": int(sum(h.get("rois_dropped", 0) for h in history)),
+            "train_seconds": round(train_s, 1),
+            "infer_seconds": round(infer_s, 1),
+            "steps": int(state["step"]),
+            "final_loss": history[-1].get("loss") if history else None,
+            "history": history,
+        }
+    return metrics
+
+
+def _table(metrics: dict[str, Any], keys: Sequence[str], title: str) -> str:
+    rows = [
+        [name, *(m.get(k) for k in keys), m.get("train_seconds")]
+        for name, m in metrics["variants"].items()
+    ]
+    return format_table(rows, ["variant", *keys, "train s"], title=title)
+
+
+def run_retrain(cfg: Config, ctx: StageContext) -> dict[str, Any]:
+    """Faster R-CNN on the PGT with RoI drop (+ no-drop and GT upper bound when asked)."""
+    rc = cfg.retrain
+    variants = [Variant("drop", "pgt", rc.roi_drop)]
+    if rc.compare_no_drop:
+        variants.append(Variant("no_drop", "pgt", replace(rc.roi_drop, enabled=False)))
+    if rc.upper_bound:
+        variants.append(Variant("upper_bound", "gt", replace(rc.roi_drop, enabled=False)))
+    metrics = run_detector_stage(cfg, ctx, rc, variants, masks=False)
+    v = metrics["variants"]
+    metrics["ap50_voc07"] = v["drop"]["ap50_voc07"]
+    metrics["ap50_no_drop"] = v.get("no_drop", {}).get("ap50_voc07")
+    metrics["upper_bound_ap50"] = v.get("upper_bound", {}).get("ap50_voc07")
+    if metrics["upper_bound_ap50"]:
+        metrics["ratio_to_upper_bound"] = metrics["ap50_voc07"] / metrics["upper_bound_ap50"]
+    metrics["table"] = _table(metrics, ("ap50_voc07", "ap50_voc", "rois_dropped"), "retrain")
+    log.info("\n%s", metrics["table"])
+    return metrics
+
+
+def run_wsis(cfg: Config, ctx: StageContext) -> dict[str, Any]:
+    """Mask R-CNN on the PGT masks (+ the GT-mask upper bound when asked)."""
+    wc = cfg.wsis
+    variants = [Variant("pgt", "pgt", wc.roi_drop)]
+    if wc.upper_bound:
+        variants.append(Variant("upper_bound", "gt", replace(wc.roi_drop, enabled=False)))
+    metrics = run_detector_stage(cfg, ctx, wc, variants, masks=True)
+    main = metrics["variants"]["pgt"]
+    for k in ("mask_ap25", "mask_ap50", "mask_ap70", "mask_ap75", "segm_ap", "segm_ap50"):
+        metrics[k] = main.get(k)
+    metrics["upper_bound_mask_ap50"] = metrics["variants"].get("upper_bound", {}).get("mask_ap50")
+    keys = ("mask_ap25", "mask_ap50", "mask_ap70", "mask_ap75", "segm_ap", "ap50_voc07")
+    metrics["table"] = _table(metrics, keys, "wsis (Mask R-CNN)")
+    log.info("\n%s", metrics["table"])
+    return metrics
+
+
+def _enabled(section: str) -> Any:
+    return lambda cfg: bool(getattr(cfg, section).enabled)
+
+
+# The pipeline's registration (weaksam/pipeline/stages.py, after ``pgt``).
+RETRAIN_STAGE = Stage(
+    "retrain",
+    run_retrain,
+    sections=("retrain",),
+    deps=("ingest", "pgt"),
+    enabled=_enabled("retrain"),
+)
+WSIS_STAGE = Stage(
+    "wsis", run_wsis, sections=("wsis",), deps=("ingest", "pgt"), enabled=_enabled("wsis")
+)

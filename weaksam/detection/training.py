@@ -1,0 +1,297 @@
+"""Training the retrained detectors: one loop that runs under Ray Train or as plain Python.
+
+:func:`train_loop_per_worker` is the ``TorchTrainer`` entry (DDP: gloo on CPU, nccl on GPU).
+It rebuilds the configs from its dict, reads this worker's share of the training samples
+(PGT, or the ground truth for the upper bound only) and calls :func:`fit`, which:
+
+* sets ``roi_heads.iteration`` before every step, so RoI drop starts at ``operate_iter``;
+* draws each step's images and flips from ``(seed, rank, step)`` (a resumed run sees the
+  uninterrupted run's batches);
+* uses SGD (momentum) with weight decay on weights only, linear warm-up, step decay;
+* logs mean losses, seconds per step and the RoIs dropped (of the foreground RoIs sampled, on
+  rank 0) every ``log_every`` steps, without any Ray call;
+* every ``checkpoint_every`` steps and at the end, saves ``{model, optimizer, step, history,
+  ...}`` through :func:`weaksam.train.reporting.report` (rank 0's state; each call ~1.5 s).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from weaksam.configlib import from_dict, to_dict
+from weaksam.detection.config import DetectorModelConfig, DetectorTrainConfig, RoIDropConfig
+from weaksam.detection.data import DetectionSample, Sampler, read_pgt_samples, to_model_inputs
+from weaksam.detection.model import build_detector
+from weaksam.detection.roi_heads import DropRoIHeads
+from weaksam.train.reporting import load_resume_state, report, unwrap, world_rank
+
+log = logging.getLogger(__name__)
+
+Reporter = Callable[[dict[str, Any], dict[str, Any] | None], None]
+SOURCES = ("pgt", "gt")
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What one training run needs besides the configs (all JSON-able).
+
+    Attributes:
+        name: the variant (``drop``, ``no_drop``, ``upper_bound``, ...), for logs.
+        masks: Mask R-CNN (else Faster R-CNN).
+        num_classes: ``C`` foreground classes. class_names: for the checkpoint.
+        manifest: manifest path (image paths; ``gt_*`` only when ``source`` is ``gt``).
+        targets: ``pgt`` table path (``source`` ``pgt``).
+        source: ``pgt``, or ``gt`` for the fully supervised upper bound.
+        split: the training split.
+    """
+
+    name: str
+    masks: bool
+    num_classes: int
+    class_names: tuple[str, ...]
+    manifest: str
+    targets: str
+    source: str
+    split: str
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise ValueError(f"unknown training source {self.source!r}; known: {list(SOURCES)}")
+
+
+def lr_factor(step: int, cfg: DetectorTrainConfig) -> float:
+    """The learning-rate multiplier at ``step`` (0-based): warm-up, then step decay."""
+    factor = cfg.gamma ** sum(step >= s for s in cfg.lr_steps)
+    if step < cfg.warmup_steps:
+        alpha = step / cfg.warmup_steps
+        factor *= cfg.warmup_factor * (1 - alpha) + alpha
+    return float(factor)
+
+
+def build_optimizer(model: nn.Module, cfg: DetectorTrainConfig) -> torch.optim.SGD:
+    """SGD with momentum; weight decay on weights (ndim > 1) only; frozen parameters left out."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum)
+
+
+def load_samples(job: TrainJob) -> list[DetectionSample]:
+    """The training samples of ``job`` (PGT, or GT for the upper bound)."""
+    if job.source == "gt":
+        from weaksam.detection.upper_bound import read_gt_samples
+
+        samples, left_out = read_gt_samples(job.manifest, job.split, with_masks=job.masks)
+    else:
+        samples, left_out = read_pgt_samples(job.manifest, job.targets, job.split)
+    if left_out and world_rank() == 0:
+        log.info("%s: %d training images left out (no usable targets)", job.name, left_out)
+    if not samples:
+        raise ValueError(f"{job.name}: no training images with targets in split {job.split!r}")
+    return samples
+
+
+def _roi_heads(model: nn.Module) -> DropRoIHeads:
+    heads = unwrap(model).roi_heads
+    if not isinstance(heads, DropRoIHeads):
+        raise TypeError("the detector's roi_heads must be DropRoIHeads")
+    return heads
+
+
+def fit(
+    model: nn.Module,
+    sampler: Sampler,
+    cfg: DetectorTrainConfig,
+    job: TrainJob,
+    *,
+    resume: dict[str, Any] | None = None,
+    reporter: Reporter = report,
+    extra_state: dict[str, Any] | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` (maybe DDP-wrapped) from ``resume`` or from scratch.
+
+    Args:
+        extra_state: JSON-able values stored in every checkpoint (model config, classes).
+        stop_after: stop after this step (tests: simulate a killed run).
+
+    Returns the last checkpoint state. Its tensors are the live parameters: ``report`` saves
+    them at once; a ``reporter`` that keeps states must copy them.
+    """
+    opt = build_optimizer(model, cfg)
+    start, history = 0, []
+    if resume is not None:
+        unwrap(model).load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        start, history = int(resume["step"]), list(resume["history"])
+        log.info("%s: resuming at step %d", job.name, start)
+    heads, rank = _roi_heads(model), world_rank()
+    window: dict[str, list[float]] = {}
+    dropped = foreground = 0
+    cache: dict[str, torch.Tensor] = {}
+    state: dict[str, Any] = {}
+    t0 = time.time()
+    model.train()
+    for step in range(start, cfg.steps):
+        # RoI/anchor sampling uses torch's global RNG: seed it per step so a resumed run
+        # repeats the uninterrupted one
+        torch.manual_seed(cfg.seed * 1_000_003 + rank * 10_007 + step)
+        for g in opt.param_groups:
+            g["lr"] = cfg.lr * lr_factor(step, cfg)
+        heads.iteration = step
+        images, targets = to_model_inputs(sampler.draw(step), job.masks, cache)
+        losses = model(images, targets)
+        loss = sum(losses.values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        for k, v in {"loss": loss, **losses}.items():
+            window.setdefault(k, []).append(float(v.detach()))
+        dropped, foreground = dropped + heads.dropped, foreground + heads.foreground
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            point: dict[str, Any] = {k: float(np.mean(v)) for k, v in window.items()}
+            point.update(
+                step=done,
+                lr=cfg.lr * lr_factor(step, cfg),
+                seconds_per_step=(time.time() - t0) / len(window["loss"]),
+                rois_dropped=dropped,
+                rois_foreground=foreground,
+            )
+            history.append(point)
+            if rank == 0:
+                log.info(
+                    "%s step %d loss %.4f, RoIs dropped %d of %d fg",
+                    job.name,
+                    done,
+                    point["loss"],
+                    dropped,
+                    foreground,
+                )
+            window, dropped, foreground, t0 = {}, 0, 0, time.time()
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            state = {
+                "model": unwrap(model).state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": done,
+                "history": list(history),
+                **(extra_state or {}),
+            }
+            last = history[-1] if history else {}
+            reporter({"step": done, "loss": last.get("loss", 0.0)}, state)
+        if stop_after is not None and done >= stop_after:
+            break
+    return state
+
+
+def checkpoint_meta(
+    job: TrainJob, model_cfg: DetectorModelConfig, drop: RoIDropConfig
+) -> dict[str, Any]:
+    """The JSON-able part of every checkpoint: enough to rebuild the model."""
+    return {
+        "model_config": to_dict(model_cfg),
+        "roi_drop": to_dict(drop),
+        "masks": job.masks,
+        "num_classes": job.num_classes,
+        "class_names": list(job.class_names),
+        "variant": job.name,
+    }
+
+
+def _prepare(model: nn.Module) -> nn.Module:
+    """DDP-wrap (and move) inside Ray Train; unchanged outside it. Unused parameters are
+    allowed: a Mask R-CNN batch without foreground RoIs leaves the mask head unused."""
+    try:
+        import ray.train.torch
+
+        ray.train.get_context()
+    except Exception:  # plain Python
+        return model
+    return ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"find_unused_parameters": True}
+    )
+
+
+def _world_size() -> int:
+    try:
+        import ray.train
+
+        return int(ray.train.get_context().get_world_size())
+    except Exception:
+        return 1
+
+
+def loop_config(
+    model_cfg: DetectorModelConfig,
+    train_cfg: DetectorTrainConfig,
+    drop: RoIDropConfig,
+    job: TrainJob,
+) -> dict[str, Any]:
+    """The ``train_loop_config`` dict of :func:`train_loop_per_worker`."""
+    return {
+        "model": to_dict(model_cfg),
+        "train": to_dict(train_cfg),
+        "roi_drop": to_dict(drop),
+        "job": {**asdict(job), "class_names": list(job.class_names)},
+    }
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry (see :func:`loop_config`)."""
+    model_cfg = from_dict(config["model"], DetectorModelConfig)
+    train_cfg = from_dict(config["train"], DetectorTrainConfig)
+    drop = from_dict(config["roi_drop"], RoIDropConfig)
+    job = TrainJob(**{**config["job"], "class_names": tuple(config["job"]["class_names"])})
+    run_training(model_cfg, train_cfg, drop, job, rank=world_rank(), world=_world_size())
+
+
+def run_training(
+    model_cfg: DetectorModelConfig,
+    train_cfg: DetectorTrainConfig,
+    drop: RoIDropConfig,
+    job: TrainJob,
+    *,
+    rank: int = 0,
+    world: int = 1,
+    reporter: Reporter = report,
+    stop_after: int | None = None,
+    samples: Sequence[DetectionSample] | None = None,
+) -> dict[str, Any]:
+    """Build the model and sampler of this worker and :func:`fit` (resuming under Ray Train)."""
+    torch.set_num_threads(train_cfg.threads)
+    torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
+    model = _prepare(build_detector(model_cfg, job.num_classes, masks=job.masks, drop=drop))
+    sampler = Sampler(
+        samples if samples is not None else load_samples(job),
+        train_cfg.images_per_step // world,
+        train_cfg.seed,
+        rank,
+        world,
+        train_cfg.hflip,
+    )
+    return fit(
+        model,
+        sampler,
+        train_cfg,
+        job,
+        resume=load_resume_state(),
+        reporter=reporter,
+        extra_state=checkpoint_meta(job, model_cfg, drop),
+        stop_after=stop_after,
+    )

@@ -1,0 +1,64 @@
+"""Settings of the ``pgt`` stage: the rule, the SAM box-prompt mask job, the COCO export."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from weaksam.pgt.coco import BBOX_SOURCES
+from weaksam.pgt.rules import MODES, PGTConfig
+from weaksam.sam.engine import EngineConfig
+
+
+@dataclass(frozen=True)
+class PGTMaskJobConfig:
+    """The Ray Data job that prompts SAM with each PGT box (like the proposals job).
+
+    Attributes:
+        num_actors / cpus_per_actor / gpus_per_actor: the SAM actor pool (GPUs when present).
+        batch_size: images per ``map_batches`` call. decode_cpus: CPUs of each decode task.
+        rows_per_file: row cap per Parquet shard. max_pixels: larger images are error rows.
+        engine: SAM settings; ``engine.box_mask_token`` picks the mask of each box (-1: the
+            multimask output with the highest predicted IoU; 0..2 a fixed output).
+    """
+
+    num_actors: int = 1
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 1.0
+    batch_size: int = 4
+    decode_cpus: float = 0.25
+    rows_per_file: int = 500
+    max_pixels: int = 64_000_000
+    engine: EngineConfig = field(default_factory=EngineConfig)
+
+
+@dataclass(frozen=True)
+class PGTStageConfig:
+    """The ``pgt`` section.
+
+    Attributes:
+        mode: ``adaptive`` (WeakSAM's ``pgt`` rule, without its bugs) or ``top1``.
+        t_keep / t_con: the adaptive rule's thresholds (0.5, 0.85).
+        masks: prompt SAM with each PGT box for masks (needed by the ``wsis`` stage).
+        bbox_source: the COCO json's ``bbox``: ``pgt`` (the PGT box) or ``mask`` (the mask's
+            tight box). The ``pgt`` table always keeps the PGT boxes.
+        mask_job: the SAM job.
+    """
+
+    mode: str = "adaptive"
+    t_keep: float = 0.5
+    t_con: float = 0.85
+    masks: bool = True
+    bbox_source: str = "pgt"
+    mask_job: PGTMaskJobConfig = field(default_factory=PGTMaskJobConfig)
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown PGT mode {self.mode!r}; known: {list(MODES)}")
+        if self.bbox_source not in BBOX_SOURCES:
+            raise ValueError(
+                f"unknown bbox_source {self.bbox_source!r}; known: {list(BBOX_SOURCES)}"
+            )
+
+    @property
+    def rule(self) -> PGTConfig:
+        return PGTConfig(self.mode, self.t_keep, self.t_con)

@@ -1,0 +1,230 @@
+"""The WSOD stage's configuration (a light module: no torch import).
+
+Defaults are the method's real-data settings (VGG16 stride 8, 4096-unit fc layers, Adam 1e-5,
+the six training scales and the 14 test passes; ``weaksam_method.md`` section 3); the CPU
+configs (``configs/demo.yaml``, ``tiny.yaml``, ``bench.yaml``) override them with a small
+backbone, 256-px images and short schedules.
+
+Methods (``WSODConfig.method`` and ``compare``):
+
+========== =========================================================================
+wsddn      WSDDN alone: MIL loss only; test score ``phi``
+oicr       WSDDN + K refinement branches, WSOD2's OICR pseudo boxes, no regression
+mist       WSDDN + K branches, MIST pseudo boxes, class-specific box regression
+supervised Fast R-CNN on the same proposals with ground-truth boxes (upper bound only)
+========== =========================================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+METHODS = ("wsddn", "oicr", "mist", "supervised")
+WEAK_METHODS = ("wsddn", "oicr", "mist")
+PROPOSAL_SOURCES = ("sam", "grid")
+CAP_ORDERS = ("stored", "score")
+ROI_OPS = ("pool", "align")
+OPTIMIZERS = ("adam", "sgd")
+
+
+def _check(name: str, value: str, known: tuple[str, ...]) -> None:
+    if value not in known:
+        raise ValueError(f"unknown {name} {value!r}; known: {list(known)}")
+
+
+@dataclass(frozen=True)
+class WSODModelConfig:
+    """Backbone and RoI head.
+
+    Attributes:
+        backbone: a name of :data:`weaksam.wsod.backbones.BACKBONES` (``vgg16``: the method's
+            stride-8 VGG16; ``resnet18``: stride 8 up to layer3; ``small``: a plain-conv
+            stride-8 net for CPUs; ``sam_demo``: the demo SAM's image encoder, stride 16).
+        weights: optional local ImageNet weights file (torchvision state dict) for the
+            backbone (and fc6/fc7 for ``vgg16`` when ``hidden`` is 4096); for ``sam_demo`` a
+            SAM checkpoint (``builtin`` = the committed demo SAM); ``""`` = random init.
+        freeze_backbone: train the RoI head and heads only (the backbone in eval mode).
+        width: channel multiplier of the ``small`` backbone (ignored by the others).
+        roi_op: ``pool`` (RoIPool, the method's) or ``align`` (RoIAlign, sampling ratio 2).
+        roi_size: pooled side (7).
+        hidden: units of fc6 and fc7 (4096 in the method).
+        dropout: after fc6 and fc7.
+        refine_branches: K refinement branches for ``oicr``/``mist`` (3).
+    """
+
+    backbone: str = "vgg16"
+    weights: str = ""
+    freeze_backbone: bool = False
+    width: int = 32
+    roi_op: str = "pool"
+    roi_size: int = 7
+    hidden: int = 4096
+    dropout: float = 0.5
+    refine_branches: int = 3
+
+    def __post_init__(self) -> None:
+        _check("roi_op", self.roi_op, ROI_OPS)
+        if self.refine_branches < 1:
+            raise ValueError("refine_branches must be >= 1 (use method: wsddn for none)")
+
+
+@dataclass(frozen=True)
+class WSODDataConfig:
+    """Proposal filtering and training augmentation.
+
+    Attributes:
+        min_size: proposals narrower or shorter than ``min_size * max(H, W) / min_size_ref``
+            pixels (original image) are dropped (the method: 20 px at VOC's ~500 px).
+        min_size_ref: the image side at which ``min_size`` applies.
+        max_proposals: keep at most this many per image after filtering (0 = all, the
+            method's setting).
+        cap_order: which to keep under the cap: ``stored`` (first N in the table's order) or
+            ``score`` (highest SAM predicted IoU first; stored order breaks ties).
+        train_scales: shorter side of the training image, one drawn per step.
+        max_side: the longer side is capped at this (scale reduced to fit).
+        flip: random horizontal flips (p = 0.5) in training.
+        color_jitter: photometric jitter in training: brightness and contrast factors drawn
+            in ``[1 - j, 1 + j]`` per image (0 = off; the method's MIST uses PCA lighting).
+        channel_shuffle: random RGB channel order per training image (for data whose classes
+            do not depend on colour, such as ``shapes``).
+        cache_images: keep decoded training images in worker memory.
+    """
+
+    min_size: float = 20.0
+    min_size_ref: float = 500.0
+    max_proposals: int = 0
+    cap_order: str = "stored"
+    train_scales: tuple[int, ...] = (480, 576, 688, 864, 1000, 1200)
+    max_side: int = 2000
+    flip: bool = True
+    color_jitter: float = 0.0
+    channel_shuffle: bool = False
+    cache_images: bool = True
+
+    def __post_init__(self) -> None:
+        _check("cap_order", self.cap_order, CAP_ORDERS)
+        if not self.train_scales:
+            raise ValueError("train_scales must not be empty")
+
+
+@dataclass(frozen=True)
+class WSODTrainConfig:
+    """Optimisation and pseudo-labelling.
+
+    Attributes:
+        steps: optimiser steps. images_per_step: images per worker per step.
+        optimizer: ``adam`` (the method's) or ``sgd`` (momentum 0.9).
+        lr / weight_decay: base rate and L2 decay; biases get ``bias_lr_factor`` x the rate
+            and no decay (the method: x2, 0).
+        warmup_steps / warmup_factor: linear warm-up from ``warmup_factor`` x the rate.
+        lr_steps / gamma: step decay (multiply by ``gamma`` at each step in ``lr_steps``).
+        branch_weights: loss weight per refinement branch; ``()`` = the method's (MIST 3, 1,
+            1, ...; OICR all 1).
+        oicr_ratio / oicr_nms: WSOD2's OICR rule (``p >= ratio * max p``, class-agnostic NMS).
+        mist_top_ratio / mist_iou: MIST's rule (top 15 %, IoU < 0.2 with higher-ranked).
+        fg_iou: a RoI is foreground for its best pseudo box at IoU ``>=`` this.
+        supervised_rois / supervised_fg_fraction: Fast R-CNN's RoI sample per image for the
+            ``supervised`` upper bound (128, 25 % foreground at most).
+        grad_clip: max gradient norm (0 = off).
+        checkpoint_every: steps between checkpoints (each one a ``ray.train.report``, ~1.5 s).
+        log_every: steps between loss-curve points (no Ray call).
+        num_workers / cpus_per_worker / threads: Ray Train workers (DDP), their CPUs and
+            torch threads.
+        seed: sampling, augmentation and dropout derive from (seed, rank, step), so a resumed
+            run repeats the uninterrupted one.
+    """
+
+    steps: int = 30000
+    images_per_step: int = 2
+    optimizer: str = "adam"
+    lr: float = 1e-5
+    weight_decay: float = 5e-4
+    bias_lr_factor: float = 2.0
+    warmup_steps: int = 200
+    warmup_factor: float = 1.0 / 3
+    lr_steps: tuple[int, ...] = (20000, 26700)
+    gamma: float = 0.1
+    branch_weights: tuple[float, ...] = ()
+    oicr_ratio: float = 0.9
+    oicr_nms: float = 0.5
+    mist_top_ratio: float = 0.15
+    mist_iou: float = 0.2
+    fg_iou: float = 0.5
+    supervised_rois: int = 128
+    supervised_fg_fraction: float = 0.25
+    grad_clip: float = 0.0
+    checkpoint_every: int = 2000
+    log_every: int = 20
+    num_workers: int = 4
+    cpus_per_worker: float = 1.0
+    threads: int = 1
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        _check("optimizer", self.optimizer, OPTIMIZERS)
+        if self.steps < 1 or self.images_per_step < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, images_per_step and checkpoint_every must be >= 1")
+
+
+@dataclass(frozen=True)
+class WSODTestConfig:
+    """Inference: test-time augmentation, post-processing and the Ray Data pool.
+
+    Attributes:
+        scales: shorter sides of the test passes. flip: also run each scale flipped.
+            Scores and boxes are averaged per RoI over all passes (the method: 7 x 2 = 14).
+        nms_iou / score_thresh / max_detections: per-class NMS, keep scores ``> thresh``,
+            top detections per image.
+        splits: manifest splits to run on (``()`` = every split of ``data.splits``).
+        batch_size: images per Ray Data batch. num_actors: predictor actors (one GPU each
+            when the cluster has GPUs). cpus_per_actor: CPUs reserved per actor.
+    """
+
+    scales: tuple[int, ...] = (480, 576, 688, 800, 864, 1000, 1200)
+    flip: bool = True
+    nms_iou: float = 0.3
+    score_thresh: float = 0.0
+    max_detections: int = 100
+    splits: tuple[str, ...] = ()
+    batch_size: int = 8
+    num_actors: int = 1
+    cpus_per_actor: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.scales:
+            raise ValueError("test scales must not be empty")
+
+
+@dataclass(frozen=True)
+class WSODConfig:
+    """The ``wsod`` section.
+
+    Attributes:
+        method: the detector whose detections feed PGT: ``mist``, ``oicr`` or ``wsddn``.
+        compare: more methods trained and evaluated for the comparison table (``bench``),
+            e.g. ``[wsddn, oicr, supervised]``; ``supervised`` is the ground-truth upper bound.
+        proposals: ``sam`` reads ``<run>/proposals`` (the proposals stage); ``grid`` uses a
+            fixed multi-scale window grid, for plumbing only (no learning signal about
+            objects, no ground truth).
+    """
+
+    method: str = "mist"
+    compare: tuple[str, ...] = ()
+    proposals: str = "sam"
+    model: WSODModelConfig = field(default_factory=WSODModelConfig)
+    data: WSODDataConfig = field(default_factory=WSODDataConfig)
+    train: WSODTrainConfig = field(default_factory=WSODTrainConfig)
+    test: WSODTestConfig = field(default_factory=WSODTestConfig)
+
+    def __post_init__(self) -> None:
+        _check("method", self.method, WEAK_METHODS)
+        for m in self.compare:
+            _check("compare method", m, METHODS)
+        _check("proposals", self.proposals, PROPOSAL_SOURCES)
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """``method`` first, then the other ``compare`` methods, without repeats."""
+        out = [self.method]
+        out += [m for m in self.compare if m not in out]
+        return tuple(out)

@@ -1,0 +1,278 @@
+"""The ``wsod`` pipeline stage: train each method under Ray Train, infer with Ray Data,
+evaluate, and write ``<run>/wsod/``.
+
+Layout (``M`` = ``wsod.method``, the detector whose detections feed PGT)::
+
+    <run>/wsod/
+      model.pt  curves.png  detections_<split>.parquet  coco_results_<split>.json   (M)
+      compare/<method>/...                          the same for each ``wsod.compare`` method
+      ray_train/<method>-<hash>/                    Ray Train runs and checkpoints
+      metrics.json                                  written by the pipeline from the return value
+
+A Ray Train run is named by the method and a hash of everything that defines it (the
+``wsod`` config, the seed, the input tables' sizes and times), so rerunning after a kill
+resumes the same run from its latest checkpoint, and a changed input starts a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from weaksam.config import Config, config_hash, to_dict
+from weaksam.eval import detections_to_coco_results, evaluate, load_manifest_gt, to_jsonable
+from weaksam.eval.formats import load_detections_table
+from weaksam.io.classes import ClassMap
+from weaksam.io.schemas import error_row, rows_to_table
+from weaksam.io.tables import read_classes, write_table
+from weaksam.pipeline.core import Stage, StageContext
+from weaksam.train.reporting import STATE_FILE
+from weaksam.wsod.config import WSODConfig
+from weaksam.wsod.data import SplitData, join_proposals, read_weak_manifest
+from weaksam.wsod.inference import INPUT_COLUMNS, WSODBatchPredictor, export_checkpoint
+from weaksam.wsod.summary import comparison_table, plot_curves
+from weaksam.wsod.training import TrainJob, train_loop_per_worker
+
+log = logging.getLogger(__name__)
+
+MANIFEST = os.path.join("ingest", "manifest.parquet")
+PROPOSAL_DIRS = (os.path.join("proposals", "shards"), "proposals")
+
+
+def proposals_path(run_dir: str, cfg: WSODConfig) -> str:
+    """The proposals table of the run (``""`` for the plumbing grid)."""
+    if cfg.proposals == "grid":
+        return ""
+    for rel in PROPOSAL_DIRS:
+        path = os.path.join(run_dir, rel)
+        if os.path.isdir(path) and any(f.endswith(".parquet") for f in os.listdir(path)):
+            return path
+    raise FileNotFoundError(
+        f"no proposals under {run_dir}/proposals (run the proposals stage, or set "
+        "wsod.proposals: grid for plumbing)"
+    )
+
+
+def _fingerprint(paths: Sequence[str]) -> list[Any]:
+    out: list[Any] = []
+    for p in paths:
+        if not p:
+            continue
+        files = sorted(os.path.join(p, f) for f in os.listdir(p)) if os.path.isdir(p) else [p]
+        out += [(os.path.basename(f), os.path.getsize(f), int(os.path.getmtime(f))) for f in files]
+    return out
+
+
+def run_name(cfg: Config, method: str, inputs: Sequence[str]) -> str:
+    """``<method>-<hash>`` of what defines the training run (see the module docstring)."""
+    key = {
+        "wsod": to_dict(cfg.wsod),
+        "seed": cfg.seed,
+        "method": method,
+        "inputs": _fingerprint(inputs),
+    }
+    return f"{method}-{config_hash(key)}"
+
+
+def train_method(cfg: Config, job: TrainJob, storage: str, name: str) -> dict[str, Any]:
+    """Train (or resume) ``job.method`` under Ray Train; return the final checkpoint state."""
+    import torch
+
+    # ray_jobs._ray is the project's one TorchTrainer wrapper (DDP: gloo on CPU, nccl on GPU);
+    # imported here, at call time, so weaksam.wsod imports without the entry points.
+    from ray_jobs._ray import run_torch_trainer
+
+    tc = cfg.wsod.train
+    result = run_torch_trainer(
+        train_loop_per_worker,
+        {"wsod": to_dict(cfg.wsod), "job": {**job.__dict__, "class_names": list(job.class_names)}},
+        name=name,
+        storage_path=storage,
+        num_workers=tc.num_workers,
+        cpus_per_worker=tc.cpus_per_worker,
+    )
+    if result.checkpoint is None:
+        raise RuntimeError(f"{job.method} training produced no checkpoint")
+    with result.checkpoint.as_directory() as d:
+        state: dict[str, Any] = torch.load(
+            os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True
+        )
+    return state
+
+
+def inference_inputs(data: SplitData) -> pa.Table:
+    """The Ray Data input rows (:data:`INPUT_COLUMNS`) of the usable images."""
+    rows: dict[str, list[Any]] = {c: [] for c in INPUT_COLUMNS}
+    for im in data.images:
+        rows["image_id"].append(im.image_id)
+        rows["image_index"].append(im.image_index)
+        rows["height"].append(im.height)
+        rows["width"].append(im.width)
+        rows["path"].append(im.path)
+        rows["proposals"].append(im.proposals.reshape(-1))
+    return pa.table(
+        {
+            **{c: rows[c] for c in INPUT_COLUMNS if c != "proposals"},
+            "proposals": pa.array(rows["proposals"], type=pa.list_(pa.float32())),
+        }
+    )
+
+
+def predict_with_ray_data(
+    inputs: pa.Table, checkpoint: str, cfg: WSODConfig, use_gpu: bool
+) -> pa.Table:
+    """Run :class:`WSODBatchPredictor` over ``inputs`` on an actor pool; a detections table."""
+    import ray
+
+    test = cfg.test
+    n_blocks = max(1, min(inputs.num_rows // max(1, test.batch_size), 4 * test.num_actors))
+    ds = ray.data.from_arrow(inputs).repartition(n_blocks)
+    ds = ds.map_batches(
+        WSODBatchPredictor,
+        fn_constructor_kwargs={
+            "checkpoint": os.path.abspath(checkpoint),
+            "test": to_dict(test),
+            "max_side": cfg.data.max_side,
+            "device": "cuda" if use_gpu else "cpu",
+            "threads": max(1, int(test.cpus_per_actor)),
+        },
+        compute=ray.data.ActorPoolStrategy(size=test.num_actors),
+        batch_size=test.batch_size,
+        batch_format="numpy",
+        num_cpus=test.cpus_per_actor,
+        num_gpus=1 if use_gpu else 0,
+    )
+    tables = [ray.get(ref) for ref in ds.to_arrow_refs()]
+    return pa.concat_tables(tables) if tables else rows_to_table([], "detections")
+
+
+def write_split_outputs(
+    dets: pa.Table,
+    skipped: dict[str, str],
+    manifest_rows: Sequence[dict[str, Any]],
+    split: str,
+    out_dir: str,
+    classes: ClassMap,
+) -> str:
+    """``detections_<split>.parquet`` (every manifest row of the split: detections or an error
+    row) and ``coco_results_<split>.json``; returns the Parquet path."""
+    ids = {str(r["image_id"]) for r in manifest_rows if r["split"] == split}
+    by_id = {r["image_id"]: r for r in dets.to_pylist() if r["image_id"] in ids}
+    rows = []
+    for r in manifest_rows:
+        if r["split"] != split:
+            continue
+        image_id = str(r["image_id"])
+        if image_id in by_id:
+            rows.append(by_id[image_id])
+        else:
+            reason = skipped.get(image_id, "not processed")
+            rows.append(
+                error_row(
+                    "detections",
+                    image_id,
+                    r["image_index"],
+                    reason,
+                    height=r["height"],
+                    width=r["width"],
+                )
+            )
+    path = os.path.join(out_dir, f"detections_{split}.parquet")
+    write_table(rows, path, "detections", classes)
+    coco = detections_to_coco_results(load_detections_table(path).records, classes)
+    with open(os.path.join(out_dir, f"coco_results_{split}.json"), "w", encoding="utf-8") as fh:
+        json.dump(coco, fh)
+    return path
+
+
+def evaluate_method(
+    manifest: str, out_dir: str, train_split: str, test_split: str
+) -> dict[str, Any]:
+    """VOC07 and all-point AP50 on the test split, CorLoc on the training split."""
+    out: dict[str, Any] = {}
+    for split, metrics in ((test_split, ("voc07", "voc")), (train_split, ("corloc",))):
+        path = os.path.join(out_dir, f"detections_{split}.parquet")
+        if not os.path.exists(path):
+            continue
+        gt = load_manifest_gt(manifest, split=split)
+        res = evaluate(gt.records, load_detections_table(path).records, metrics, gt.classes)
+        out.update(to_jsonable(res))
+    return out
+
+
+def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
+    """Train, infer and evaluate every method of ``cfg.wsod.methods`` (see the module doc)."""
+    import ray
+
+    wcfg = cfg.wsod
+    manifest = os.path.join(ctx.run_dir, MANIFEST)
+    proposals = proposals_path(ctx.run_dir, wcfg)
+    classes = read_classes(manifest)
+    train_split, test_split = cfg.data.splits[0], cfg.data.splits[-1]
+    splits = list(wcfg.test.splits or cfg.data.splits)
+    manifest_rows = read_weak_manifest(manifest)
+    rows = [r for r in manifest_rows if r["split"] in splits]
+    data = join_proposals(rows, proposals or None, wcfg.data, require_labels=False)
+    counts = [len(im.proposals) for im in data.images]
+    metrics: dict[str, Any] = {
+        "method": wcfg.method,
+        "proposal_source": wcfg.proposals if proposals else "grid (plumbing)",
+        "proposals_per_image": float(np.mean(counts)) if counts else 0.0,
+        "images": len(data.images),
+        "skipped": data.skip_counts(),
+        "methods": {},
+    }
+    ctx.ray_init()
+    use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    inputs = inference_inputs(data)
+    storage = os.path.join(ctx.out_dir, "ray_train")
+    for method in wcfg.methods:
+        out_dir = (
+            ctx.out_dir if method == wcfg.method else os.path.join(ctx.out_dir, "compare", method)
+        )
+        os.makedirs(out_dir, exist_ok=True)
+        job = TrainJob(
+            method, classes.num_classes, tuple(classes.names), manifest, proposals, train_split
+        )
+        t0 = time.time()
+        state = train_method(cfg, job, storage, run_name(cfg, method, [manifest, proposals]))
+        train_s = time.time() - t0
+        ckpt = export_checkpoint(state, os.path.join(out_dir, "model.pt"))
+        plot_curves(state["history"], os.path.join(out_dir, "curves.png"), method)
+        t0 = time.time()
+        dets = predict_with_ray_data(inputs, ckpt, wcfg, use_gpu)
+        for split in splits:
+            write_split_outputs(dets, data.skipped, rows, split, out_dir, classes)
+        infer_s = time.time() - t0
+        res = evaluate_method(manifest, out_dir, train_split, test_split)
+        last = state["history"][-1] if state["history"] else {}
+        metrics["methods"][method] = {
+            "ap50_voc07": res.get("voc07", {}).get("overall", {}).get("mAP"),
+            "ap50_voc": res.get("voc", {}).get("overall", {}).get("mAP"),
+            "corloc": res.get("corloc", {}).get("overall", {}).get("CorLoc"),
+            "train_seconds": round(train_s, 1),
+            "infer_seconds": round(infer_s, 1),
+            "steps": int(state["step"]),
+            "final_loss": last.get("loss"),
+            "history": state["history"],
+            "per_class": {k: v.get("per_class") for k, v in res.items()},
+        }
+    ub = metrics["methods"].get("supervised", {}).get("ap50_voc07")
+    for m in metrics["methods"].values():
+        if ub and m.get("ap50_voc07") is not None:
+            m["ratio_to_upper_bound"] = m["ap50_voc07"] / ub
+    title = f"WSOD on {cfg.name} ({metrics['proposal_source']} proposals)"
+    metrics["table"] = comparison_table(metrics["methods"], title)
+    log.info("\n%s", metrics["table"])
+    return metrics
+
+
+# The pipeline's registration (weaksam/pipeline/stages.py, after ``proposals``).
+WSOD_STAGE = Stage("wsod", run_wsod, sections=("wsod",), deps=("ingest", "proposals"))

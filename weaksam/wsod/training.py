@@ -1,0 +1,237 @@
+"""Training the WSOD detector: one loop that runs under Ray Train or as plain Python.
+
+:func:`train_loop_per_worker` is the ``TorchTrainer`` entry (DDP over gloo on CPU, nccl on
+GPU): it rebuilds the configs from the dict it is given, reads this worker's shard of the
+training images (image-level labels only), and calls :func:`fit`. Every
+``checkpoint_every`` steps (and at the end) rank 0 saves ``{model, optimizer, step, history,
+...}`` through :func:`weaksam.train.reporting.report`; a rerun of the same Ray Train run
+resumes from the latest checkpoint and repeats the uninterrupted run exactly, since each
+step's sampling, augmentation and dropout are seeded by ``(seed, rank, step)``.
+
+Optimiser (the method's): Adam (or SGD with momentum 0.9) with L2 weight decay on weights,
+biases at ``bias_lr_factor`` x the rate without decay, normalisation parameters without
+decay; linear warm-up from ``warmup_factor`` x the rate, then x ``gamma`` at each of
+``lr_steps``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from weaksam.configlib import from_dict, to_dict
+from weaksam.train.reporting import load_resume_state, report, unwrap, world_rank
+from weaksam.wsod.config import WSODConfig, WSODTrainConfig
+from weaksam.wsod.data import TrainSampler, join_proposals, read_weak_manifest
+from weaksam.wsod.model import WSODModel, build_wsod_model
+from weaksam.wsod.objective import ImageTargets, batch_loss
+
+log = logging.getLogger(__name__)
+
+LOSS_KEYS = ("loss", "mil", "cls", "reg")
+Reporter = Callable[[dict[str, Any], dict[str, Any] | None], None]
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """What one training run needs besides the ``wsod`` config (all JSON-able).
+
+    Attributes:
+        method: ``wsddn``, ``oicr``, ``mist`` or ``supervised``.
+        num_classes: ``C``. class_names: for the checkpoint.
+        manifest: manifest table path. proposals: proposals table path, or ``""`` for the
+            plumbing window grid. split: the training split.
+    """
+
+    method: str
+    num_classes: int
+    class_names: tuple[str, ...]
+    manifest: str
+    proposals: str
+    split: str
+
+
+def lr_factor(step: int, cfg: WSODTrainConfig) -> float:
+    """The learning-rate multiplier at ``step`` (0-based)."""
+    factor = cfg.gamma ** sum(step >= s for s in cfg.lr_steps)
+    if step < cfg.warmup_steps:
+        alpha = step / cfg.warmup_steps
+        factor *= cfg.warmup_factor * (1 - alpha) + alpha
+    return float(factor)
+
+
+def build_optimizer(model: nn.Module, cfg: WSODTrainConfig) -> torch.optim.Optimizer:
+    """Three groups: weights (decay), biases (``bias_lr_factor`` x lr, no decay), other 1-D
+    parameters such as BatchNorm scales (no decay). Frozen parameters are left out."""
+    weights, biases, norms = [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if name.endswith(".bias"):
+            biases.append(p)
+        elif p.ndim <= 1:
+            norms.append(p)
+        else:
+            weights.append(p)
+    groups = [
+        {"params": weights, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+        {"params": biases, "weight_decay": 0.0, "lr_scale": cfg.bias_lr_factor},
+        {"params": norms, "weight_decay": 0.0, "lr_scale": 1.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
+    return torch.optim.Adam(groups, lr=cfg.lr)
+
+
+def _targets(
+    job: TrainJob,
+    labels: list[torch.Tensor],
+    ids: list[str],
+    gt: dict[str, tuple[torch.Tensor, torch.Tensor]] | None,
+    device: torch.device,
+) -> list[ImageTargets]:
+    if gt is None:
+        return [ImageTargets(lab) for lab in labels]
+    return [
+        ImageTargets(lab, gt[i][0].to(device), gt[i][1].to(device))
+        for lab, i in zip(labels, ids, strict=True)
+    ]
+
+
+def fit(
+    model: nn.Module,
+    sampler: TrainSampler,
+    cfg: WSODConfig,
+    job: TrainJob,
+    *,
+    resume: dict[str, Any] | None = None,
+    reporter: Reporter = report,
+    gt: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` (maybe DDP-wrapped) from ``resume`` (a checkpoint state) or scratch.
+
+    Args:
+        gt: ``image_id → (gt boxes, gt classes)``, only for the ``supervised`` upper bound.
+        stop_after: stop after this step (tests: simulate a killed run).
+
+    Returns the last checkpoint state (``model``, ``optimizer``, ``step``, ``history``, ...).
+    A state's tensors are the live parameters: ``report`` saves them at once; a ``reporter``
+    that keeps states in memory must copy them.
+    """
+    tc = cfg.train
+    opt = build_optimizer(model, tc)
+    start, history = 0, []
+    if resume is not None:
+        unwrap(model).load_state_dict(resume["model"])
+        opt.load_state_dict(resume["optimizer"])
+        start, history = int(resume["step"]), list(resume["history"])
+        log.info("resuming %s training at step %d", job.method, start)
+    rank = world_rank()
+    window: dict[str, list[float]] = {k: [] for k in LOSS_KEYS}
+    state: dict[str, Any] = {}
+    t0 = time.time()
+    device = next(unwrap(model).parameters()).device
+    model.train()
+    for step in range(start, tc.steps):
+        torch.manual_seed(tc.seed * 1_000_003 + rank * 10_007 + step)  # dropout
+        for g in opt.param_groups:
+            g["lr"] = tc.lr * g["lr_scale"] * lr_factor(step, tc)
+        batch = sampler.batch(step).to(device)
+        out = model(batch.images, batch.proposals, batch.scale, cfg.data.max_side, batch.flips)
+        targets = _targets(job, batch.labels, batch.image_ids, gt, device)
+        terms = batch_loss(job.method, out, batch.proposals, targets, tc)
+        opt.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if tc.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        opt.step()
+        for k in LOSS_KEYS:
+            window[k].append(float(terms[k].detach()))
+        done = step + 1
+        if done % tc.log_every == 0 or done == tc.steps:
+            point = {k: float(np.mean(v)) for k, v in window.items()}
+            point.update(step=done, lr=tc.lr * lr_factor(step, tc))
+            point["seconds_per_step"] = (time.time() - t0) / len(window["loss"])
+            history.append(point)
+            window, t0 = {k: [] for k in LOSS_KEYS}, time.time()
+            if rank == 0:
+                log.info("%s step %d loss %.4f", job.method, done, point["loss"])
+        if done % tc.checkpoint_every == 0 or done == tc.steps:
+            state = {
+                "model": unwrap(model).state_dict(),
+                "optimizer": opt.state_dict(),
+                "step": done,
+                "history": list(history),
+                "method": job.method,
+                "num_classes": job.num_classes,
+                "class_names": list(job.class_names),
+                "model_config": to_dict(cfg.model),
+            }
+            last = history[-1] if history else {}
+            reporter({"step": done, **{k: last.get(k, 0.0) for k in LOSS_KEYS}}, state)
+        if stop_after is not None and done >= stop_after:
+            break
+    return state
+
+
+def build_sampler(cfg: WSODConfig, job: TrainJob, rank: int = 0, world: int = 1) -> TrainSampler:
+    """The training images of ``job.split`` (labels only) as this worker's sampler."""
+    rows = read_weak_manifest(job.manifest, job.split)
+    data = join_proposals(rows, job.proposals or None, cfg.data, require_labels=True)
+    if data.skipped and rank == 0:
+        log.info("training skips %d images: %s", len(data.skipped), data.skip_counts())
+    return TrainSampler(
+        data.images, cfg.data, cfg.train.images_per_step, cfg.train.seed, rank, world
+    )
+
+
+def prepare_model(model: WSODModel) -> nn.Module:
+    """Wrap in DDP (and move to the device) inside Ray Train; unchanged outside it."""
+    try:
+        import ray.train.torch
+
+        ray.train.get_context()
+    except Exception:  # plain Python
+        return model
+    return ray.train.torch.prepare_model(model)
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry: ``config = {"wsod": WSODConfig dict, "job": TrainJob dict}``."""
+    run_worker(config)
+
+
+def run_worker(config: dict[str, Any], reporter: Reporter = report) -> dict[str, Any]:
+    """One worker's training (see :func:`train_loop_per_worker`), reporting through
+    ``reporter``; resumes from the run's latest checkpoint inside Ray Train."""
+    cfg = from_dict(config["wsod"], WSODConfig)
+    job = TrainJob(**{**config["job"], "class_names": tuple(config["job"]["class_names"])})
+    torch.set_num_threads(cfg.train.threads)
+    rank, world = world_rank(), _world_size()
+    torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+    model = prepare_model(build_wsod_model(cfg.model, job.num_classes, job.method))
+    sampler = build_sampler(cfg, job, rank, world)
+    gt = None
+    if job.method == "supervised":
+        from weaksam.wsod.supervised import load_gt_for_upper_bound
+
+        gt = load_gt_for_upper_bound(job.manifest, job.split)
+    return fit(model, sampler, cfg, job, resume=load_resume_state(), reporter=reporter, gt=gt)
+
+
+def _world_size() -> int:
+    try:
+        import ray.train
+
+        return int(ray.train.get_context().get_world_size())
+    except Exception:
+        return 1
