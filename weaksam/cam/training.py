@@ -98,13 +98,11 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
     """Train (or resume) the classifier; return the final checkpoint state.
 
     ``config``: ``classifier`` (:class:`ClassifierConfig` dict), ``manifest`` (path),
-    ``split`` (the training split), ``num_classes``; optional ``max_steps`` (stop early, tests).
-    The state holds ``model``, ``optimizer``, ``epoch``, ``history``, ``classifier_config``
-    and ``num_classes``.
+    ``split`` (the training split), ``num_classes``. The state holds ``model``, ``optimizer``,
+    ``epoch``, ``history``, ``classifier_config`` and ``num_classes``.
     """
     cfg = from_dict(config["classifier"], ClassifierConfig)
     num_classes = int(config["num_classes"])
-    max_steps = int(config.get("max_steps") or 0)
     torch.set_num_threads(cfg.threads)
     rank = world_rank()
     world = _world_size()
@@ -148,7 +146,6 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
             "classifier %s: %d train / %d val images, %d workers, %d steps/epoch",
             cfg.backbone, n, len(val.ids), world, steps_per_epoch,
         )  # fmt: skip
-    step = start * steps_per_epoch
     for epoch in range(start, cfg.epochs):
         model.train()
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -167,16 +164,12 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
             loss.backward()
             opt.step()
             losses.append(float(loss.detach()))
-            step += 1
-            if max_steps and step >= max_steps:
-                break
         done = epoch + 1
-        last = done == cfg.epochs or bool(max_steps and step >= max_steps)
         metrics = {
             "epoch": done,
             "loss": float(np.mean(losses)),
             "val_map": validation_map(unwrap(model), val, cfg.input_size),
-            "seconds": time.time() - t0,
+            "seconds": time.time() - t0,  # the epoch's training steps (not validation)
         }
         history.append(metrics)
         if rank == 0:
@@ -184,11 +177,9 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
                 "epoch %d/%d loss %.4f val mAP %.4f (%.1f s)",
                 done, cfg.epochs, metrics["loss"], metrics["val_map"], metrics["seconds"],
             )  # fmt: skip
-        if done % cfg.checkpoint_every == 0 or last:
+        if done % cfg.checkpoint_every == 0 or done == cfg.epochs:
             ckpt = _state(model, opt, done, history, cfg, num_classes)
             report(metrics, ckpt)
-        if last:
-            break
     return ckpt or _state(model, opt, cfg.epochs, history, cfg, num_classes)
 
 

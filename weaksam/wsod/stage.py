@@ -10,8 +10,9 @@ Layout (``M`` = ``wsod.method``, the detector whose detections feed PGT)::
       metrics.json                                  written by the pipeline from the return value
 
 A Ray Train run is named by the method and a hash of everything that defines it (the
-``wsod`` config, the seed, the input tables' sizes and times), so rerunning after a kill
-resumes the same run from its latest checkpoint, and a changed input starts a new one.
+``wsod`` model, data and train settings, the proposal source, the seed, the input tables'
+sizes and times), so rerunning after a kill resumes the same run from its latest checkpoint
+(test-time settings can change in between), and a changed input starts a new one.
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ def _fingerprint(paths: Sequence[str]) -> list[Any]:
 
 def run_name(cfg: Config, method: str, inputs: Sequence[str]) -> str:
     """``<method>-<hash>`` of what defines the training run (see the module docstring)."""
-    key = {
-        "wsod": to_dict(cfg.wsod),
+    w = cfg.wsod
+    key = {  # inference settings (test, method, compare) do not change a training run
+        "wsod": {k: to_dict(getattr(w, k)) for k in ("model", "data", "train")},
+        "proposals": w.proposals,
         "seed": cfg.seed,
         "method": method,
         "inputs": _fingerprint(inputs),
@@ -132,9 +135,15 @@ def predict_with_ray_data(
     import ray
 
     test = cfg.test
+    # Blocks are cut here (no repartition task competing with the actors for CPUs), and the
+    # pool's CPU reservation is capped so that it fits the cluster.
     n_blocks = max(1, min(inputs.num_rows // max(1, test.batch_size), 4 * test.num_actors))
-    ds = ray.data.from_arrow(inputs).repartition(n_blocks)
-    ds = ds.map_batches(
+    step = -(-inputs.num_rows // n_blocks)
+    blocks = [inputs.slice(i, step) for i in range(0, inputs.num_rows, step)] or [inputs]
+    cpus = test.cpus_per_actor
+    if not use_gpu:
+        cpus = min(cpus, float(ray.cluster_resources().get("CPU", 1.0)) / test.num_actors)
+    ds = ray.data.from_arrow(blocks).map_batches(
         WSODBatchPredictor,
         fn_constructor_kwargs={
             "checkpoint": os.path.abspath(checkpoint),
@@ -146,7 +155,7 @@ def predict_with_ray_data(
         compute=ray.data.ActorPoolStrategy(size=test.num_actors),
         batch_size=test.batch_size,
         batch_format="numpy",
-        num_cpus=test.cpus_per_actor,
+        num_cpus=cpus,
         num_gpus=1 if use_gpu else 0,
     )
     tables = [ray.get(ref) for ref in ds.to_arrow_refs()]

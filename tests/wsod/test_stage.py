@@ -1,0 +1,75 @@
+"""Stage helpers without Ray: run naming, split outputs (error rows, COCO json), evaluation."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from weaksam.config import load_config
+from weaksam.io.schemas import rows_to_table
+from weaksam.io.tables import read_classes, read_table
+from weaksam.wsod.data import read_weak_manifest
+from weaksam.wsod.stage import evaluate_method, proposals_path, run_name, write_split_outputs
+
+
+def test_run_name_ignores_test_settings_only(wsod_run: str) -> None:
+    manifest = os.path.join(wsod_run, "ingest", "manifest.parquet")
+    base = load_config(None, [])
+    name = run_name(base, "mist", [manifest])
+    assert name.startswith("mist-")
+    for same in (["wsod.test.scales=[128]"], ["wsod.compare=[wsddn]"], ["wsod.test.num_actors=4"]):
+        assert run_name(load_config(None, same), "mist", [manifest]) == name
+    for other in (["wsod.train.steps=7"], ["wsod.data.max_proposals=5"], ["seed=3"]):
+        assert run_name(load_config(None, other), "mist", [manifest]) != name
+    assert run_name(base, "oicr", [manifest]) != name
+
+
+def test_proposals_path_grid_and_missing(tmp_path) -> None:
+    cfg = load_config(None, ["wsod.proposals=grid"]).wsod
+    assert proposals_path(str(tmp_path), cfg) == ""
+    with pytest.raises(FileNotFoundError, match="proposals stage"):
+        proposals_path(str(tmp_path), load_config(None, []).wsod)
+
+
+def test_split_outputs_keep_every_image_and_evaluate(wsod_run: str, tmp_path) -> None:
+    manifest = os.path.join(wsod_run, "ingest", "manifest.parquet")
+    classes = read_classes(manifest)
+    rows = read_weak_manifest(manifest)
+    test_rows = [r for r in rows if r["split"] == "test"]
+    first = test_rows[0]
+    dets = rows_to_table(
+        [
+            {
+                "image_id": first["image_id"],
+                "image_index": first["image_index"],
+                "height": first["height"],
+                "width": first["width"],
+                "boxes": [0.0, 0.0, 10.0, 10.0],
+                "scores": [0.5],
+                "classes": [1],
+            }
+        ],
+        "detections",
+    )
+    skipped = {test_rows[-1]["image_id"]: "proposals error row"}
+    out = str(tmp_path)
+    path = write_split_outputs(dets, skipped, rows, "test", out, classes)
+    tbl = read_table(path, "detections").to_pylist()
+    assert [r["image_id"] for r in tbl] == [r["image_id"] for r in test_rows]
+    by_id = {r["image_id"]: r for r in tbl}
+    assert by_id[test_rows[-1]["image_id"]]["error"] == "proposals error row"
+    assert by_id[test_rows[1]["image_id"]]["error"] == "not processed"
+    with open(os.path.join(out, "coco_results_test.json")) as fh:
+        coco = json.load(fh)
+    assert coco == [
+        {
+            "image_id": first["image_index"],
+            "category_id": classes.source_ids[1],
+            "bbox": [0.0, 0.0, 10.0, 10.0],
+            "score": 0.5,
+        }
+    ]
+    res = evaluate_method(manifest, out, train_split="train", test_split="test")
+    assert 0.0 <= res["voc07"]["overall"]["mAP"] <= 1.0 and "corloc" not in res
