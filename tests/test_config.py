@@ -91,3 +91,16 @@ def test_partial_section_starts_from_the_field_default() -> None:
 
     cfg = load_into(_Outer, None, ["inner.size=5"])
     assert cfg.inner == _Inner(kind="small", size=5)  # not the class default "big"
+
+
+@dataclasses.dataclass(frozen=True)
+class _Pair:
+    pair: tuple[int, float] = (1, 2.0)
+
+
+def test_fixed_length_tuple_fields_are_typed_per_position() -> None:
+    from weaksam.configlib import load_into
+
+    assert load_into(_Pair, None, ["pair=[3, 4.5]"]).pair == (3, 4.5)
+    with pytest.raises(ConfigError, match="expected an integer"):
+        load_into(_Pair, None, ["pair=[3.5, 4]"])

@@ -57,7 +57,7 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
             raise ConfigError(f"{key}: expected {len(args)} values, got {value!r} (in {source})")
         return tuple(
             _coerce(v, a, f"{key}[{i}]", source)
-            for i, (v, a) in enumerate(zip(args, value, strict=True))
+            for i, (a, v) in enumerate(zip(args, value, strict=True))
         )
     if origin is dict:
         if not isinstance(value, Mapping):

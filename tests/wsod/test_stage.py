@@ -73,3 +73,20 @@ def test_split_outputs_keep_every_image_and_evaluate(wsod_run: str, tmp_path) ->
     ]
     res = evaluate_method(manifest, out, train_split="train", test_split="test")
     assert 0.0 <= res["voc07"]["overall"]["mAP"] <= 1.0 and "corloc" not in res
+
+
+def test_results_take_the_wsod_metrics() -> None:
+    from weaksam.pipeline.core import StageReport
+    from weaksam.pipeline.results import collect_results
+
+    metrics = {
+        "method": "mist",
+        "methods": {
+            "mist": {"ap50_voc07": 0.4, "corloc": 0.6},
+            "wsddn": {"ap50_voc07": 0.2, "corloc": 0.3},
+            "supervised": {"ap50_voc07": 0.5, "corloc": 0.8},
+        },
+    }
+    res = collect_results([StageReport("wsod", "ran", 1.0, 0.0, metrics)], 1.0)
+    assert res["wsod_ap50_mist"] == 0.4 and res["wsod_ap50_wsddn"] == 0.2
+    assert res["wsod_ap50_oicr"] is None and res["wsod_corloc"] == 0.6

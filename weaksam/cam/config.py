@@ -93,7 +93,7 @@ class PeakStageConfig:
             with probability >= this, and always the top-1 class (never from labels or GT).
         actors / batch_size / actor_cpus: the Ray Data actor pool (one GPU per actor when the
             cluster has GPUs), images per batch and CPUs reserved per actor.
-        rows_per_file: row cap per Parquet shard.
+        rows_per_file: rows per Parquet shard (the last one may hold fewer).
         picture_images: test images drawn in ``peaks.png``.
     """
 

@@ -167,7 +167,9 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         num_gpus=1 if gpus else 0,
         num_cpus=pcfg.actor_cpus,
     )
-    ds.write_parquet(out, max_rows_per_file=pcfg.rows_per_file)
+    # min and max: shards of rows_per_file rows, not one small file per batch
+    n = pcfg.rows_per_file
+    ds.write_parquet(out, min_rows_per_file=n, max_rows_per_file=n)
     points = read_table(out, "points")
     if points.num_rows != len(items):
         raise RuntimeError(f"points table has {points.num_rows} rows for {len(items)} images")

@@ -35,6 +35,7 @@ from weaksam.detection.inference import (
     inference_inputs,
     predict_with_ray_data,
 )
+from weaksam.detection.summary import quality_summary, quality_table
 from weaksam.detection.training import TrainJob, loop_config, train_loop_per_worker
 from weaksam.eval import detections_to_coco_results, evaluate, load_manifest_gt, to_jsonable
 from weaksam.eval.formats import load_detections_table
@@ -270,6 +271,9 @@ def run_wsis(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     keys = ("mask_ap25", "mask_ap50", "mask_ap70", "mask_ap75", "segm_ap", "ap50_voc07")
     metrics["table"] = _table(metrics, keys, "wsis (Mask R-CNN)")
     log.info("\n%s", metrics["table"])
+    # the run's weak-vs-full table (wsod, pgt, retrain and this stage), in the paper's style
+    metrics["quality"] = quality_summary(ctx.run_dir, {"wsis": metrics})
+    log.info("\n%s", quality_table(metrics["quality"], f"{cfg.name}: weak vs full supervision"))
     return metrics
 
 
