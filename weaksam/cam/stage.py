@@ -56,7 +56,7 @@ def _ingest_hash(run_dir: str) -> str:
 
 def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Train the classifier (Ray Train), export ``classifier.pt``, evaluate on the test split."""
-    from ray_jobs._ray import run_torch_trainer  # the one TorchTrainer wiring of the project
+    from weaksam.train.trainer import run_torch_trainer
 
     ctx.ray_init()
     manifest = _manifest(ctx.run_dir)

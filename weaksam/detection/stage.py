@@ -82,7 +82,7 @@ def train_variant(
 
     # ray_jobs._ray is the project's one TorchTrainer wrapper (DDP: gloo on CPU, nccl on GPU);
     # imported at call time so weaksam.detection imports without the entry points.
-    from ray_jobs._ray import run_torch_trainer
+    from weaksam.train.trainer import run_torch_trainer
 
     tc = section.train
     result = run_torch_trainer(

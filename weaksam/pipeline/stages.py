@@ -12,11 +12,14 @@ from weaksam.cam.stage import run_classify, run_peaks
 from weaksam.config import Config
 from weaksam.data.ingest import ingest_splits, summarize_rows
 from weaksam.data.synth import generate_shapes_dataset
+from weaksam.detection.stage import RETRAIN_STAGE, WSIS_STAGE
 from weaksam.eval import evaluate, format_report, load_manifest_gt, to_jsonable
 from weaksam.eval.formats import load_detections_table
 from weaksam.io.tables import read_classes, read_table, write_table
+from weaksam.pgt.stage import PGT_STAGE
 from weaksam.pipeline.core import Stage, StageContext
 from weaksam.proposals.stage import run_proposals
+from weaksam.wsod.stage import WSOD_STAGE
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,10 @@ STAGES: tuple[Stage, ...] = (
     Stage("classify", run_classify, sections=("classifier",), deps=("ingest",)),
     Stage("peaks", run_peaks, sections=("peaks",), deps=("classify",)),
     Stage("proposals", run_proposals, sections=("sam", "proposals"), deps=("ingest", "peaks")),
+    WSOD_STAGE,
+    PGT_STAGE,
+    RETRAIN_STAGE,
+    WSIS_STAGE,
     Stage("baseline", run_baseline, sections=(), deps=("ingest",)),
     Stage("evaluate", run_evaluate, sections=("evaluate",), deps=("baseline", "ingest")),
 )

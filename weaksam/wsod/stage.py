@@ -90,7 +90,7 @@ def train_method(cfg: Config, job: TrainJob, storage: str, name: str) -> dict[st
 
     # ray_jobs._ray is the project's one TorchTrainer wrapper (DDP: gloo on CPU, nccl on GPU);
     # imported here, at call time, so weaksam.wsod imports without the entry points.
-    from ray_jobs._ray import run_torch_trainer
+    from weaksam.train.trainer import run_torch_trainer
 
     tc = cfg.wsod.train
     result = run_torch_trainer(
