@@ -8,6 +8,10 @@ and per class (multimask, keeping ``masks[1:]``), all after one ``set_image``. O
 
     python bench/proposals.py [--images 8] [--checkpoint builtin] [--points-per-side 32]
         [--threads 1] [--out docs/bench_proposals.json]
+    # on a CUDA machine, a randomly initialised vit_h on 500-px images (weights do not change
+    # the cost; thresholds at 0 so every mask survives, the worst case for post-processing):
+    python bench/proposals.py --device cuda --model vit_h --checkpoint "" --size 500 \
+        --thresholds 0
 
 Prompts: the peak points of a run's points table when ``--points`` is given, else, as a stand-in
 for timing only, ``--k`` points per image sampled inside ground-truth masks (class = the
@@ -30,11 +34,11 @@ from typing import Any
 import numpy as np
 
 
-def _load_images(n: int, seed: int, k: int) -> list[dict[str, Any]]:
+def _load_images(n: int, seed: int, k: int, size: int) -> list[dict[str, Any]]:
     from weaksam.config import SynthConfig
     from weaksam.data.synth.scene import image_rng, render_shapes_image
 
-    cfg = SynthConfig()
+    cfg = SynthConfig(image_size=size)
     out = []
     for i in range(n):
         s = render_shapes_image(image_rng(seed, "bench", i), cfg)
@@ -58,8 +62,8 @@ def _reference(sam: Any, item: dict[str, Any], args: argparse.Namespace) -> np.n
         sam,
         points_per_side=args.points_per_side,
         points_per_batch=64,
-        pred_iou_thresh=0.3,
-        stability_score_thresh=0.3,
+        pred_iou_thresh=args.thresholds,
+        stability_score_thresh=args.thresholds,
         stability_score_offset=1.0,
         box_nms_thresh=0.3,
         crop_n_layers=0,
@@ -111,24 +115,39 @@ def _run_path(path: str, args: argparse.Namespace) -> dict[str, Any]:
     from weaksam.sam.engine import EngineConfig, SamPromptEngine
 
     torch.set_num_threads(args.threads)
-    sam = build_sam(SamConfig(model_type="demo", checkpoint=args.checkpoint, device="cpu"))
-    items = _load_images(args.images, args.seed, args.k)
-    engine = SamPromptEngine(sam, EngineConfig(points_per_side=args.points_per_side))
+    torch.manual_seed(0)  # the same random weights in both paths when --checkpoint ""
+    cuda = args.device == "cuda"
+    scfg = SamConfig(model_type=args.model, checkpoint=args.checkpoint, device=args.device)
+    sam = build_sam(scfg)
+    items = _load_images(args.images, args.seed, args.k, args.size)
+    ecfg = EngineConfig(
+        points_per_side=args.points_per_side,
+        pred_iou_thresh=args.thresholds,
+        stability_score_thresh=args.thresholds,
+    )
+    engine = SamPromptEngine(sam, ecfg)
     fn = (
         (lambda it: _reference(sam, it, args))
         if path == "reference"
         else (lambda it: _ours(engine, it))
     )
     fn(items[0])  # warm-up
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     times, boxes = [], []
     for it in items:
         t0 = time.perf_counter()
         b = fn(it)
+        if cuda:
+            torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
         boxes.append(b.tolist())
     return {
         "seconds_per_image": times,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
+        "device": torch.cuda.get_device_name(0) if cuda else "CPU",
         "boxes": boxes,
     }
 
@@ -149,6 +168,10 @@ def main() -> int:
     p.add_argument("--k", type=int, default=2, help="stand-in peak points per object")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--model", default="demo", help="demo | vit_b | vit_l | vit_h")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--size", type=int, default=256, help="image side (shapes images)")
+    p.add_argument("--thresholds", type=float, default=0.3, help="pred-IoU and stability")
     p.add_argument("--out", default="")
     p.add_argument("--path", choices=("ours", "reference"), help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -165,7 +188,13 @@ def main() -> int:
     med_ours = statistics.median(ours["seconds_per_image"])
     agree = [_agree(a, b) for a, b in zip(ref["boxes"], ours["boxes"], strict=True)]
     summary = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, CPU only",
+        "machine": (
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, CPU only"
+            if args.device == "cpu"
+            else ours["device"]
+        ),
+        "model": args.model,
+        "image_side": args.size,
         "threads": args.threads,
         "images": args.images,
         "points_per_side": args.points_per_side,
@@ -177,6 +206,8 @@ def main() -> int:
         "speedup": round(med_ref / med_ours, 2),
         "reference_peak_rss_mb": round(ref["peak_rss_mb"]),
         "ours_peak_rss_mb": round(ours["peak_rss_mb"]),
+        "reference_peak_gpu_mb": ref["peak_gpu_mb"] and round(ref["peak_gpu_mb"]),
+        "ours_peak_gpu_mb": ours["peak_gpu_mb"] and round(ours["peak_gpu_mb"]),
         "proposals_per_image_ours": round(float(np.mean([len(b) for b in ours["boxes"]])), 1),
         "outputs_agree": f"{sum(agree)}/{len(agree)} images",
     }

@@ -1,4 +1,5 @@
 import dataclasses
+import os
 
 import pytest
 import yaml
@@ -22,7 +23,8 @@ def _write(path, data) -> str:
 def test_defaults_and_overrides() -> None:
     cfg = load_config(None, ["synth.num_train=7", "data.splits=[a, b, c]", "name=x"])
     assert cfg.synth.num_train == 7 and cfg.data.splits == ("a", "b", "c") and cfg.name == "x"
-    assert cfg.run_dir == "runs/x"
+    assert cfg.run_dir == os.path.join(os.getcwd(), "runs", "x")  # absolute: Ray workers
+    assert load_config(None, ["run_root=s3://b/r/", "name=x"]).run_dir == "s3://b/r/x"
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.name = "y"  # type: ignore[misc]
 

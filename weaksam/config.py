@@ -142,7 +142,12 @@ class Config:
 
     @property
     def run_dir(self) -> str:
-        return f"{self.run_root.rstrip('/')}/{self.name}"
+        """``<run_root>/<name>``, absolute for a local ``run_root`` (Ray workers run in other
+        working directories, so relative paths must not reach them)."""
+        root = self.run_root.rstrip("/")
+        if "://" not in root:
+            root = os.path.abspath(root)
+        return f"{root}/{self.name}"
 
 
 def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> Config:
