@@ -4,7 +4,8 @@
         [--from STAGE | --only STAGE]
 
 Works the same under ``ray job submit --working-dir . -- python -m ray_jobs.pipeline ...``.
-Ends by writing ``runs/<name>/results.json`` and printing the results table.
+Ends by writing ``runs/<name>/results.json``, printing the results table, and writing the
+run report ``runs/<name>/report.md`` (+ ``report.html``), whose path is the last line printed.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ray_jobs._cli import add_config_args, config_from_args, parse
 from ray_jobs._ray import init_ray
 from weaksam.config import save_resolved
 from weaksam.pipeline.core import run_stages
+from weaksam.pipeline.report import try_write_report
 from weaksam.pipeline.results import collect_results, results_table, stage_table, write_results
 from weaksam.pipeline.stages import STAGES
 
@@ -39,6 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(results_table(results))
     print(f"\nresults: {path}")
+    print(f"report: {try_write_report(cfg.run_dir, reports, results, cfg.data.splits)}")
     return 0
 
 

@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from weaksam.eval.records import Detections, GroundTruth
-from weaksam.eval.voc import ap_from_curves, nanmean, pr_curves
+from weaksam.eval.voc import F64, ap_from_curves, nanmean, pr_curves
 from weaksam.io.rle import mask_iou
 
 MASK_IOUS: tuple[float, ...] = (0.25, 0.5, 0.7, 0.75)
@@ -46,6 +46,33 @@ def _mask_iou(
     return mask_iou([det.masks[i] for i in di], [gt.masks[j] for j in gi], gt.height, gt.width)
 
 
+def _check_masks(gts: Sequence[GroundTruth], dets: Sequence[Detections]) -> None:
+    if any(g.masks is None for g in gts):
+        raise ValueError("mask AP needs ground-truth masks for every image")
+    if any(d.masks is None for d in dets if len(d)):
+        raise ValueError("mask AP needs a mask for every detection")
+
+
+def mask_pr_curves(
+    gts: Sequence[GroundTruth],
+    dets: Sequence[Detections],
+    num_classes: int,
+    iou_thresh: float = 0.5,
+) -> tuple[list[F64], list[F64], npt.NDArray[np.int64]]:
+    """Per-class precision-recall curves of mask detections at one mask IoU threshold.
+
+    The matching of :func:`eval_mask_ap` (a hit needs mask IoU ``>= iou_thresh``). Returns
+    ``(precision[c], recall[c], npos[c])``: per class, ``K_c`` float64 values over its
+    detections sorted by score (ignored ones dropped; empty without detections; recall NaN
+    where ``npos == 0``). ``voc_ap(recall[c], precision[c], False)`` is that class's AP.
+    """
+    _check_masks(gts, dets)
+    precs, recs, npos = pr_curves(
+        gts, dets, num_classes, [iou_thresh], iou_fn=_mask_iou, strict=False
+    )
+    return precs[0], recs[0], npos
+
+
 def eval_mask_ap(
     gts: Sequence[GroundTruth],
     dets: Sequence[Detections],
@@ -63,10 +90,7 @@ def eval_mask_ap(
         thresholds: mask IoU thresholds; a hit needs IoU ``>= t``.
         use_07_metric: 11-point AP instead of chainercv's default all-point AP.
     """
-    if any(g.masks is None for g in gts):
-        raise ValueError("mask AP needs ground-truth masks for every image")
-    if any(d.masks is None for d in dets if len(d)):
-        raise ValueError("mask AP needs a mask for every detection")
+    _check_masks(gts, dets)
     precs, recs, npos = pr_curves(
         gts, dets, num_classes, thresholds, iou_fn=_mask_iou, strict=False
     )

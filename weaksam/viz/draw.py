@@ -220,6 +220,37 @@ def contact_sheet(
     return sheet
 
 
+def fit_image(image: npt.ArrayLike, max_side: int) -> tuple[UInt8Image, float]:
+    """Shrink ``image`` so its longer side is at most ``max_side`` (area interpolation).
+
+    Returns the RGB image and the scale applied to coordinates (``1.0`` when it already
+    fits, never an enlargement): multiply XYXY boxes and ``(x, y)`` points by it.
+    """
+    if max_side < 1:
+        raise ValueError(f"max_side must be >= 1, got {max_side}")
+    img = _rgb(image)
+    h, w = img.shape[:2]
+    scale = min(1.0, max_side / max(h, w, 1))
+    if scale == 1.0:
+        return img.copy(), 1.0
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    out = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+    return np.asarray(out, dtype=np.uint8), scale
+
+
+def fit_masks(masks: npt.ArrayLike, height: int, width: int) -> npt.NDArray[np.bool_]:
+    """Resize ``NxHxW`` boolean masks to ``height x width`` (nearest neighbour)."""
+    m = np.asarray(masks).astype(np.uint8)
+    if m.ndim != 3:
+        raise ValueError(f"masks must be NxHxW, got shape {m.shape}")
+    if m.shape[1:] == (height, width):
+        return m.astype(bool)
+    out = np.zeros((m.shape[0], height, width), dtype=bool)
+    for i, mask in enumerate(m):
+        out[i] = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST) > 0
+    return out
+
+
 def save_png(path: str, image: npt.ArrayLike) -> str:
     """Write ``image`` (``HxW`` or ``HxWx3`` uint8) as PNG, creating folders; returns ``path``."""
     parent = os.path.dirname(path)
