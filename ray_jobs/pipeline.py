@@ -35,7 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     save_resolved(cfg)
     t0 = time.time()
     reports = run_stages(cfg, STAGES, ray_init=init_ray, from_stage=args.from_stage, only=args.only)
-    results = collect_results(reports, time.time() - t0)
+    results = collect_results(reports, time.time() - t0, cfg.data.splits[-1])
     path = write_results(cfg.run_dir, results)
     print(stage_table(reports))
     print()

@@ -1,5 +1,6 @@
 """Stage orchestration: fresh stages skip, stale ones and their dependants rerun."""
 
+import os
 from typing import Any
 
 import pytest
@@ -71,3 +72,36 @@ def test_failed_stage_leaves_no_marker(tmp_path) -> None:
     with pytest.raises(RuntimeError):
         run_stages(cfg, [Stage("x", boom)])
     assert not (tmp_path / "demo" / "x" / "_SUCCESS").exists()
+
+
+def test_partial_outputs_resume_only_the_same_config(tmp_path) -> None:
+    """An interrupted run resumes from its partial outputs; another config starts clean."""
+    seen: list[bool] = []
+
+    def flaky(fail: bool):
+        def run(cfg: Config, ctx: StageContext) -> dict[str, Any]:
+            shard = os.path.join(ctx.out_dir, "shard-0.parquet")
+            seen.append(os.path.exists(shard))
+            with open(shard, "w") as fh:
+                fh.write("partial")
+            if fail:
+                raise RuntimeError("interrupted")
+            return {}
+
+        return run
+
+    root = ["run_root=" + str(tmp_path)]
+    with pytest.raises(RuntimeError):
+        run_stages(load_config(None, root), [Stage("p", flaky(True), sections=("synth",))])
+    run_stages(load_config(None, root), [Stage("p", flaky(False), sections=("synth",))])
+    assert seen == [False, True]  # the same config resumed from the shard written before
+
+    # a changed setting: the old shard must not be taken for the new config's output
+    with pytest.raises(RuntimeError):
+        cfg = load_config(None, [*root, "synth.seed=5"])
+        run_stages(cfg, [Stage("p", flaky(True), sections=("synth",))])
+    assert seen[-1] is False
+    # a forced rerun of a finished stage starts clean too
+    run_stages(cfg, [Stage("p", flaky(False), sections=("synth",))])
+    run_stages(cfg, [Stage("p", flaky(False), sections=("synth",))], only="p")
+    assert seen[-2:] == [True, False]

@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 SUCCESS = "_SUCCESS"
+STARTED = "_STARTED"
 METRICS = "metrics.json"
 
 
@@ -58,6 +59,31 @@ def is_complete(out_dir: str, config_hash: str | None = None) -> bool:
             return bool(json.load(fh).get("config_hash") == config_hash)
     except (OSError, json.JSONDecodeError):
         return False
+
+
+def mark_started(out_dir: str, config_hash: str) -> None:
+    """Record that a run of the stage with ``config_hash`` began writing into ``out_dir``."""
+    with open(os.path.join(out_dir, STARTED), "w", encoding="utf-8") as fh:
+        json.dump({"config_hash": config_hash, "started_at": time.time()}, fh)
+
+
+def started_hash(out_dir: str) -> str | None:
+    """The config hash of the last run that began in ``out_dir`` (None if unknown)."""
+    try:
+        with open(os.path.join(out_dir, STARTED), encoding="utf-8") as fh:
+            value = json.load(fh).get("config_hash")
+    except (OSError, json.JSONDecodeError):
+        return None
+    return str(value) if value is not None else None
+
+
+def reset_stage_dir(out_dir: str) -> None:
+    """Delete everything in ``out_dir`` (outputs of another config or a forced rerun)."""
+    import shutil
+
+    if os.path.isdir(out_dir):
+        shutil.rmtree(out_dir)
+    os.makedirs(out_dir, exist_ok=True)
 
 
 def clear_success(out_dir: str) -> None:

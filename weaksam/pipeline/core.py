@@ -17,7 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from weaksam.config import Config, config_hash, to_dict
-from weaksam.runs import clear_success, is_complete, mark_success, read_metrics, write_metrics
+from weaksam.runs import (
+    clear_success,
+    is_complete,
+    mark_started,
+    mark_success,
+    read_metrics,
+    reset_stage_dir,
+    started_hash,
+    write_metrics,
+)
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +173,20 @@ def run_stages(
             continue
         os.makedirs(out_dir, exist_ok=True)
         clear_success(out_dir)
+        # Partial outputs are kept only to resume an interrupted run of the same config (the
+        # proposal and mask jobs skip images already written, Ray Train resumes from its
+        # checkpoints). Outputs of another config, or of a run that is being forced or whose
+        # inputs were just rebuilt, must not be resumed from: the folder starts empty.
+        resume = (
+            stage.name not in forced
+            and not upstream_ran
+            and started_hash(out_dir) == hashes[stage.name]
+        )
+        if not resume:
+            reset_stage_dir(out_dir)
+        elif os.listdir(out_dir):
+            log.info("stage %-18s resuming an interrupted run", stage.name)
+        mark_started(out_dir, hashes[stage.name])
         log.info("stage %-18s running", stage.name)
         t0 = time.time()
         with _PeakRSS() as mem:

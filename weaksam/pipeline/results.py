@@ -76,22 +76,16 @@ def _get(metrics: Mapping[str, Any], *path: str) -> float | None:
     return None if math.isnan(value) else value
 
 
-def _last_split(per_split: Mapping[str, Any]) -> str | None:
-    """The split results are quoted on: ``test`` when present, else the last one."""
-    if not per_split:
-        return None
-    return "test" if "test" in per_split else sorted(per_split)[-1]
-
-
-def collect_results(reports: Sequence[StageReport], total_seconds: float) -> dict[str, Any]:
-    """Build the flat results object from the stages' metrics."""
+def collect_results(
+    reports: Sequence[StageReport], total_seconds: float, test_split: str = "test"
+) -> dict[str, Any]:
+    """Build the flat results object from the stages' metrics; split-wise figures are quoted on
+    ``test_split`` (the config's last split)."""
     by_stage = {r.name: r.metrics for r in reports if r.action in ("ran", "skipped")}
     out: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
     ev = by_stage.get("evaluate", {})
     props = by_stage.get("proposals", {})
-    test_split = _last_split(props.get("recall", {}))
-    if test_split is not None:
-        out["proposal_recall50"] = _get(props, "recall", test_split, "recall@0.5")
+    out["proposal_recall50"] = _get(props, "recall", test_split, "recall@0.5")
     out["proposals_per_image"] = _get(props, "proposals_per_image")
     out["cls_map"] = _get(by_stage.get("classify", {}), "cls_map")
     out["point_precision"] = _get(by_stage.get("peaks", {}), "point_precision")
