@@ -7,7 +7,7 @@ and per class (multimask, keeping ``masks[1:]``), all after one ``set_image``. O
 ``SamPromptEngine.generate`` with the same settings from one encoder pass.
 
     python bench/proposals.py [--images 8] [--checkpoint builtin] [--points-per-side 32]
-        [--threads 1] [--out docs/bench_proposals.json]
+        [--threads 1] [--rounds 1] [--out docs/bench_proposals.json]
     # on a CUDA machine, a randomly initialised vit_h on 500-px images (weights do not change
     # the cost; thresholds at 0 so every mask survives, the worst case for post-processing):
     python bench/proposals.py --device cuda --model vit_h --checkpoint "" --size 500 \
@@ -17,6 +17,9 @@ Prompts: the peak points of a run's points table when ``--points`` is given, els
 for timing only, ``--k`` points per image sampled inside ground-truth masks (class = the
 object's class). Reports images/s of each path, the ratio, peak RSS of each path (measured in a
 fresh subprocess each) and whether the outputs agree (same number of boxes, each within 1 px).
+On a shared machine, wall-clock seconds follow the load; the CPU seconds of each path (process
+time) follow it much less, and ``--rounds N`` alternates the two paths N times and pools their
+per-image times so both see the same load.
 """
 
 from __future__ import annotations
@@ -69,7 +72,9 @@ def _reference(sam: Any, item: dict[str, Any], args: argparse.Namespace) -> np.n
         crop_n_layers=0,
         min_mask_region_area=0,
     )
-    boxes = [np.asarray(m["bbox"], np.float32) for m in amg.generate(item["image"])]
+    # empty masks (area 0) are no proposals: the engine drops them (keep_empty=False), as it
+    # drops empty point masks below; AMG keeps them only when the stability filter is off
+    boxes = [np.asarray(m["bbox"], np.float32) for m in amg.generate(item["image"]) if m["area"]]
     grid = np.asarray(boxes, np.float32).reshape(-1, 4)
     grid[:, 2:] += grid[:, :2] + 1  # XYWH (inclusive) -> continuous XYXY
     pred = SamPredictor(sam)
@@ -135,16 +140,18 @@ def _run_path(path: str, args: argparse.Namespace) -> dict[str, Any]:
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    times, boxes = [], []
+    times, cpu_times, boxes = [], [], []
     for it in items:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         b = fn(it)
         if cuda:
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
+        cpu_times.append(time.process_time() - c0)
         boxes.append(b.tolist())
     return {
         "seconds_per_image": times,
+        "cpu_seconds_per_image": cpu_times,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         "device": torch.cuda.get_device_name(0) if cuda else "CPU",
@@ -172,21 +179,34 @@ def main() -> int:
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--size", type=int, default=256, help="image side (shapes images)")
     p.add_argument("--thresholds", type=float, default=0.3, help="pred-IoU and stability")
+    p.add_argument("--rounds", type=int, default=1, help="alternate the two paths this often")
     p.add_argument("--out", default="")
     p.add_argument("--path", choices=("ours", "reference"), help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.path:  # child process: one path, result on stdout
         print(json.dumps(_run_path(args.path, args)))
         return 0
-    res = {}
-    for path in ("reference", "ours"):
-        cmd = [sys.executable, __file__, "--path", path, *sys.argv[1:]]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        res[path] = json.loads(out.strip().splitlines()[-1])
-    ref, ours = res["reference"], res["ours"]
-    med_ref = statistics.median(ref["seconds_per_image"])
-    med_ours = statistics.median(ours["seconds_per_image"])
-    agree = [_agree(a, b) for a, b in zip(ref["boxes"], ours["boxes"], strict=True)]
+    load_start = os.getloadavg()[0]
+    runs: dict[str, list[dict[str, Any]]] = {"reference": [], "ours": []}
+    for _ in range(args.rounds):
+        for path in ("reference", "ours"):
+            cmd = [sys.executable, __file__, "--path", path, *sys.argv[1:]]
+            out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+            runs[path].append(json.loads(out.strip().splitlines()[-1]))
+    ref, ours = runs["reference"][0], runs["ours"][0]
+
+    def median(path: str, key: str) -> float:
+        return statistics.median(t for r in runs[path] for t in r[key])
+
+    med_ref = median("reference", "seconds_per_image")
+    med_ours = median("ours", "seconds_per_image")
+    cpu_ref = median("reference", "cpu_seconds_per_image")
+    cpu_ours = median("ours", "cpu_seconds_per_image")
+    agree = [
+        _agree(a, b)
+        for r, o in zip(runs["reference"], runs["ours"], strict=True)
+        for a, b in zip(r["boxes"], o["boxes"], strict=True)
+    ]
     summary = {
         "machine": (
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, CPU only"
@@ -197,6 +217,8 @@ def main() -> int:
         "image_side": args.size,
         "threads": args.threads,
         "images": args.images,
+        "rounds": args.rounds,
+        "load_average_1min_start_end": [round(load_start, 1), round(os.getloadavg()[0], 1)],
         "points_per_side": args.points_per_side,
         "checkpoint": args.checkpoint,
         "reference_s_per_image_median": round(med_ref, 4),
@@ -204,12 +226,16 @@ def main() -> int:
         "reference_images_per_s": round(1 / med_ref, 3),
         "ours_images_per_s": round(1 / med_ours, 3),
         "speedup": round(med_ref / med_ours, 2),
-        "reference_peak_rss_mb": round(ref["peak_rss_mb"]),
-        "ours_peak_rss_mb": round(ours["peak_rss_mb"]),
+        "reference_cpu_s_per_image_median": round(cpu_ref, 4),
+        "ours_cpu_s_per_image_median": round(cpu_ours, 4),
+        "speedup_cpu_time": round(cpu_ref / cpu_ours, 2),
+        "reference_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["reference"])),
+        "ours_peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs["ours"])),
         "reference_peak_gpu_mb": ref["peak_gpu_mb"] and round(ref["peak_gpu_mb"]),
         "ours_peak_gpu_mb": ours["peak_gpu_mb"] and round(ours["peak_gpu_mb"]),
         "proposals_per_image_ours": round(float(np.mean([len(b) for b in ours["boxes"]])), 1),
-        "outputs_agree": f"{sum(agree)}/{len(agree)} images",
+        "outputs_agree": f"{sum(agree)}/{len(agree)} images"
+        + (f" ({args.rounds} rounds)" if args.rounds > 1 else ""),
     }
     from weaksam.eval.table import format_table
 

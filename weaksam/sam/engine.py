@@ -7,9 +7,10 @@ threads on different images.
 - :meth:`SamPromptEngine.generate_grid` equals segment-anything's
   ``SamAutomaticMaskGenerator`` with ``crop_n_layers=0`` and ``min_mask_region_area=0`` (same
   points, filters and NMS; boxes equal up to the inclusive → continuous ``+1``), without its
-  cost: the predicted-IoU filter runs on the decoder's outputs before any upsampling, only the
-  survivors are upsampled (exactly as AMG does) for the stability score and the boxes, and no
-  RLE is built unless masks are asked for (then only for the masks kept by NMS).
+  cost: the predicted-IoU filter runs on the IoU token before any mask is upscaled, only the
+  survivors' stability scores and boxes are measured, each inside its own window
+  (:func:`~weaksam.sam.postprocess.measure_logits`, bit for bit AMG's full-resolution
+  values), and no RLE is built unless masks are asked for (then only for the masks NMS keeps).
 - :meth:`~SamPromptEngine.predict_points`: WeakSAM's single-point prompts (multimask; tokens
   1 and 2 kept, WeakSAM's ``masks[1:]``).
 - :meth:`~SamPromptEngine.predict_multipoint`: WeakSAM's class-wise prompts (all points of a
@@ -19,6 +20,11 @@ threads on different images.
 - :meth:`~SamPromptEngine.generate`: grid + point + class prompts of one image as a
   :class:`ProposalSet` in WeakSAM's order.
 
+The decoder runs as :func:`run_two_way_transformer` and :func:`predict_mask_logits`: the
+operations of segment-anything's ``MaskDecoder`` (same results bit for bit), except that the
+prompt-independent image side of its first block is computed once per image
+(:class:`ImageTokens`) rather than once per prompt.
+
 All boxes leaving this module are XYXY float32 in original-image pixels, continuous
 convention (:mod:`weaksam.geometry.boxes`).
 """
@@ -26,13 +32,15 @@ convention (:mod:`weaksam.geometry.boxes`).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import numpy.typing as npt
 import torch
-from segment_anything.modeling import Sam
+from segment_anything.modeling import MaskDecoder, Sam
+from segment_anything.modeling.transformer import Attention
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops import nms
 
@@ -41,6 +49,7 @@ from weaksam.sam.postprocess import (
     encode_binary_masks,
     inclusive_to_continuous,
     mask_boxes,
+    measure_logits,
     stability_scores,
     upsample_logits,
 )
@@ -138,12 +147,14 @@ class ImageEmbedding:
         image_pe: dense positional encoding ``1xCxhxw``.
         input_size: ``(h, w)`` after ``ResizeLongestSide`` (before padding).
         original_size: ``(H, W)`` of the image.
+        tokens: the decoder's prompt-independent work on this image (:class:`ImageTokens`).
     """
 
     features: torch.Tensor
     image_pe: torch.Tensor
     input_size: tuple[int, int]
     original_size: tuple[int, int]
+    tokens: ImageTokens
 
 
 @dataclass(frozen=True)
@@ -195,6 +206,142 @@ class ProposalSet:
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
+
+
+@dataclass(frozen=True)
+class ImageTokens:
+    """The prompt-independent part of SAM's mask decoder for one image, computed once.
+
+    ``MaskDecoder.predict_masks`` repeats the image embedding once per prompt, adds the same
+    no-mask dense embedding to every copy and, in the first two-way block, projects every
+    copy identically (token→image keys and values, image→token queries). Here that is done
+    once per image and broadcast over the prompts (:func:`run_two_way_transformer`).
+
+    Attributes:
+        keys: ``1x(h*w)xC`` image tokens (image embedding + no-mask embedding), row-major.
+        key_pe: ``1x(h*w)xC`` dense positional encoding.
+        first_keys: the first block's token→image keys, ``1xNx(h*w)xD`` (``N`` heads of
+            width ``D``).
+        first_values: the first block's token→image values, ``1xNx(h*w)xD``.
+        first_queries: the first block's image→token queries, ``1xNx(h*w)xD``.
+        grid: ``(h, w)`` of the image embedding.
+    """
+
+    keys: torch.Tensor
+    key_pe: torch.Tensor
+    first_keys: torch.Tensor
+    first_values: torch.Tensor
+    first_queries: torch.Tensor
+    grid: tuple[int, int]
+
+
+def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``BxTxC`` → ``BxNxTx(C/N)`` (``Attention._separate_heads``)."""
+    b, t, c = x.shape
+    return x.reshape(b, t, heads, c // heads).transpose(1, 2)
+
+
+def _attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``Attention.forward`` after its input projections: ``q`` ``BxNxTqxD``, ``k`` and ``v``
+    ``BxNxTkxD`` (a batch of 1 broadcasts) → ``BxTqxC``."""
+    a = q @ k.permute(0, 1, 3, 2)
+    a = a / math.sqrt(q.shape[-1])
+    a = torch.softmax(a, dim=-1)
+    out = a @ v
+    b, n, t, d = out.shape
+    return attn.out_proj(out.transpose(1, 2).reshape(b, t, n * d))
+
+
+def encode_image_tokens(model: Sam, features: torch.Tensor, image_pe: torch.Tensor) -> ImageTokens:
+    """:class:`ImageTokens` of an image's features ``1xCxhxw`` and dense PE ``1xCxhxw``."""
+    dense = model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    # contiguous: the adds below and in the transformer then give contiguous tensors (the
+    # same values) that the projections and layer norms need not copy first
+    keys = (features + dense).flatten(2).permute(0, 2, 1).contiguous()
+    key_pe = image_pe.flatten(2).permute(0, 2, 1).contiguous()
+    block = model.mask_decoder.transformer.layers[0]
+    t2i, i2t = block.cross_attn_token_to_image, block.cross_attn_image_to_token
+    k = keys + key_pe
+    return ImageTokens(
+        keys=keys,
+        key_pe=key_pe,
+        first_keys=_split_heads(t2i.k_proj(k), t2i.num_heads),
+        first_values=_split_heads(t2i.v_proj(keys), t2i.num_heads),
+        first_queries=_split_heads(i2t.q_proj(k), i2t.num_heads),
+        grid=(int(features.shape[-2]), int(features.shape[-1])),
+    )
+
+
+def run_two_way_transformer(
+    decoder: MaskDecoder, image: ImageTokens, sparse: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAM's two-way transformer for ``B`` prompts on one image, bit for bit as
+    ``MaskDecoder.predict_masks`` runs it, without one copy of the image per prompt.
+
+    Every block is ``TwoWayAttentionBlock.forward`` with the attentions written out; the
+    first block takes its image-side projections from ``image``, and the image tokens
+    become per-prompt only after its image→token attention.
+
+    Args:
+        decoder: the model's mask decoder.
+        image: from :func:`encode_image_tokens`.
+        sparse: ``BxKxC`` sparse prompt embeddings (``PromptEncoder``; masks are not
+            supported: the dense embedding is the no-mask one).
+
+    Returns:
+        ``(queries, keys)``: the output tokens ``Bx(1+M+K)xC`` (IoU token, ``M`` mask
+        tokens, prompt tokens) and the image tokens ``Bx(h*w)xC``.
+    """
+    tr = decoder.transformer
+    out_tokens = torch.cat([decoder.iou_token.weight, decoder.mask_tokens.weight], dim=0)
+    tokens = torch.cat((out_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1), sparse), dim=1)
+    queries, keys = tokens, image.keys
+    for i, block in enumerate(tr.layers):
+        if block.skip_first_layer_pe:
+            queries = block.self_attn(q=queries, k=queries, v=queries)
+        else:
+            q = queries + tokens
+            queries = queries + block.self_attn(q=q, k=q, v=queries)
+        queries = block.norm1(queries)
+        t2i, i2t = block.cross_attn_token_to_image, block.cross_attn_image_to_token
+        if i == 0:
+            k_img, v_img, q_img = image.first_keys, image.first_values, image.first_queries
+        else:
+            k = keys + image.key_pe
+            k_img = _split_heads(t2i.k_proj(k), t2i.num_heads)
+            v_img = _split_heads(t2i.v_proj(keys), t2i.num_heads)
+            q_img = _split_heads(i2t.q_proj(k), i2t.num_heads)
+        q_tok = _split_heads(t2i.q_proj(queries + tokens), t2i.num_heads)
+        queries = block.norm2(queries + _attend(t2i, q_tok, k_img, v_img))
+        queries = block.norm3(queries + block.mlp(queries))
+        k_tok = _split_heads(i2t.k_proj(queries + tokens), i2t.num_heads)
+        v_tok = _split_heads(i2t.v_proj(queries), i2t.num_heads)
+        keys = block.norm4(keys + _attend(i2t, q_img, k_tok, v_tok))
+    fa = tr.final_attn_token_to_image
+    k = keys + image.key_pe
+    attn_out = _attend(
+        fa,
+        _split_heads(fa.q_proj(queries + tokens), fa.num_heads),
+        _split_heads(fa.k_proj(k), fa.num_heads),
+        _split_heads(fa.v_proj(keys), fa.num_heads),
+    )
+    return tr.norm_final_attn(queries + attn_out), keys
+
+
+def predict_mask_logits(
+    decoder: MaskDecoder, queries: torch.Tensor, keys: torch.Tensor, grid: tuple[int, int]
+) -> torch.Tensor:
+    """Low-resolution mask logits ``BxMx4hx4w`` of all ``M`` mask tokens (0: single-mask;
+    1–3: multimask) from the transformer's output, as ``MaskDecoder.predict_masks`` computes
+    them. ``queries`` ``BxTxC`` and ``keys`` ``Bx(h*w)xC`` from
+    :func:`run_two_way_transformer`; ``grid`` is ``(h, w)``."""
+    b = keys.shape[0]
+    src = keys.transpose(1, 2).view(b, keys.shape[2], *grid)
+    upscaled = decoder.output_upscaling(src)
+    mlps = decoder.output_hypernetworks_mlps
+    hyper = torch.stack([mlp(queries[:, 1 + i, :]) for i, mlp in enumerate(mlps)], dim=1)
+    _, c, h, w = upscaled.shape
+    return (hyper @ upscaled.view(b, c, h * w)).view(b, hyper.shape[1], h, w)
 
 
 def _as_image(image: npt.ArrayLike) -> npt.NDArray[np.uint8]:
@@ -256,13 +403,16 @@ class SamPromptEngine:
         resized = self.transform.apply_image(img)
         x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
         input_size = (int(x.shape[-2]), int(x.shape[-1]))
+        image_pe = self.model.prompt_encoder.get_dense_pe()  # float32, as SamPredictor's
         with self._autocast():
             features = self.model.image_encoder(self.model.preprocess(x))
+            tokens = encode_image_tokens(self.model, features, image_pe)
         return ImageEmbedding(
             features=features,
-            image_pe=self.model.prompt_encoder.get_dense_pe(),
+            image_pe=image_pe,
             input_size=input_size,
             original_size=original_size,
+            tokens=tokens,
         )
 
     # ------------------------------------------------------------------ decoder
@@ -272,23 +422,55 @@ class SamPromptEngine:
         coords: torch.Tensor | None,
         labels: torch.Tensor | None,
         boxes: torch.Tensor | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        *,
+        tokens: Sequence[int] = (0, 1, 2),
+        iou_thresh: float = 0.0,
+    ) -> tuple[torch.Tensor, ...]:
         """Multimask decode of ``B`` prompts in the model's input frame.
 
-        ``coords`` ``BxKx2``, ``labels`` ``BxK``, ``boxes`` ``Bx4``. Returns low-res logits
-        ``Bx3xh'xw'`` (float32) and predicted IoU ``Bx3`` (float32).
+        ``coords`` ``BxKx2``, ``labels`` ``BxK``, ``boxes`` ``Bx4``; ``tokens``: the
+        multimask outputs (0–2) wanted. Returns, for the ``N`` (prompt, token) pairs with
+        predicted IoU ``> iou_thresh`` (all when it is 0), prompt-major: low-res logits
+        ``Nxh'xw'`` (float32), predicted IoU ``N`` (float32), prompt ``N`` and token ``N``
+        (int64). The IoU comes from the transformer's IoU token, so masks are upscaled only
+        for the prompts with a token that passes.
         """
         points = (coords, labels) if coords is not None and labels is not None else None
+        dec = self.model.mask_decoder
         with self._autocast():
-            sparse, dense = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
-            low, iou = self.model.mask_decoder(
-                image_embeddings=emb.features,
-                image_pe=emb.image_pe,
-                sparse_prompt_embeddings=sparse,
-                dense_prompt_embeddings=dense,
-                multimask_output=True,
-            )
-        return low.float(), iou.float()
+            sparse, _ = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
+            queries, keys = run_two_way_transformer(dec, emb.tokens, sparse)
+            tok = torch.as_tensor(list(tokens), device=sparse.device)
+            iou = dec.iou_prediction_head(queries[:, 0, :])[:, 1:].float()[:, tok]
+            prompt = torch.arange(iou.shape[0], device=iou.device)
+            keep = None
+            if iou_thresh > 0.0:
+                keep = iou > iou_thresh
+                prompt = torch.nonzero(keep.any(1)).squeeze(1)
+                queries, keys, iou, keep = (t[prompt] for t in (queries, keys, iou, keep))
+            low = predict_mask_logits(dec, queries, keys, emb.tokens.grid)[:, 1 + tok].float()
+        token = tok.repeat(prompt.shape[0])
+        prompt = prompt.repeat_interleave(tok.shape[0])
+        low, iou = low.flatten(0, 1), iou.flatten()
+        if keep is not None:
+            sel = keep.flatten()
+            low, iou, prompt, token = low[sel], iou[sel], prompt[sel], token[sel]
+        return low, iou, prompt, token
+
+    def _measure(
+        self, emb: ImageEmbedding, low: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stability ``N``, inclusive boxes ``Nx4`` and ``nonempty`` ``N`` of low-res logits
+        ``Nxh'xw'`` at the original size, without upsampling them whole
+        (:func:`~weaksam.sam.postprocess.measure_logits`)."""
+        return measure_logits(
+            low,
+            self.model.image_encoder.img_size,
+            emb.input_size,
+            emb.original_size,
+            self.cfg.mask_threshold,
+            self.cfg.stability_score_offset,
+        )
 
     def _finish(
         self,
@@ -299,13 +481,19 @@ class SamPromptEngine:
         token: torch.Tensor,
         with_masks: bool,
     ) -> PromptMasks:
-        """Upsample kept low-res logits ``Nxh'xw'`` and measure them (boxes, stability)."""
-        cfg = self.cfg
-        logits = upsample_logits(self.model, low, emb.input_size, emb.original_size)
-        stab = stability_scores(logits, cfg.mask_threshold, cfg.stability_score_offset)
-        binary = logits > cfg.mask_threshold
-        del logits
-        boxes, nonempty = mask_boxes(binary)
+        """Measure kept low-res logits ``Nxh'xw'`` (boxes, stability); RLE if asked for."""
+        masks = None
+        if with_masks:
+            logits = upsample_logits(self.model, low, emb.input_size, emb.original_size)
+            binary = logits > self.cfg.mask_threshold
+            stab = stability_scores(
+                logits, self.cfg.mask_threshold, self.cfg.stability_score_offset
+            )
+            del logits
+            boxes, nonempty = mask_boxes(binary)
+            masks = encode_binary_masks(binary)
+        else:
+            stab, boxes, nonempty = self._measure(emb, low)
         return PromptMasks(
             boxes=inclusive_to_continuous(boxes, nonempty),
             scores=iou.detach().cpu().numpy().astype(np.float32),
@@ -313,7 +501,7 @@ class SamPromptEngine:
             prompt_index=prompt_index.detach().cpu().numpy().astype(np.int64),
             token=token.detach().cpu().numpy().astype(np.int64),
             nonempty=nonempty.detach().cpu().numpy(),
-            masks=encode_binary_masks(binary) if with_masks else None,
+            masks=masks,
         )
 
     # ------------------------------------------------------------------ grid
@@ -321,55 +509,55 @@ class SamPromptEngine:
     def generate_grid(self, emb: ImageEmbedding) -> PromptMasks:
         """The "everything" grid, equal to ``SamAutomaticMaskGenerator`` (no crops).
 
-        Per chunk of ``points_per_batch`` grid points: decode 3 masks per point, keep those
-        with predicted IoU ``> pred_iou_thresh`` (on the decoder output, before upsampling),
-        upsample the survivors, keep stability ``>= stability_score_thresh``, take their
-        boxes; then NMS (``box_nms_thresh``, by predicted IoU) over all of them on AMG's
-        inclusive boxes. Rows come in NMS order (decreasing predicted IoU), like AMG's.
-        ``prompt_index`` is the grid point index (row-major, x fastest).
+        Per chunk of ``points_per_batch`` grid points: decode 3 outputs per point, keep those
+        with predicted IoU ``> pred_iou_thresh`` (from the IoU token, before any mask is
+        upscaled), measure the survivors' stability scores and boxes (inside each mask's
+        window, the values AMG gets at full resolution), keep stability
+        ``>= stability_score_thresh``; then NMS (``box_nms_thresh``, by predicted IoU) over
+        all of them on AMG's inclusive boxes. Rows come in NMS order (decreasing predicted
+        IoU), like AMG's. ``prompt_index`` is the grid point index (row-major, x fastest).
         """
         cfg = self.cfg
         h, w = emb.original_size
         pts = grid_points(cfg.points_per_side, h, w)
         dev = self.device
-        # per chunk: (iou, stability, inclusive boxes, nonempty, flat index, low-res logits)
+        # per chunk: (iou, stability, inclusive boxes, nonempty, point, token, low-res logits)
         kept: list[tuple[torch.Tensor, ...]] = []
         for start in range(0, pts.shape[0], cfg.points_per_batch):
             chunk = pts[start : start + cfg.points_per_batch]
             # float64 coordinates, exactly as AMG passes them to the prompt encoder
             coords = torch.as_tensor(self.transform.apply_coords(chunk, (h, w)), device=dev)
             labels = torch.ones(coords.shape[0], dtype=torch.int, device=dev)
-            low, iou = self._decode(emb, coords[:, None, :], labels[:, None])
-            low, iou = low.flatten(0, 1), iou.flatten(0, 1)
-            idx = torch.arange(start * 3, start * 3 + low.shape[0], device=dev)
-            if cfg.pred_iou_thresh > 0.0:  # exact on the decoder output: no upsampling needed
-                keep = iou > cfg.pred_iou_thresh
-                low, iou, idx = low[keep], iou[keep], idx[keep]
+            # the IoU filter is exact on the decoder output: it runs before any upscaling
+            low, iou, point, token = self._decode(
+                emb, coords[:, None, :], labels[:, None], iou_thresh=cfg.pred_iou_thresh
+            )
             if low.shape[0] == 0:
                 continue
-            logits = upsample_logits(self.model, low, emb.input_size, emb.original_size)
-            stab = stability_scores(logits, cfg.mask_threshold, cfg.stability_score_offset)
+            stab, boxes, nonempty = self._measure(emb, low)
+            fields = [iou, stab, boxes, nonempty, point + start, token]
+            low = low if cfg.return_masks else low[:0]
             if cfg.stability_score_thresh > 0.0:
                 keep = stab >= cfg.stability_score_thresh
-                logits, low, iou, idx, stab = (t[keep] for t in (logits, low, iou, idx, stab))
-            boxes, nonempty = mask_boxes(logits > cfg.mask_threshold)
-            del logits
-            kept.append((iou, stab, boxes, nonempty, idx, low if cfg.return_masks else low[:0]))
+                fields = [t[keep] for t in fields]
+                low = low[keep] if cfg.return_masks else low
+            kept.append((*fields, low))
         if not kept:
             return _empty_prompt_masks(cfg.return_masks)
-        iou, stab, boxes, nonempty, idx, low = (torch.cat(t) for t in zip(*kept, strict=True))
+        iou, stab, boxes, nonempty, point, token, low = (
+            torch.cat(t) for t in zip(*kept, strict=True)
+        )
         order = nms(boxes.float(), iou, cfg.box_nms_thresh)
         masks = None
         if cfg.return_masks:  # RLE only for the masks NMS keeps
             logits = upsample_logits(self.model, low[order], emb.input_size, emb.original_size)
             masks = encode_binary_masks(logits > cfg.mask_threshold)
-        idx = idx[order]
         return PromptMasks(
             boxes=inclusive_to_continuous(boxes[order], nonempty[order]),
             scores=iou[order].cpu().numpy().astype(np.float32),
             stability=stab[order].cpu().numpy().astype(np.float32),
-            prompt_index=(idx // 3).cpu().numpy().astype(np.int64),
-            token=(idx % 3).cpu().numpy().astype(np.int64),
+            prompt_index=point[order].cpu().numpy().astype(np.int64),
+            token=token[order].cpu().numpy().astype(np.int64),
             nonempty=nonempty[order].cpu().numpy(),
             masks=masks,
         )
@@ -385,19 +573,15 @@ class SamPromptEngine:
     ) -> PromptMasks:
         """Decode batches of ``(prompt ids B, points BxKx2, labels BxK)``; keep ``tokens``."""
         dev = self.device
-        tok = torch.as_tensor(list(tokens), device=dev)
         parts: list[PromptMasks] = []
         for ids, pts, labels in batches:
             coords = self.transform.apply_coords(pts, emb.original_size)
             c = torch.as_tensor(coords, dtype=torch.float, device=dev)
             lab = torch.as_tensor(labels, dtype=torch.int, device=dev)
-            low, iou = self._decode(emb, c, lab)
-            low, iou = low[:, tok].flatten(0, 1), iou[:, tok].flatten(0, 1)
-            pid = torch.as_tensor(ids, device=dev).repeat_interleave(len(tokens))
-            token = tok.repeat(len(ids))
-            if iou_thresh > 0.0:
-                keep = iou > iou_thresh
-                low, iou, pid, token = low[keep], iou[keep], pid[keep], token[keep]
+            low, iou, prompt, token = self._decode(
+                emb, c, lab, tokens=tokens, iou_thresh=iou_thresh
+            )
+            pid = torch.as_tensor(ids, device=dev)[prompt]
             parts.append(self._finish(emb, low, iou, pid, token, with_masks))
         return _concat_prompt_masks(parts, with_masks)
 
@@ -504,15 +688,13 @@ class SamPromptEngine:
         for s in range(0, arr.shape[0], bs):
             chunk = self.transform.apply_boxes(arr[s : s + bs], emb.original_size)
             b = torch.as_tensor(chunk, dtype=torch.float, device=dev)
-            low, iou = self._decode(emb, None, None, boxes=b)
+            low, iou, prompt, _ = self._decode(emb, None, None, boxes=b)
             if self.cfg.box_mask_token < 0:
-                token = iou.argmax(dim=1)
+                token = iou.view(-1, 3).argmax(dim=1)
             else:
                 token = torch.full((b.shape[0],), self.cfg.box_mask_token, device=dev)
-            rows = torch.arange(b.shape[0], device=dev)
-            parts.append(
-                self._finish(emb, low[rows, token], iou[rows, token], rows + s, token, True)
-            )
+            rows = 3 * torch.arange(b.shape[0], device=dev) + token
+            parts.append(self._finish(emb, low[rows], iou[rows], prompt[rows] + s, token, True))
         return _concat_prompt_masks(parts, True)
 
     # ------------------------------------------------------------------ proposals
