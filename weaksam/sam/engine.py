@@ -94,10 +94,12 @@ class EngineConfig:
             WeakSAM stores them, by default they are dropped.
         min_box_size: drop proposals narrower or shorter than this many pixels (0: keep all).
         point_kind: the kind of points given without ``point_kinds``.
-        kind_order: output order of point kinds (WeakSAM: coarse, fine, cross); other kinds
-            follow in order of appearance.
+        kind_order: output order of point kinds (WeakSAM: coarse, fine, cross; our peaks stage
+            names its two map kinds ``cam`` and ``refined``); other kinds follow in order of
+            appearance.
         classwise_kinds: kinds that also get one multi-point prompt per class (WeakSAM: coarse
-            and fine, not cross).
+            and fine, not cross; here also ``cam``/``refined`` of the peaks stage and ``peak``,
+            the kind of points given without kinds).
         final_nms_thresh: NMS over all proposals of an image (continuous boxes, scored by
             predicted IoU); 0 disables (WeakSAM: no cross-source NMS).
         max_proposals: keep at most this many proposals, the highest-scoring ones (0: no cap).
@@ -117,8 +119,8 @@ class EngineConfig:
     keep_empty: bool = False
     min_box_size: float = 0.0
     point_kind: str = "peak"
-    kind_order: tuple[str, ...] = ("coarse", "fine", "cross")
-    classwise_kinds: tuple[str, ...] = ("coarse", "fine", "peak")
+    kind_order: tuple[str, ...] = ("cam", "refined", "coarse", "fine", "cross")
+    classwise_kinds: tuple[str, ...] = ("cam", "refined", "coarse", "fine", "peak")
     final_nms_thresh: float = 0.0
     max_proposals: int = 0
 
