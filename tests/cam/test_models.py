@@ -10,7 +10,7 @@ from torchvision.models import resnet18
 from torchvision.models.vision_transformer import VisionTransformer
 
 from weaksam.cam.config import ClassifierConfig
-from weaksam.cam.models import BACKBONES, build_classifier, load_imagenet_weights
+from weaksam.cam.models import BACKBONES, build_classifier, load_backbone_weights
 
 
 def test_unknown_backbone_lists_known_names() -> None:
@@ -91,6 +91,6 @@ def test_vit_weights_with_other_image_size(tmp_path: Any) -> None:
     path = str(tmp_path / "vit.pth")
     torch.save(src.state_dict(), path)
     dst = VisionTransformer(32, 8, 4, 4, 128, 256)
-    load_imagenet_weights(dst, path)
+    load_backbone_weights(dst, path)
     assert dst.encoder.pos_embedding.shape == (1, 1 + 16, 128)
     torch.testing.assert_close(dst.conv_proj.weight, src.conv_proj.weight)

@@ -17,8 +17,13 @@ class ClassifierConfig:
     Attributes:
         backbone: a name of :data:`weaksam.cam.models.BACKBONES` (``plainconv`` for the CPU
             demo, ``resnet18``/``resnet50``, ``vit_micro``/``deit_tiny``/``vit_b_16``).
-        weights: optional local ImageNet weights file of the torchvision backbone (loaded with
-            ``weights_only=True``, strict keys except the classifier head); empty = random init.
+        weights: backbone weights to start from (loaded with ``weights_only=True``, strict
+            keys except the classifier head, which is always new): a local ImageNet weights
+            file of the torchvision backbone, a file written by
+            :func:`weaksam.cam.pretrain.export_backbone`, or ``builtin`` for the committed demo
+            ``plainconv`` (``weaksam/assets/demo_backbone.pt``, pre-trained with image-level
+            labels on synthetic ``shapes`` images of a seed no dataset config uses); empty =
+            random init.
         width: base channel width of ``plainconv`` (ignored by the torchvision backbones).
         pooling / lse_r: how class maps become logits: ``avg`` (CAM's global average),
             ``max`` or ``lse`` (log-sum-exp with sharpness ``lse_r``); see
@@ -27,6 +32,9 @@ class ClassifierConfig:
             scale-1.0 pass of inference; maps are upsampled back to the original ``HxW``.
         epochs / batch_size: schedule; ``batch_size`` is per worker.
         lr / weight_decay / warmup_epochs: AdamW, linear warm-up then cosine decay to 5 %.
+        backbone_lr: the backbone's learning rate as a multiple of ``lr`` (the class head
+            always gets ``lr``). ``0`` freezes the backbone, batch-norm statistics included,
+            and trains the head alone (a linear probe of pre-trained ``weights``).
         val_fraction: share of the training split held out for validation mAP (never the
             test split); chosen deterministically from ``seed``.
         hflip / scale_jitter / color_jitter: augmentation: random horizontal flip, a random
@@ -48,6 +56,7 @@ class ClassifierConfig:
     epochs: int = 20
     batch_size: int = 16
     lr: float = 1e-3
+    backbone_lr: float = 1.0
     weight_decay: float = 1e-4
     warmup_epochs: int = 1
     val_fraction: float = 0.15
@@ -68,6 +77,8 @@ class ClassifierConfig:
             raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
         if len(self.scale_jitter) != 2 or not 0 < self.scale_jitter[0] <= self.scale_jitter[1]:
             raise ValueError(f"scale_jitter must be 0 < lo <= hi, got {self.scale_jitter}")
+        if self.backbone_lr < 0:
+            raise ValueError(f"backbone_lr must be >= 0, got {self.backbone_lr}")
         if self.epochs < 1 or self.batch_size < 1 or self.workers < 1:
             raise ValueError("epochs, batch_size and workers must be >= 1")
 

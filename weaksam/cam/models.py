@@ -22,6 +22,7 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -260,22 +261,61 @@ BACKBONES: dict[str, Callable[[ClassifierConfig], tuple[nn.Module, Backbone, int
     "vit_b_16": _vit_b_16,
 }
 
-# torchvision classifier heads left out of the strict key check of ImageNet weights
+# classifier heads left out of the strict key check of backbone weights (torchvision's)
 _HEAD_PREFIXES = ("fc.", "heads.")
 
+BUILTIN = "builtin"
+"""``weights: builtin`` names the committed demo backbone, :data:`DEMO_BACKBONE`."""
+DEMO_BACKBONE = os.path.join(
+    os.path.dirname(os.path.dirname(__file__)), "assets", "demo_backbone.pt"
+)
+"""``plainconv`` pre-trained on image-level labels of a separate pool of synthetic ``shapes``
+images (``configs/demo_backbone.yaml``): the demo's stand-in for ImageNet weights."""
 
-def load_imagenet_weights(module: nn.Module, path: str) -> None:
-    """Load a torchvision ImageNet state dict from ``path`` into ``module``.
 
-    ``torch.load(weights_only=True)``; every key and shape must match except the classifier
-    head (``fc.*`` / ``heads.*``). A ViT's position embedding is interpolated when the file was
-    trained at another image size. Raises ``ValueError`` naming the offending keys.
+def resolve_weights(cfg: ClassifierConfig) -> str:
+    """The backbone weights file of ``cfg`` (``""``: random init; ``builtin``: the committed
+    demo backbone, :data:`DEMO_BACKBONE`)."""
+    return DEMO_BACKBONE if cfg.weights == BUILTIN else cfg.weights
+
+
+def read_backbone_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, metadata) of a backbone weights file, loaded with ``weights_only=True``.
+
+    Accepted: a bare state dict (torchvision's ImageNet files), or a dict holding it under
+    ``model`` (the metadata is then the rest of that dict, e.g. :func:`export_backbone`'s
+    ``backbone`` and ``width``).
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"backbone weights not found: {path}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
-        state = state["model"]
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(blob, dict):
+        raise ValueError(f"weights {path}: expected a state dict, got {type(blob).__name__}")
+    if "model" in blob and isinstance(blob["model"], dict):
+        return dict(blob["model"]), {k: v for k, v in blob.items() if k != "model"}
+    return dict(blob), {}
+
+
+def load_backbone_weights(
+    module: nn.Module, path: str, cfg: ClassifierConfig | None = None
+) -> None:
+    """Load backbone weights from ``path`` into ``module`` (the first value of a
+    :data:`BACKBONES` builder: the torchvision net, or the ``plainconv`` backbone itself).
+
+    ``torch.load(weights_only=True)``; every key and shape must match except the classifier
+    head (``fc.*`` / ``heads.*``), which is never loaded. A ViT's position embedding is
+    interpolated when the file was trained at another image size. When the file names its
+    ``backbone`` / ``width`` (as :func:`export_backbone` writes) and ``cfg`` is given, they must
+    match ``cfg``. Raises ``ValueError`` naming the offending keys or settings.
+    """
+    state, meta = read_backbone_file(path)
+    if cfg is not None:
+        for key in ("backbone", "width"):
+            if key in meta and meta[key] != getattr(cfg, key):
+                raise ValueError(
+                    f"weights {path} are for {key}={meta[key]!r}, the config has "
+                    f"{key}={getattr(cfg, key)!r}"
+                )
     state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
     own = {k: v for k, v in module.state_dict().items() if not k.startswith(_HEAD_PREFIXES)}
     missing = sorted(set(own) - set(state))
@@ -295,8 +335,17 @@ def load_imagenet_weights(module: nn.Module, path: str) -> None:
     module.load_state_dict(state, strict=False)
 
 
+def backbone_state(model: CAMClassifier, cfg: ClassifierConfig) -> dict[str, torch.Tensor]:
+    """``model``'s backbone weights under the key names :func:`load_backbone_weights` expects
+    (those of the module ImageNet weights load into), without the class head."""
+    weights_into, backbone, _ = BACKBONES[cfg.backbone](cfg)
+    backbone.load_state_dict(model.backbone.state_dict(), strict=True)
+    return {k: v.detach().clone() for k, v in weights_into.state_dict().items()}
+
+
 def build_classifier(cfg: ClassifierConfig, num_classes: int) -> CAMClassifier:
-    """The :class:`CAMClassifier` named by ``cfg.backbone`` (random init unless ``cfg.weights``).
+    """The :class:`CAMClassifier` named by ``cfg.backbone``: random init, or the backbone
+    weights of ``cfg.weights`` (see :func:`resolve_weights`); the class head is always new.
 
     Raises ``ValueError`` listing the known backbones for an unknown name.
     """
@@ -308,5 +357,5 @@ def build_classifier(cfg: ClassifierConfig, num_classes: int) -> CAMClassifier:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     weights_into, backbone, _ = builder(cfg)
     if cfg.weights:
-        load_imagenet_weights(weights_into, cfg.weights)
+        load_backbone_weights(weights_into, resolve_weights(cfg), cfg)
     return CAMClassifier(backbone, num_classes, cfg.pooling, cfg.lse_r)

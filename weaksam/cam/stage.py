@@ -14,6 +14,7 @@ Labels reach the Ray job for training-split rows only; other rows carry ``labels
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ import torch
 from weaksam.cam.data import load_image_set, read_label_rows
 from weaksam.cam.extractor import INPUT_COLUMNS, PeakExtractor
 from weaksam.cam.metrics import mean_ap, multilabel_ap, point_hits, ratio
+from weaksam.cam.models import resolve_weights
 from weaksam.cam.picture import render_peaks_sheet
 from weaksam.cam.training import export_classifier, load_classifier, predict_probs
 from weaksam.config import Config, config_hash, to_dict
@@ -54,6 +56,17 @@ def _ingest_hash(run_dir: str) -> str:
         return ""
 
 
+def _file_digest(path: str) -> str:
+    """SHA-256 of a file's bytes (``""`` for no path)."""
+    if not path:
+        return ""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Train the classifier (Ray Train), export ``classifier.pt``, evaluate on the test split."""
     from weaksam.train.trainer import run_torch_trainer
@@ -66,7 +79,12 @@ def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     # The Ray Train run is named by the config and the data, so an identical rerun resumes from
     # its latest checkpoint and a changed one starts afresh.
     run_name = "ray_train_" + config_hash(
-        {"classifier": to_dict(ccfg), "data": _ingest_hash(ctx.run_dir), "split": train_split}
+        {
+            "classifier": to_dict(ccfg),
+            "weights": _file_digest(resolve_weights(ccfg)),  # `builtin` is a file that changes
+            "data": _ingest_hash(ctx.run_dir),
+            "split": train_split,
+        }
     )
     result = run_torch_trainer(
         _train_loop,

@@ -47,6 +47,20 @@ def lr_factor(epoch_progress: float, cfg: ClassifierConfig) -> float:
     return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def param_groups(model: CAMClassifier, cfg: ClassifierConfig) -> list[dict[str, Any]]:
+    """AdamW groups: head and backbone (at ``lr`` and ``lr * backbone_lr``), each split into
+    weights with ``weight_decay`` and biases / norm parameters without. Frozen parameters and
+    empty groups are left out; every group carries its ``base_lr`` for the schedule."""
+    groups: list[dict[str, Any]] = []
+    for part, lr in ((model.head, cfg.lr), (model.backbone, cfg.lr * cfg.backbone_lr)):
+        params = [p for p in part.parameters() if p.requires_grad]
+        for decay, sel in ((cfg.weight_decay, [p for p in params if p.ndim >= 2]),
+                           (0.0, [p for p in params if p.ndim < 2])):  # fmt: skip
+            if sel and lr > 0:
+                groups.append({"params": sel, "weight_decay": decay, "lr": lr, "base_lr": lr})
+    return groups
+
+
 @torch.inference_mode()
 def predict_probs(
     model: nn.Module, images: torch.Tensor, input_size: int, batch_size: int = 32
@@ -117,16 +131,11 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
     device = _device(cfg)
     net = build_classifier(cfg, num_classes).to(device)
     stride = net.stride
+    frozen = cfg.backbone_lr == 0
+    if frozen:  # before DDP wraps the model: DDP only syncs parameters that need gradients
+        net.backbone.requires_grad_(False)
     model = _prepare(net)
-    decay = [p for p in model.parameters() if p.ndim >= 2]
-    no_decay = [p for p in model.parameters() if p.ndim < 2]
-    opt = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=cfg.lr,
-    )
+    opt = torch.optim.AdamW(param_groups(net, cfg), lr=cfg.lr)
     start = 0
     history: list[dict[str, float]] = []
     ckpt: dict[str, Any] = {}
@@ -148,6 +157,8 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
         )  # fmt: skip
     for epoch in range(start, cfg.epochs):
         model.train()
+        if frozen:
+            net.backbone.eval()  # frozen batch-norm statistics too
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         perm = torch.randperm(n, generator=gen)
         mine = perm[rank::world][:per_worker]  # same count on every rank: DDP needs equal steps
@@ -156,7 +167,7 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
         for i in range(steps_per_epoch):
             idx = mine[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(epoch + i / steps_per_epoch, cfg)
+                g["lr"] = g["base_lr"] * lr_factor(epoch + i / steps_per_epoch, cfg)
             x = augment_batch(train.images[idx], cfg, stride, aug_gen).to(device)
             y = train.targets[idx].to(device)
             loss = F.binary_cross_entropy_with_logits(model(x), y)
