@@ -72,3 +72,32 @@ def test_train_and_eval_outputs(masks: bool, tiny_model: DetectorModelConfig) ->
     assert len(out) == 2 and out[0]["boxes"].shape[1] == 4
     if masks:
         assert out[1]["masks"].shape[1:] == (1, 60, 64)  # original size
+
+
+def test_plainconv_fpn_loads_a_cam_backbone_and_trains(
+    tmp_path, tiny_model: DetectorModelConfig
+) -> None:
+    from weaksam.cam.models import PlainConvBackbone
+
+    torch.manual_seed(0)
+    trunk = PlainConvBackbone(8)
+    trunk.body[0][1].running_mean.fill_(0.5)  # BN statistics must come along
+    path = str(tmp_path / "bb.pt")
+    torch.save({"model": trunk.state_dict(), "backbone": "plainconv", "width": 8}, path)
+    cfg = dataclasses.replace(tiny_model, backbone="plainconv_fpn", width=8, weights=path)
+    model = build_detector(cfg, 2)
+    body = model.backbone.body
+    torch.testing.assert_close(body.layer1[0][0].weight, trunk.body[0][0].weight)
+    assert isinstance(body.layer1[0][1], FrozenBatchNorm2d)
+    assert torch.all(body.layer1[0][1].running_mean == 0.5)
+    model.train()
+    losses = model(
+        [torch.rand(3, 64, 64)],
+        [{"boxes": torch.tensor([[4.0, 4.0, 40.0, 30.0]]), "labels": torch.tensor([1])}],
+    )
+    sum(losses.values()).backward()
+    assert body.layer1[0][0].weight.grad is not None  # the pre-trained convs train
+    bad = str(tmp_path / "bad.pt")
+    torch.save({"model": {"body.0.0.weight": torch.zeros(1)}}, bad)
+    with pytest.raises(ValueError):
+        build_detector(dataclasses.replace(cfg, weights=bad), 2)

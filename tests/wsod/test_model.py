@@ -97,9 +97,9 @@ def test_oicr_boxes_are_the_proposals_and_wsddn_scores_are_phi() -> None:
 
 
 def test_backbone_table_and_strict_weights(tmp_path) -> None:
-    with pytest.raises(ValueError, match="known: \\['resnet18', 'sam_demo', 'small', 'vgg16'\\]"):
+    with pytest.raises(ValueError, match="known: \\['plainconv', 'resnet18', 'sam_demo'"):
         build_backbone("alexnet")
-    assert set(BACKBONES) == {"vgg16", "resnet18", "small", "sam_demo"}
+    assert set(BACKBONES) == {"vgg16", "resnet18", "small", "sam_demo", "plainconv"}
     r18 = build_backbone("resnet18")
     x = torch.rand(1, 3, 64, 96) * 255
     assert r18(x).shape == (1, 256, 8, 12) and r18.stride == 8
@@ -157,4 +157,27 @@ def test_sam_demo_backbone_any_size_frozen_and_strict(tmp_path) -> None:
             WSODModelConfig(backbone="sam_demo", weights=str(tmp_path / "bad.pt"), hidden=16),
             3,
             "oicr",
+        )
+
+
+def test_plainconv_backbone_loads_a_cam_backbone_file(tmp_path) -> None:
+    """The CAM classifier's trunk and its exported weights file (``{"model": ..., meta}``)."""
+    from weaksam.cam.models import PlainConvBackbone
+
+    torch.manual_seed(0)
+    trunk = PlainConvBackbone(8)
+    path = tmp_path / "backbone.pt"
+    torch.save({"model": trunk.state_dict(), "backbone": "plainconv", "width": 8}, path)
+    cfg = WSODModelConfig(backbone="plainconv", width=8, weights=str(path), hidden=16)
+    model = build_wsod_model(cfg, 3, "mist")
+    torch.testing.assert_close(model.backbone.body[0][0].weight, trunk.body[0][0].weight)
+    x = torch.rand(1, 3, 64, 96) * 255
+    assert model.backbone(x).shape == (1, 32, 8, 12) and model.backbone.stride == 8
+    broken = {k: v for k, v in trunk.state_dict().items() if not k.startswith("body.3.")}
+    torch.save({"model": broken}, path)
+    with pytest.raises(ValueError, match="missing"):
+        build_wsod_model(cfg, 3, "mist")
+    with pytest.raises(FileNotFoundError):
+        build_wsod_model(
+            WSODModelConfig(backbone="plainconv", weights=str(tmp_path / "no")), 3, "mist"
         )

@@ -10,6 +10,9 @@ name          what
 resnet50_fpn  torchvision's ResNet-50 FPN (the method's R50-FPN)
 resnet18_fpn  the same with ResNet-18
 small_fpn     plain 3x3 conv + GroupNorm trunk (widths w, 2w, 4w, 8w) for CPUs
+plainconv_fpn the CAM classifier's ``plainconv`` trunk (strides 4, 8) + two new stride-2
+              GroupNorm stages (16, 32), for CPUs; ``weights: builtin`` loads the committed
+              demo backbone (the demo's stand-in for ImageNet weights)
 ============= ===================================================================
 
 ResNets follow torchvision's detection builders: with ImageNet weights (a local classification
@@ -133,7 +136,62 @@ def build_small_fpn(cfg: DetectorModelConfig) -> BackboneWithFPN:
     )
 
 
+def frozen_batch_norms(module: nn.Module) -> nn.Module:
+    """Replace every ``BatchNorm2d`` below ``module`` by a ``FrozenBatchNorm2d`` with its
+    statistics and affine parameters (torchvision's treatment of pre-trained trunks: batches of
+    two images cannot estimate batch statistics)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d):
+            frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
+            frozen.weight.copy_(child.weight.detach())
+            frozen.bias.copy_(child.bias.detach())
+            assert child.running_mean is not None and child.running_var is not None
+            frozen.running_mean.copy_(child.running_mean)
+            frozen.running_var.copy_(child.running_var)
+            setattr(module, name, frozen)
+        else:
+            frozen_batch_norms(child)
+    return module
+
+
+class PlainConvTrunk(nn.Module):
+    """The ``plainconv`` CAM trunk as FPN stages: ``layer1`` = its first four layers (stride 4,
+    ``2w``), ``layer2`` = the other three (stride 8, ``4w``), then two new stride-2 conv +
+    GroupNorm stages ``layer3``/``layer4`` (strides 16 and 32, ``4w``)."""
+
+    def __init__(self, width: int, weights: str = "") -> None:
+        super().__init__()
+        from weaksam.cam.models import DEMO_BACKBONE, PlainConvBackbone, load_backbone_weights
+
+        net = PlainConvBackbone(width)
+        if weights:
+            load_backbone_weights(net, DEMO_BACKBONE if weights == "builtin" else weights)
+            frozen_batch_norms(net)
+        body = list(net.body.children())
+        w = 4 * width
+        self.layer1 = nn.Sequential(*body[:4])
+        self.layer2 = nn.Sequential(*body[4:])
+        self.layer3 = nn.Sequential(*_conv(w, w, 2))
+        self.layer4 = nn.Sequential(*_conv(w, w, 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - via FPN getter
+        out: torch.Tensor = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return out
+
+
+def build_plainconv_fpn(cfg: DetectorModelConfig) -> BackboneWithFPN:
+    w = cfg.width
+    return BackboneWithFPN(
+        PlainConvTrunk(w, cfg.weights),
+        return_layers=dict(_RETURN_LAYERS),
+        in_channels_list=[2 * w, 4 * w, 4 * w, 4 * w],
+        out_channels=cfg.fpn_channels,
+        extra_blocks=LastLevelMaxPool(),
+    )
+
+
 BACKBONES: dict[str, Callable[[DetectorModelConfig], BackboneWithFPN]] = {
+    "plainconv_fpn": build_plainconv_fpn,
     "resnet50_fpn": build_resnet50_fpn,
     "resnet18_fpn": build_resnet18_fpn,
     "small_fpn": build_small_fpn,

@@ -48,12 +48,14 @@ class DetectorModelConfig:
 
     Attributes:
         backbone: a name of :data:`weaksam.detection.backbones.BACKBONES` (``resnet50_fpn``,
-            ``resnet18_fpn``, ``small_fpn``).
+            ``resnet18_fpn``, ``small_fpn``, ``plainconv_fpn``).
         weights: optional local ImageNet weights file (a torchvision classification state dict)
-            for the ResNet trunk; ``""`` = random init (loaded with ``weights_only=True``).
+            for the ResNet trunk, or a CAM backbone file for ``plainconv_fpn`` (``builtin``:
+            the committed demo backbone); ``""`` = random init (``weights_only=True``).
         trainable_layers: ResNet stages trained (0..5) when ``weights`` is given (torchvision's
             3); with random init everything trains.
-        width: channel width of the ``small_fpn`` trunk's first stage (doubles per stage).
+        width: channel width of the ``small_fpn`` trunk's first stage (doubles per stage), or
+            the ``plainconv`` width of ``plainconv_fpn`` (that of its weights file).
         fpn_channels: FPN output channels (256 for the ResNets in the method).
         min_size: training short sides; one is drawn per image (torchvision's transform).
         max_size: cap on the long side.

@@ -10,6 +10,7 @@ name      stride D   what
 vgg16     8      512 the method's VGG16: no pool4, no pool5, conv5 dilated x2, conv1-2 frozen
 resnet18  8      256 conv1 .. layer3; layer3 at stride 1 with its 3x3 convs dilated x2
 small     8      4w  plain 3x3 conv + BatchNorm, 4 stages (w = ``width``); for CPUs
+plainconv 8      4w  the CAM classifier's ``plainconv`` trunk (w = ``width``); for CPUs
 sam_demo  16     64  the demo SAM's image encoder (ViT + neck), any input size; for CPUs
 ========= ====== === ==============================================================
 
@@ -18,9 +19,12 @@ state dict); every backbone key must be present (strict), keys of the parts we d
 classifier, ResNet's layer4/fc) are ignored. ``sam_demo`` instead takes a SAM checkpoint
 (``builtin`` = the committed demo SAM), loaded strictly by :mod:`weaksam.sam.build`: a
 class-agnostic encoder trained on the ``blobs`` set, never on the benchmark's classes, which
-stands in for ImageNet pre-training where no ImageNet weights exist (CPU demo). The
-normalisation is ImageNet's RGB mean/std for all backbones (SAM uses the same numbers; the
-method's VGG used Caffe BGR means, but with torchvision weights RGB is right).
+stands in for ImageNet pre-training where no ImageNet weights exist (CPU demo).
+``plainconv`` takes a backbone file of :mod:`weaksam.cam.models` (``builtin`` = the committed
+demo backbone, pre-trained on image-level labels of a separate pool of synthetic images: the
+demo's other stand-in for ImageNet weights). The normalisation is ImageNet's RGB mean/std for
+all backbones (SAM uses the same numbers; the method's VGG used Caffe BGR means, but with
+torchvision weights RGB is right).
 """
 
 from __future__ import annotations
@@ -191,8 +195,28 @@ def freeze(backbone: Backbone) -> Backbone:
     return backbone
 
 
+def build_plainconv(width: int = 24) -> Backbone:
+    """The CAM classifier's ``plainconv`` trunk (:class:`weaksam.cam.models.PlainConvBackbone`:
+    seven conv-BN-ReLU layers, stride 8, ``4 * width`` channels)."""
+    from weaksam.cam.models import PlainConvBackbone
+
+    net = PlainConvBackbone(width)
+    return Backbone(net.body, net.out_dim, net.stride)
+
+
+def resolve_backbone_file(name: str, weights: str) -> str:
+    """The weights file of ``weights`` for backbone ``name`` (``builtin`` names the committed
+    demo backbone of ``plainconv``)."""
+    if weights == "builtin" and name == "plainconv":
+        from weaksam.cam.models import DEMO_BACKBONE
+
+        return DEMO_BACKBONE
+    return weights
+
+
 BACKBONES: dict[str, Callable[[int], Backbone]] = {
     "vgg16": lambda width: build_vgg16(),
+    "plainconv": build_plainconv,
     "resnet18": lambda width: build_resnet18(),
     "small": build_small,
     "sam_demo": lambda width: build_sam_demo(),
@@ -202,6 +226,7 @@ BACKBONES: dict[str, Callable[[int], Backbone]] = {
 _WEIGHT_KEYS: dict[str, Callable[[str], str | None]] = {
     "vgg16": lambda k: k[len("features.") :] if k.startswith("features.") else None,
     "resnet18": lambda k: _resnet_key(k),
+    "plainconv": lambda k: k[len("body.") :] if k.startswith("body.") else None,
 }
 _RESNET_BODY = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6"}
 

@@ -22,6 +22,7 @@ original-image coordinates.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -35,6 +36,7 @@ from weaksam.wsod.backbones import (
     freeze,
     load_backbone_weights,
     load_sam_encoder,
+    resolve_backbone_file,
 )
 from weaksam.wsod.config import METHODS, WSODModelConfig
 from weaksam.wsod.transforms import (
@@ -251,9 +253,13 @@ def build_wsod_model(cfg: WSODModelConfig, num_classes: int, method: str) -> WSO
     if cfg.weights and cfg.backbone.startswith("sam_"):
         load_sam_encoder(backbone, cfg.weights)
     elif cfg.weights:
-        state = torch.load(cfg.weights, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and "state_dict" in state:
-            state = state["state_dict"]
+        path = resolve_backbone_file(cfg.backbone, cfg.weights)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"backbone weights not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("state_dict", "model"):  # wrapped state dicts (ours keep it in "model")
+            if isinstance(state, dict) and isinstance(state.get(key), dict):
+                state = state[key]
         rest = load_backbone_weights(backbone, cfg.backbone, state)
         _load_vgg_fc(roi_head, rest)
     if cfg.freeze_backbone:
