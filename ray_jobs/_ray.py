@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import os
 
+from weaksam.train.trainer import gpus_available, run_torch_trainer  # imports Ray lazily
+
 log = logging.getLogger(__name__)
 
 if "RAY_ADDRESS" not in os.environ:
@@ -39,7 +41,5 @@ def init_ray(num_cpus: int | None = None) -> None:
     )
     log.info("started a local Ray instance: %s", ray.cluster_resources())
 
-
-from weaksam.train.trainer import gpus_available, run_torch_trainer  # noqa: E402
 
 __all__ = ["gpus_available", "init_ray", "run_torch_trainer"]
