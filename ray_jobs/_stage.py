@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from ray_jobs._cli import add_config_args, config_from_args, parse
 from ray_jobs._ray import init_ray
@@ -13,9 +14,18 @@ from weaksam.pipeline.core import run_stages
 from weaksam.pipeline.stages import STAGES
 
 
-def run_one(stage: str, description: str, argv: Sequence[str] | None = None) -> int:
+def run_one(
+    stage: str,
+    description: str,
+    argv: Sequence[str] | None = None,
+    *,
+    summary: Callable[[dict[str, Any], float], str] | None = None,
+    config_required: bool = True,
+) -> int:
+    """Run ``stage`` alone; print ``summary(metrics, seconds)`` (default: the flat metrics as
+    JSON)."""
     parser = argparse.ArgumentParser(description=description)
-    add_config_args(parser, required=True)
+    add_config_args(parser, required=config_required)
     args = parse(parser, argv)
     cfg = config_from_args(args)
     save_resolved(cfg)
@@ -23,6 +33,9 @@ def run_one(stage: str, description: str, argv: Sequence[str] | None = None) -> 
     report = next(r for r in reports if r.name == stage)
     if report.action == "disabled":
         print(f"stage {stage!r} is disabled by this config")
+        return 0
+    if summary is not None:
+        print(summary(report.metrics, report.seconds))
         return 0
     flat = {k: v for k, v in report.metrics.items() if not isinstance(v, dict | list)}
     print(json.dumps(flat, indent=2))

@@ -10,27 +10,20 @@ split's classification AP in ``<run>/classify/metrics.json``.
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
+from typing import Any
 
-from ray_jobs._cli import add_config_args, config_from_args, parse
-from ray_jobs._ray import init_ray
+from ray_jobs._stage import run_one
 from weaksam.cam.stage import classify_table
-from weaksam.config import save_resolved
-from weaksam.pipeline.core import run_stages
-from weaksam.pipeline.stages import STAGES
+
+
+def _summary(metrics: dict[str, Any], seconds: float) -> str:
+    return f"{classify_table(metrics)}\n\nclassifier: {metrics['classifier']} ({seconds:.1f} s)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_args(parser)
-    args = parse(parser, argv)
-    cfg = config_from_args(args)
-    save_resolved(cfg)
-    report = run_stages(cfg, STAGES, ray_init=init_ray, only="classify")[-1]
-    print(classify_table(report.metrics))
-    print(f"\nclassifier: {report.metrics['classifier']} ({report.seconds:.1f} s)")
-    return 0
+    description = __doc__.split("\n")[0]
+    return run_one("classify", description, argv, summary=_summary, config_required=False)
 
 
 if __name__ == "__main__":
