@@ -16,6 +16,7 @@ from weaksam.cam.maps import (
     predicted_classes,
     propagate,
     scaled_side,
+    upsample_aligned,
 )
 from weaksam.cam.models import build_classifier
 
@@ -135,7 +136,8 @@ def test_compute_class_maps_matches_the_all_class_pipeline() -> None:
         _, maps = pass_maps(model, torch.cat([x, x.flip(-1)]), ("cam",), 2, 0.1)
         passes += list(maps["cam"].unbind(0))
         flips += [False, True]
-    full = class_maps(accumulate_passes(passes, flips, (30, 44)), torch.tensor([1.0, 0.0, 1.0]))
+    summed = accumulate_passes(passes, flips, (30, 44), model.stride, model.offset)
+    full = class_maps(summed, torch.tensor([1.0, 0.0, 1.0]))
     torch.testing.assert_close(out.maps["cam"], full[[0, 2]], atol=1e-5, rtol=1e-5)
     assert torch.all(full[1] == 0)
 
@@ -146,3 +148,44 @@ def test_compute_class_maps_predicts_classes_without_labels() -> None:
     cfg = PeakStageConfig(class_threshold=2.0)  # nothing passes: the top-1 class only
     out = compute_class_maps(model, image, 32, cfg, classes=None)
     assert out.classes == [int(np.argmax(out.probs))]
+
+
+def test_upsample_aligned_places_cells_on_their_receptive_field_centres() -> None:
+    # 1 cell row of 2 cells, stride 4, input 8 px wide, cell j centred on x = 4 j + offset
+    m = torch.tensor([[[0.0, 1.0]]])
+    # offset 0.5: cell 0 at x=0.5 (pixel 0), cell 1 at x=4.5 (pixel 4); linear in between
+    up = upsample_aligned(m, (1, 8), stride=4, offset=0.5)
+    torch.testing.assert_close(up, torch.tensor([[[0.0, 0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0]]]))
+    # offset = stride / 2 is plain align_corners=False upsampling
+    plain = torch.nn.functional.interpolate(m[None], size=(1, 8), mode="bilinear")[0]
+    torch.testing.assert_close(upsample_aligned(m, (1, 8), 4, 2.0), plain)
+    # the image may differ from the network input size: pixel p reads ((p+.5)*8/16 - .5)/4
+    up16 = upsample_aligned(m, (1, 16), stride=4, offset=0.5)
+    assert float(up16[0, 0, 0]) == 0.0 and float(up16[0, 0, 9]) == 1.0
+    torch.testing.assert_close(up16[0, 0, 4], torch.tensor((4.5 * 8 / 16 - 0.5) / 4))
+
+
+@pytest.mark.parametrize("backbone", ["plainconv", "plainconv16", "resnet18"])
+def test_backbone_offset_is_the_receptive_field_centre(backbone: str) -> None:
+    """The input-gradient of one interior cell, with all-positive equal weights and the max
+    pool replaced by an average pool of the same geometry, is symmetric about the centre of
+    the cell's receptive field: its centroid must be ``stride * i + offset``."""
+    model = build_classifier(ClassifierConfig(backbone=backbone, width=4), num_classes=1)
+    net = model.backbone
+    if hasattr(net, "net"):  # resnet: same geometry, but a max pool picks an arbitrary index
+        net.net.maxpool = torch.nn.AvgPool2d(3, 2, 1)
+    for mod in net.modules():
+        if isinstance(mod, torch.nn.Conv2d):
+            torch.nn.init.constant_(mod.weight, 1.0 / mod.weight[0].numel())
+    net.eval()
+    side = 48 * model.stride  # receptive fields (resnet18: ~430 px) stay inside the image
+    x = torch.ones(1, 3, side, side, requires_grad=True)
+    feats = net(x).maps
+    i = j = 24
+    feats[0, :, i, j].sum().backward()
+    g = x.grad[0].abs().sum(0)  # H x W
+    rows = torch.arange(side, dtype=torch.float64) + 0.5
+    cy = float((g.sum(1).double() * rows).sum() / g.sum())
+    cx = float((g.sum(0).double() * rows).sum() / g.sum())
+    expect = model.stride * i + model.offset
+    assert cy == pytest.approx(expect, abs=0.05) and cx == pytest.approx(expect, abs=0.05)

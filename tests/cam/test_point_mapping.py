@@ -22,6 +22,7 @@ from weaksam.cam.models import Backbone, CAMClassifier, Features
 class RedChannel(Backbone):
     out_dim = 1
     stride = 8
+    offset = 4.0  # an 8x8 average pool: cell i covers pixels 8i..8i+7
 
     def __init__(self) -> None:
         super().__init__()

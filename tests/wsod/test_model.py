@@ -181,3 +181,26 @@ def test_plainconv_backbone_loads_a_cam_backbone_file(tmp_path) -> None:
         build_wsod_model(
             WSODModelConfig(backbone="plainconv", weights=str(tmp_path / "no")), 3, "mist"
         )
+
+
+@pytest.mark.parametrize("backbone, offset", [("small", 0.5), ("plainconv", 0.5), ("vgg16", 4.0)])
+def test_roi_align_reads_the_backbone_cell_centres(backbone: str, offset: float) -> None:
+    """One-cell RoIAligns of 1-px boxes read a lone hot cell ``(3, 5)`` most strongly when
+    centred on ``(s * 5 + offset, s * 3 + offset)``, symmetrically on either side."""
+    cfg = WSODModelConfig(backbone=backbone, width=8, roi_op="align", roi_size=1)
+    model = build_wsod_model(cfg, 2, "oicr")
+    assert model.backbone.offset == offset
+    feats = torch.zeros(1, 1, 8, 8)
+    feats[0, 0, 3, 5] = 1.0  # row 3, column 5
+    s = model.backbone.stride
+    cx, cy = s * 5 + offset, s * 3 + offset
+
+    def read(dx: float) -> float:
+        x = cx + dx
+        roi = torch.tensor([[0.0, x - 0.5, cy - 0.5, x + 0.5, cy + 0.5]])
+        return float(model._pool(feats, roi).flatten()[0])
+
+    centre = read(0.0)
+    assert centre > 0.9
+    for d in (1.0, 2.0, 3.0):
+        assert read(-d) == pytest.approx(read(d), abs=1e-6) and read(d) < centre - 0.05

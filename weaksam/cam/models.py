@@ -51,10 +51,20 @@ class Features:
 
 class Backbone(nn.Module):
     """A feature extractor: ``forward(Bx3xHxW) -> Features`` with ``out_dim`` channels at
-    ``1 / stride`` resolution."""
+    ``1 / stride`` resolution.
+
+    ``offset`` places the cells on the input: the receptive field of cell ``(i, j)`` is centred
+    on the continuous input point ``(stride * j + offset, stride * i + offset)`` (pixel ``(r, c)``
+    spans ``[c, c + 1) x [r, r + 1)``). A stride-2 3x3 convolution with padding 1 centres output
+    ``j`` on input pixel ``2j``, so a stack of them gives ``offset = 0.5``, not the
+    ``stride / 2`` that ``F.interpolate(align_corners=False)`` assumes: at stride 8 that is a
+    3.5-px shift of every map (down and right; measured +10 px on 256-px images before it was
+    corrected, see :func:`weaksam.cam.maps.upsample_aligned`).
+    """
 
     out_dim: int
     stride: int
+    offset: float
 
     def forward(self, x: torch.Tensor) -> Features:
         raise NotImplementedError
@@ -94,6 +104,8 @@ class PlainConvBackbone(Backbone):
         )
         self.out_dim = 4 * w
         self.stride = 16 if patch_stem else 8
+        # 3x3 stride-2 stem: cell i on input pixel 8i; 4x4 stride-4 stem: on pixels 16i..16i+3
+        self.offset = 2.0 if patch_stem else 0.5
 
     def forward(self, x: torch.Tensor) -> Features:
         return Features(self.body(x))
@@ -103,6 +115,7 @@ class ResNetBackbone(Backbone):
     """A torchvision ResNet without its pooling and ``fc``; output stride 16."""
 
     stride = 16
+    offset = 0.5  # conv1 (7x7, s2, p3), maxpool (3x3, s2, p1), 3x3/1x1 s2 convs: cell i on 16i
 
     def __init__(self, net: ResNet, out_dim: int) -> None:
         super().__init__()
@@ -133,6 +146,7 @@ class ViTBackbone(Backbone):
         super().__init__()
         self.vit = vit
         self.stride = vit.patch_size
+        self.offset = vit.patch_size / 2  # a token covers its patch: centred on it
         self.out_dim = vit.hidden_dim
 
     def forward(self, x: torch.Tensor) -> Features:
@@ -181,6 +195,7 @@ class CAMClassifier(nn.Module):
         self.backbone = backbone
         self.head = nn.Linear(backbone.out_dim, num_classes)
         self.stride = backbone.stride
+        self.offset = backbone.offset
         self.pooling = pooling
         self.lse_r = lse_r
 

@@ -47,14 +47,21 @@ class Backbone(nn.Module):
 
     Attributes:
         body: the trunk. out_channels: ``D``. stride: ``s``.
+        offset: cell ``i`` is centred on the continuous input coordinate ``s * i + offset``
+            (default ``s / 2``, where pooling / patch stems put it; stride-2 3x3 convolutions
+            with padding 1 put it at ``0.5``: see :class:`weaksam.cam.models.Backbone`).
+            RoIAlign reads it (:meth:`weaksam.wsod.model.WSODModel._pool`).
         frozen: set by :func:`freeze`: no gradients, normalisation layers in eval mode.
     """
 
-    def __init__(self, body: nn.Module, out_channels: int, stride: int) -> None:
+    def __init__(
+        self, body: nn.Module, out_channels: int, stride: int, offset: float | None = None
+    ) -> None:
         super().__init__()
         self.body = body
         self.out_channels = out_channels
         self.stride = stride
+        self.offset = stride / 2 if offset is None else offset
         self.frozen = False
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), False)
@@ -109,7 +116,7 @@ def build_resnet18() -> Backbone:
                 continue  # keep the first conv undilated: the input is still at stride 8
             conv.dilation, conv.padding = (2, 2), (2, 2)
     body = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, layer3)
-    return Backbone(body, 256, 8)
+    return Backbone(body, 256, 8, offset=0.5)  # stride-2 convs with padding: cell i on pixel 8i
 
 
 def _conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> list[nn.Module]:
@@ -134,7 +141,7 @@ def build_small(width: int = 32) -> Backbone:
         *_conv_bn(w3, w3, dilation=2),
         *_conv_bn(w3, w3, dilation=2),
     ]
-    return Backbone(nn.Sequential(*layers), w3, 8)
+    return Backbone(nn.Sequential(*layers), w3, 8, offset=0.5)
 
 
 class SamEncoderBody(nn.Module):
@@ -201,7 +208,7 @@ def build_plainconv(width: int = 24) -> Backbone:
     from weaksam.cam.models import PlainConvBackbone
 
     net = PlainConvBackbone(width)
-    return Backbone(net.body, net.out_dim, net.stride)
+    return Backbone(net.body, net.out_dim, net.stride, net.offset)
 
 
 def resolve_backbone_file(name: str, weights: str) -> str:

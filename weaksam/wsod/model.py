@@ -168,10 +168,20 @@ class WSODModel(nn.Module):
         return self.heads.num_classes
 
     def _pool(self, features: torch.Tensor, rois: torch.Tensor) -> torch.Tensor:
-        scale = 1.0 / self.backbone.stride
+        """RoI features ``Rx D x roi x roi`` of ``rois`` ``Rx5`` ``(batch index, x1, y1, x2,
+        y2)`` in input pixels. RoIAlign (``aligned=True``) reads input point ``x`` at cell
+        coordinate ``x / s - 0.5``, i.e. it assumes cell centres at ``s * i + s / 2``; the boxes
+        are moved by ``s / 2 - offset`` so that it reads ``(x - offset) / s``, the backbone's
+        true cell centres (3.5 px on stride-8 trunks of stride-2 3x3 convs). RoIPool quantises
+        to whole cells and is left as the method has it."""
+        stride = self.backbone.stride
         size = (self.roi_size, self.roi_size)
         if self.roi_op == "align":
-            return roi_align(features, rois, size, scale, sampling_ratio=2, aligned=True)
+            shift = stride / 2 - self.backbone.offset
+            if shift:
+                rois = torch.cat([rois[:, :1], rois[:, 1:] + shift], dim=1)
+            return roi_align(features, rois, size, 1.0 / stride, sampling_ratio=2, aligned=True)
+        scale = 1.0 / stride
         return roi_pool(features, rois, size, scale)
 
     def forward(
