@@ -84,7 +84,9 @@ def test_plainconv_fpn_loads_a_cam_backbone_and_trains(
     trunk.body[0][1].running_mean.fill_(0.5)  # BN statistics must come along
     path = str(tmp_path / "bb.pt")
     torch.save({"model": trunk.state_dict(), "backbone": "plainconv", "width": 8}, path)
-    cfg = dataclasses.replace(tiny_model, backbone="plainconv_fpn", width=8, weights=path)
+    cfg = dataclasses.replace(
+        tiny_model, backbone="plainconv_fpn", width=8, weights=path, trainable_layers=4
+    )
     model = build_detector(cfg, 2)
     body = model.backbone.body
     torch.testing.assert_close(body.layer1[0][0].weight, trunk.body[0][0].weight)
@@ -97,7 +99,24 @@ def test_plainconv_fpn_loads_a_cam_backbone_and_trains(
     )
     sum(losses.values()).backward()
     assert body.layer1[0][0].weight.grad is not None  # the pre-trained convs train
+    # trainable_layers 2: the pre-trained stages stay fixed, the new ones train
+    fixed = build_detector(dataclasses.replace(cfg, trainable_layers=2), 2).backbone.body
+    assert not any(
+        p.requires_grad for p in [*fixed.layer1.parameters(), *fixed.layer2.parameters()]
+    )
+    assert all(p.requires_grad for p in [*fixed.layer3.parameters(), *fixed.layer4.parameters()])
+    three = build_detector(dataclasses.replace(cfg, trainable_layers=3), 2).backbone.body
+    assert all(p.requires_grad for p in three.layer2.parameters())
+    assert not any(p.requires_grad for p in three.layer1.parameters())
     bad = str(tmp_path / "bad.pt")
     torch.save({"model": {"body.0.0.weight": torch.zeros(1)}}, bad)
     with pytest.raises(ValueError):
         build_detector(dataclasses.replace(cfg, weights=bad), 2)
+
+
+def test_anchor_sizes_reach_the_rpn(tiny_model: DetectorModelConfig) -> None:
+    model = build_detector(dataclasses.replace(tiny_model, anchor_sizes=(8, 16, 32, 64, 128)), 2)
+    assert model.rpn.anchor_generator.sizes == ((8,), (16,), (32,), (64,), (128,))
+    assert model.rpn.head.cls_logits.out_channels == 3  # three aspect ratios per level
+    with pytest.raises(ValueError):
+        dataclasses.replace(tiny_model, anchor_sizes=(8, 16))

@@ -157,9 +157,14 @@ def frozen_batch_norms(module: nn.Module) -> nn.Module:
 class PlainConvTrunk(nn.Module):
     """The ``plainconv`` CAM trunk as FPN stages: ``layer1`` = its first four layers (stride 4,
     ``2w``), ``layer2`` = the other three (stride 8, ``4w``), then two new stride-2 conv +
-    GroupNorm stages ``layer3``/``layer4`` (strides 16 and 32, ``4w``)."""
+    GroupNorm stages ``layer3``/``layer4`` (strides 16 and 32, ``4w``).
 
-    def __init__(self, width: int, weights: str = "") -> None:
+    With ``weights``, ``trainable_layers`` counts the stages that train from the top, as for
+    the ResNets: the new ``layer4`` and ``layer3`` always train, 3 adds ``layer2``, 4 or more
+    ``layer1``; 2 or less keeps the pre-trained trunk fixed (its batch norms are frozen in
+    every case). Without weights everything trains."""
+
+    def __init__(self, width: int, weights: str = "", trainable_layers: int = 5) -> None:
         super().__init__()
         from weaksam.cam.models import DEMO_BACKBONE, PlainConvBackbone, load_backbone_weights
 
@@ -173,6 +178,10 @@ class PlainConvTrunk(nn.Module):
         self.layer2 = nn.Sequential(*body[4:])
         self.layer3 = nn.Sequential(*_conv(w, w, 2))
         self.layer4 = nn.Sequential(*_conv(w, w, 2))
+        if weights:
+            for rank, stage in ((3, self.layer2), (4, self.layer1)):
+                if trainable_layers < rank:
+                    stage.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - via FPN getter
         out: torch.Tensor = self.layer4(self.layer3(self.layer2(self.layer1(x))))
@@ -182,7 +191,7 @@ class PlainConvTrunk(nn.Module):
 def build_plainconv_fpn(cfg: DetectorModelConfig) -> BackboneWithFPN:
     w = cfg.width
     return BackboneWithFPN(
-        PlainConvTrunk(w, cfg.weights),
+        PlainConvTrunk(w, cfg.weights, cfg.trainable_layers),
         return_layers=dict(_RETURN_LAYERS),
         in_channels_list=[2 * w, 4 * w, 4 * w, 4 * w],
         out_channels=cfg.fpn_channels,

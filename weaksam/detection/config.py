@@ -52,8 +52,10 @@ class DetectorModelConfig:
         weights: optional local ImageNet weights file (a torchvision classification state dict)
             for the ResNet trunk, or a CAM backbone file for ``plainconv_fpn`` (``builtin``:
             the committed demo backbone); ``""`` = random init (``weights_only=True``).
-        trainable_layers: ResNet stages trained (0..5) when ``weights`` is given (torchvision's
-            3); with random init everything trains.
+        trainable_layers: stages trained (0..5), counted from the top, when ``weights`` is
+            given (torchvision's 3 for the ResNets; ``plainconv_fpn``: its two new stages
+            always train, 3 adds the pre-trained ``layer2``, 4 ``layer1``); with random init
+            everything trains.
         width: channel width of the ``small_fpn`` trunk's first stage (doubles per stage), or
             the ``plainconv`` width of ``plainconv_fpn`` (that of its weights file).
         fpn_channels: FPN output channels (256 for the ResNets in the method).
@@ -63,6 +65,9 @@ class DetectorModelConfig:
         rpn_pre_nms_train / rpn_post_nms_train / rpn_pre_nms_test / rpn_post_nms_test:
             proposals kept per image (per level before NMS, in total after).
         rpn_batch_size: anchors sampled per image for the RPN loss.
+        anchor_sizes: one anchor size (pixels, at the network's input scale) per FPN level,
+            strides 4 to 64, each with aspect ratios 0.5, 1, 2 (torchvision's 32..512 for
+            800-px inputs; the 256-px CPU configs halve them to fit 18..115-px objects).
         box_batch_size: RoIs sampled per image for the box head (the method: 512, 25 % fg).
         box_positive_fraction: foreground share of those RoIs.
         box_head_dim: width of the two-layer box head (1024 in torchvision).
@@ -86,6 +91,7 @@ class DetectorModelConfig:
     rpn_pre_nms_test: int = 1000
     rpn_post_nms_test: int = 1000
     rpn_batch_size: int = 256
+    anchor_sizes: tuple[int, ...] = (32, 64, 128, 256, 512)
     box_batch_size: int = 512
     box_positive_fraction: float = 0.25
     box_head_dim: int = 1024
@@ -101,6 +107,8 @@ class DetectorModelConfig:
             raise ValueError("model.min_size must list at least one training side")
         if not 0 <= self.trainable_layers <= 5:
             raise ValueError("model.trainable_layers must be in 0..5")
+        if len(self.anchor_sizes) != 5 or min(self.anchor_sizes) <= 0:
+            raise ValueError("model.anchor_sizes must give 5 positive sizes (one per FPN level)")
 
 
 @dataclass(frozen=True)

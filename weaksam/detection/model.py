@@ -20,6 +20,7 @@ from typing import Any
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
+from torchvision.models.detection.rpn import AnchorGenerator
 from torchvision.ops import MultiScaleRoIAlign
 
 from weaksam.detection.backbones import build_backbone
@@ -55,6 +56,9 @@ def build_detector(
         "rpn_pre_nms_top_n_test": cfg.rpn_pre_nms_test,
         "rpn_post_nms_top_n_test": cfg.rpn_post_nms_test,
         "rpn_batch_size_per_image": cfg.rpn_batch_size,
+        "rpn_anchor_generator": AnchorGenerator(
+            tuple((int(s),) for s in cfg.anchor_sizes), ((0.5, 1.0, 2.0),) * 5
+        ),
         "box_head": TwoMLPHead(ch * 7 * 7, cfg.box_head_dim),
         "box_predictor": FastRCNNPredictor(cfg.box_head_dim, num_classes + 1),
         "box_batch_size_per_image": cfg.box_batch_size,
