@@ -105,3 +105,51 @@ def test_partial_outputs_resume_only_the_same_config(tmp_path) -> None:
     run_stages(cfg, [Stage("p", flaky(False), sections=("synth",))])
     run_stages(cfg, [Stage("p", flaky(False), sections=("synth",))], only="p")
     assert seen[-2:] == [True, False]
+
+
+def test_changed_weight_file_reruns_its_stage_and_dependants(tmp_path) -> None:
+    """Same config, same path, new bytes: the stage loading the file reruns (and what follows)."""
+    weights = tmp_path / "backbone.pt"
+    weights.write_bytes(b"first")
+    calls: list[str] = []
+
+    def make(name: str):
+        def run(cfg: Config, ctx: StageContext) -> dict[str, Any]:
+            calls.append(name)
+            return {}
+
+        return run
+
+    stages = [
+        Stage("a", make("a"), sections=("synth",)),
+        Stage("cls", make("cls"), sections=("classifier",), deps=("a",)),
+        Stage("c", make("c"), sections=("evaluate",), deps=("cls",)),
+    ]
+    over = ["run_root=" + str(tmp_path / "runs"), f"classifier.weights={weights}"]
+    run_stages(load_config(None, over), stages)
+    assert calls == ["a", "cls", "c"]
+    calls.clear()
+    run_stages(load_config(None, over), stages)
+    assert calls == []
+    weights.write_bytes(b"second")
+    run_stages(load_config(None, over), stages)
+    assert calls == ["cls", "c"]
+
+
+def test_weight_files_finds_paths_and_builtin_assets(tmp_path) -> None:
+    from weaksam.runs import ASSETS_DIR, file_digest, weight_files
+
+    f = tmp_path / "w.pt"
+    f.write_bytes(b"x")
+    section = {
+        "classifier": {"weights": str(f), "width": 8},
+        "sam": {"checkpoint": "builtin"},
+        "wsod": {"model": {"weights": "s3://bucket/w.pt"}},  # a URI: not read
+        "retrain": {"model": {"weights": ""}},
+    }
+    found = weight_files(section)
+    assert str(f) in found
+    assert os.path.join(ASSETS_DIR, "demo_sam.pt") in found
+    assert all(p.endswith(".pt") and os.path.isfile(p) for p in found)
+    assert weight_files({"classifier": {"weights": ""}}) == []
+    assert file_digest(str(f)) == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"

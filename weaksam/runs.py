@@ -6,14 +6,63 @@ the marker records the hash of the stage's resolved config so a pipeline can ski
 
 from __future__ import annotations
 
+import functools
+import glob
+import hashlib
 import json
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 SUCCESS = "_SUCCESS"
 STARTED = "_STARTED"
 METRICS = "metrics.json"
+WEIGHT_KEYS: tuple[str, ...] = ("weights", "checkpoint")
+ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
+
+
+@functools.lru_cache(maxsize=64)
+def _digest(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_digest(path: str) -> str:
+    """SHA-256 of a file's bytes (``""`` for no path); cached per (path, size, mtime), so a
+    2.5 GB SAM checkpoint is read once per process."""
+    if not path:
+        return ""
+    st = os.stat(path)
+    return _digest(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+def weight_files(section: Any) -> list[str]:
+    """The local files a config section (a :func:`weaksam.configlib.to_dict` dict) loads
+    weights from: values of the keys in :data:`WEIGHT_KEYS` at any depth that name an existing
+    file, and for ``builtin`` every committed asset (``weaksam/assets/*.pt``). Sorted, unique.
+    URIs and missing paths are left out (the path itself is in the config hash)."""
+    found: set[str] = set()
+
+    def walk(node: Any) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if key in WEIGHT_KEYS and isinstance(value, str) and value:
+                    if value == "builtin":
+                        found.update(glob.glob(os.path.join(ASSETS_DIR, "*.pt")))
+                    elif os.path.isfile(value):
+                        found.add(os.path.abspath(value))
+                else:
+                    walk(value)
+        elif isinstance(node, list | tuple):
+            for value in node:
+                walk(value)
+
+    walk(section)
+    return sorted(found)
 
 
 def stage_dir(run_dir: str, stage: str) -> str:

@@ -14,7 +14,6 @@ Labels reach the Ray job for training-split rows only; other rows carry ``labels
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -35,6 +34,7 @@ from weaksam.eval.table import format_table
 from weaksam.io.rle import decode_masks
 from weaksam.io.tables import read_classes, read_table
 from weaksam.pipeline.core import StageContext
+from weaksam.runs import file_digest
 from weaksam.viz.draw import save_png
 
 log = logging.getLogger(__name__)
@@ -56,17 +56,6 @@ def _ingest_hash(run_dir: str) -> str:
         return ""
 
 
-def _file_digest(path: str) -> str:
-    """SHA-256 of a file's bytes (``""`` for no path)."""
-    if not path:
-        return ""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Train the classifier (Ray Train), export ``classifier.pt``, evaluate on the test split."""
     from weaksam.train.trainer import run_torch_trainer
@@ -81,7 +70,7 @@ def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     run_name = "ray_train_" + config_hash(
         {
             "classifier": to_dict(ccfg),
-            "weights": _file_digest(resolve_weights(ccfg)),  # `builtin` is a file that changes
+            "weights": file_digest(resolve_weights(ccfg)),  # `builtin` is a file that changes
             "data": _ingest_hash(ctx.run_dir),
             "split": train_split,
         }

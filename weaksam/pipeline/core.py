@@ -19,12 +19,14 @@ from typing import Any
 from weaksam.config import Config, config_hash, to_dict
 from weaksam.runs import (
     clear_success,
+    file_digest,
     is_complete,
     mark_started,
     mark_success,
     read_metrics,
     reset_stage_dir,
     started_hash,
+    weight_files,
     write_metrics,
 )
 
@@ -69,7 +71,9 @@ class StageReport:
 
 
 def stage_hashes(cfg: Config, stages: Sequence[Stage]) -> dict[str, str]:
-    """The hash of each stage: its sections, the seed, and its dependencies' hashes."""
+    """The hash of each stage: its sections, the seed, the content of the weight files its
+    sections load (:func:`weaksam.runs.weight_files`: a retrained checkpoint or a changed
+    ``builtin`` asset at the same path reruns the stage), and its dependencies' hashes."""
     by_name = {s.name: s for s in stages}
     out: dict[str, str] = {}
 
@@ -77,8 +81,9 @@ def stage_hashes(cfg: Config, stages: Sequence[Stage]) -> dict[str, str]:
         if name not in out:
             s = by_name[name]
             sec = {k: to_dict(getattr(cfg, k)) for k in s.sections}
+            files = [file_digest(p) for p in weight_files(sec)]
             out[name] = config_hash(
-                {"seed": cfg.seed, "sections": sec, "deps": [h(d) for d in s.deps]}
+                {"seed": cfg.seed, "sections": sec, "files": files, "deps": [h(d) for d in s.deps]}
             )
         return out[name]
 
