@@ -96,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{len(gt.records)} images evaluated ({len(gt.skipped)} skipped in the ground truth, "
         f"{len(dets.errors)} detection error rows, {missing} without detections)\n"
     )
+    if args.split is None and missing * 2 > len(gt.records):
+        print(
+            "note: most ground-truth images have no detections; if the detections cover one "
+            "split of a manifest (e.g. test), pass --split to evaluate against that split only\n"
+        )
     print(format_report(results))
     if args.out:
         payload: dict[str, Any] = {

@@ -93,3 +93,35 @@ def test_cli_errors(tmp_path, capsys) -> None:
                                 "score": 1.0}]))  # fmt: skip
     assert main(["--gt", gt, "--detections", str(bad), "--metric", "voc"]) == 2
     assert "ids do not match" in capsys.readouterr().err
+
+
+def test_cli_notes_when_most_images_have_no_detections(tmp_path, capsys) -> None:
+    gts = [
+        GroundTruth(
+            image_id=str(i),
+            image_index=i,
+            height=50,
+            width=50,
+            boxes=np.array([[0, 0, 20, 20]], np.float32),
+            classes=np.array([0]),
+            difficult=np.array([False]),
+        )
+        for i in range(3)
+    ]
+    det = Detections(
+        image_id="0",
+        boxes=np.array([[0, 0, 20, 20]], np.float32),
+        scores=np.array([0.9]),
+        classes=np.array([0]),
+        image_index=0,
+    )
+    gt_path, det_path = tmp_path / "gt.json", tmp_path / "res.json"
+    gt_path.write_text(json.dumps(gt_to_coco(gts, CLASSES)))
+    det_path.write_text(json.dumps(detections_to_coco_results([det], CLASSES)))
+    argv = ["--gt", str(gt_path), "--detections", str(det_path), "--metric", "voc"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "2 without detections" in out and "pass --split" in out
+    gt_path.write_text(json.dumps(gt_to_coco(gts[:1], CLASSES)))
+    assert main(argv) == 0
+    assert "pass --split" not in capsys.readouterr().out
