@@ -30,6 +30,8 @@ from weaksam.detection.data import image_tensor
 from weaksam.detection.model import build_detector, set_inference_size
 from weaksam.io.rle import encode_masks
 from weaksam.io.schemas import empty_row, error_row, rows_to_table
+from weaksam.train.export import export_checkpoint as export_state
+from weaksam.train.export import read_checkpoint
 
 INPUT_COLUMNS = ("image_id", "image_index", "height", "width", "path", "error")
 EXPORT_KEYS = (
@@ -47,19 +49,14 @@ EXPORT_KEYS = (
 
 def export_checkpoint(state: Mapping[str, Any], path: str) -> str:
     """Write the inference checkpoint from a training state (drops the optimiser)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save({k: state[k] for k in EXPORT_KEYS}, path)
-    return path
+    return export_state(state, path, EXPORT_KEYS)
 
 
 def load_detector(
     path: str, device: str | torch.device = "cpu"
 ) -> tuple[FasterRCNN, dict[str, Any]]:
     """The model (eval mode, test size set, on ``device``) and the checkpoint's metadata."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    missing = [k for k in EXPORT_KEYS if k not in ckpt]
-    if missing:
-        raise ValueError(f"{path} is not a detector checkpoint (missing {missing})")
+    ckpt = read_checkpoint(path, EXPORT_KEYS, "a detector checkpoint")
     # No ImageNet file is needed: every weight comes from the checkpoint.
     cfg = from_dict({**ckpt["model_config"], "weights": ""}, DetectorModelConfig)
     model = build_detector(cfg, int(ckpt["num_classes"]), masks=bool(ckpt["masks"]))

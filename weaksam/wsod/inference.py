@@ -13,7 +13,6 @@ cannot be decoded becomes an error row. It runs without Ray too (tests call it d
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +24,8 @@ from weaksam.configlib import from_dict, to_dict
 from weaksam.data.imageio import ImageDecodeError
 from weaksam.geometry.boxes import as_boxes
 from weaksam.io.schemas import empty_row, error_row, rows_to_table
+from weaksam.train.export import export_checkpoint as export_state
+from weaksam.train.export import read_checkpoint
 from weaksam.wsod.config import WSODModelConfig, WSODTestConfig
 from weaksam.wsod.data import image_tensor
 from weaksam.wsod.model import WSODModel, build_wsod_model
@@ -36,19 +37,14 @@ EXPORT_KEYS = ("model", "model_config", "method", "num_classes", "class_names", 
 
 def export_checkpoint(state: Mapping[str, Any], path: str) -> str:
     """Write the inference checkpoint from a training state (drops the optimiser)."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save({k: state[k] for k in EXPORT_KEYS}, path)
-    return path
+    return export_state(state, path, EXPORT_KEYS)
 
 
 def load_checkpoint(
     path: str, device: str | torch.device = "cpu"
 ) -> tuple[WSODModel, dict[str, Any]]:
     """The model (eval mode, on ``device``) and the checkpoint's metadata."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    missing = [k for k in EXPORT_KEYS if k not in ckpt]
-    if missing:
-        raise ValueError(f"{path} is not a WSOD checkpoint (missing {missing})")
+    ckpt = read_checkpoint(path, EXPORT_KEYS, "a WSOD checkpoint")
     # No ImageNet file is needed: every weight comes from the checkpoint.
     model_cfg = from_dict({**ckpt["model_config"], "weights": ""}, WSODModelConfig)
     model = build_wsod_model(model_cfg, int(ckpt["num_classes"]), str(ckpt["method"]))

@@ -1,0 +1,32 @@
+"""Inference checkpoints: the subset of a training state that serving and batch inference need.
+
+A training state (``model``, optimiser, ``history``...) is exported as a ``torch.save`` dict of
+fixed keys; reading one back checks the keys (``weights_only=True``), so a file of another
+kind fails with a clear message instead of a ``KeyError`` deep inside a builder.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+
+def export_checkpoint(state: Mapping[str, Any], path: str, keys: Sequence[str]) -> str:
+    """Write ``{k: state[k] for k in keys}`` to ``path`` (parent folders created); return it."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    torch.save({k: state[k] for k in keys}, path)
+    return path
+
+
+def read_checkpoint(path: str, keys: Sequence[str], kind: str) -> dict[str, Any]:
+    """The dict saved by :func:`export_checkpoint` (on CPU). Raises ``ValueError`` naming the
+    ``kind`` ("a WSOD checkpoint") when one of ``keys`` is missing."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not {kind} (missing {missing})")
+    out: dict[str, Any] = ckpt
+    return out
