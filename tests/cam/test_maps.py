@@ -189,3 +189,28 @@ def test_backbone_offset_is_the_receptive_field_centre(backbone: str) -> None:
     cx = float((g.sum(0).double() * rows).sum() / g.sum())
     expect = model.stride * i + model.offset
     assert cy == pytest.approx(expect, abs=0.05) and cx == pytest.approx(expect, abs=0.05)
+
+
+def test_image_probs_average_the_logits_of_every_pass() -> None:
+    from weaksam.cam.data import normalize
+    from weaksam.cam.maps import image_probs, run_passes
+
+    model = _model()
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (30, 44, 3), dtype=np.uint8)
+    img = torch.as_tensor(image).permute(2, 0, 1)[None].float()
+    expect = []
+    for s in (1.0, 0.8):
+        side = scaled_side(32, s, 8)
+        x = normalize(torch.nn.functional.interpolate(img, size=(side, side), mode="bilinear",
+                                                      antialias=True))  # fmt: skip
+        with torch.no_grad():
+            expect += [model(x)[0], model(x.flip(-1))[0]]
+    mean = torch.stack(expect).mean(0)
+    got = image_probs(model, image, 32, (1.0, 0.8), flip=True)
+    np.testing.assert_allclose(got, torch.sigmoid(mean).numpy(), rtol=1e-5, atol=1e-6)
+    passes = run_passes(model, image, 32, (1.0, 0.8), True, ("cam",))
+    assert passes.flipped == [False, True, False, True] and len(passes.maps["cam"]) == 4
+    # compute_class_maps reports the same probabilities
+    cfg = PeakStageConfig(scales=(1.0, 0.8), flip=True)
+    np.testing.assert_allclose(compute_class_maps(model, image, 32, cfg).probs, got, rtol=1e-5)

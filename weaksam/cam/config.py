@@ -102,6 +102,8 @@ class PeakStageConfig:
             VOC and 9 on 256-px demo images.
         class_threshold: on non-training splits the classes come from the classifier: those
             with probability >= this, and always the top-1 class (never from labels or GT).
+            The probabilities are those of the logits averaged over ``scales`` x ``flip``, as
+            the ``classify`` stage's test mAP is measured.
         actors / batch_size / actor_cpus: the Ray Data actor pool (one GPU per actor when the
             cluster has GPUs), images per batch and CPUs reserved per actor.
         rows_per_file: rows per Parquet shard (the last one may hold fewer).

@@ -23,13 +23,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from weaksam.cam.data import load_image_set, read_label_rows
+from weaksam.cam.data import label_matrix, read_label_rows
 from weaksam.cam.extractor import INPUT_COLUMNS, PeakExtractor
+from weaksam.cam.maps import image_probs
 from weaksam.cam.metrics import mean_ap, multilabel_ap, point_hits, ratio
 from weaksam.cam.models import resolve_weights
 from weaksam.cam.picture import render_peaks_sheet
-from weaksam.cam.training import export_classifier, load_classifier, predict_probs
+from weaksam.cam.training import export_classifier, load_classifier
 from weaksam.config import Config, config_hash, to_dict
+from weaksam.data.imageio import load_image
 from weaksam.eval.table import format_table
 from weaksam.io.rle import decode_masks
 from weaksam.io.tables import read_classes, read_table
@@ -95,7 +97,10 @@ def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
     path = os.path.join(ctx.out_dir, "classifier.pt")
     export_classifier(state, path, list(classes.names))
-    metrics = evaluate_classifier(path, manifest, test_split, ccfg.threads)
+    # scored with the peaks stage's passes: the classes it predicts for unlabelled images
+    metrics = evaluate_classifier(
+        path, manifest, test_split, ccfg.threads, cfg.peaks.scales, cfg.peaks.flip
+    )
     history = state.get("history", [])
     metrics.update(
         classifier=path,
@@ -116,20 +121,30 @@ def _train_loop(config: dict[str, Any]) -> None:
 
 
 def evaluate_classifier(
-    checkpoint: str, manifest: str, split: str, threads: int = 1
+    checkpoint: str,
+    manifest: str,
+    split: str,
+    threads: int = 1,
+    scales: tuple[float, ...] = (1.0,),
+    flip: bool = False,
 ) -> dict[str, Any]:
-    """Classification AP per class and mAP on ``split`` (one scale-1.0 pass per image)."""
+    """Classification AP per class and mAP on ``split``, each image scored as the peaks stage
+    scores an unlabelled image: logits averaged over ``scales`` (x ``input_size``), plain and
+    (``flip``) flipped, then the sigmoid (:func:`weaksam.cam.maps.image_probs`)."""
     torch.set_num_threads(max(1, threads))
     model, ccfg, names = load_classifier(checkpoint)
     rows = read_label_rows(manifest, split)
-    data = load_image_set(rows, ccfg.input_size, len(names))
-    probs = predict_probs(model, data.images, ccfg.input_size).numpy()
-    ap = multilabel_ap(probs, data.targets.numpy()) if rows else np.full(len(names), np.nan)
+    probs = np.zeros((len(rows), len(names)), dtype=np.float32)
+    for i, r in enumerate(rows):
+        probs[i] = image_probs(model, load_image(str(r["path"])), ccfg.input_size, scales, flip)
+    targets = label_matrix([r["labels"] for r in rows], len(names)).numpy()
+    ap = multilabel_ap(probs, targets) if rows else np.full(len(names), np.nan)
     return {
         "cls_map": mean_ap(ap),
         "cls_ap": {n: (None if np.isnan(a) else float(a)) for n, a in zip(names, ap, strict=True)},
         "test_split": split,
         "test_images": len(rows),
+        "test_passes": {"scales": list(scales), "flip": flip},
     }
 
 
