@@ -12,13 +12,15 @@ Multi-scale and flip (:func:`compute_class_maps`): the image is resized to
 ``input_size * s`` square for each scale ``s`` (1.0, 0.8, 1.2), run plain and horizontally
 flipped; every map is upsampled to the original ``HxW`` (bilinear), flipped maps are flipped
 back, the passes are **summed**, multiplied by the image's 0/1 class vector and min-max
-normalised per class and kind (:func:`weaksam.cam.peaks.minmax_normalize`). The class
-probabilities are the sigmoid of the logits averaged over the same passes (+0.02 test mAP
-over the single scale-1.0 pass on the demo and bench data); they pick the classes of images
-whose labels may not be read. Upsampling puts
-each cell at the centre of its receptive field (:func:`upsample_aligned`): plain
-``align_corners=False`` upsampling shifted the maps of the stride-8 demo backbone by 7 px on
-256-px images and put the peak points ~10 px below their objects.
+normalised per class and kind (:func:`weaksam.cam.peaks.minmax_normalize`).
+
+Upsampling puts each cell at the centre of its receptive field (:func:`upsample_aligned`):
+plain ``align_corners=False`` upsampling shifted the maps of the stride-8 demo backbone by
+7 px on 256-px images and put the peak points ~10 px below their objects.
+
+The class probabilities are the sigmoid of the logits averaged over the same passes
+(:func:`run_passes`; +0.02 test mAP over the single scale-1.0 pass on the demo and bench data);
+they pick the classes of images whose labels may not be read.
 """
 
 from __future__ import annotations
