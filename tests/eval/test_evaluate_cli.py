@@ -15,27 +15,39 @@ from weaksam.io.tables import write_table
 CLASSES = ClassMap.from_names(["cat", "dog"], [1, 2])
 
 
-def _write_coco_pair(tmp_path) -> tuple[str, str]:
-    gt = GroundTruth(
-        image_id="5",
-        image_index=5,
+def _gt(image_index: int, boxes: list[list[float]]) -> GroundTruth:
+    """One 50x50 ground-truth image with ``boxes``, all of class 0."""
+    return GroundTruth(
+        image_id=str(image_index),
+        image_index=image_index,
         height=50,
         width=50,
-        boxes=np.array([[0, 0, 20, 20], [25, 25, 50, 50]], np.float32),
-        classes=np.array([0, 0]),
-        difficult=np.array([False, False]),
+        boxes=np.array(boxes, np.float32),
+        classes=np.zeros(len(boxes), dtype=np.int64),
+        difficult=np.zeros(len(boxes), dtype=bool),
     )
-    det = Detections(
-        image_id="5",
+
+
+def _det(image_index: int) -> Detections:
+    """One class-0 detection at (0, 0, 20, 20), score 0.9."""
+    return Detections(
+        image_id=str(image_index),
         boxes=np.array([[0, 0, 20, 20]], np.float32),
         scores=np.array([0.9]),
         classes=np.array([0]),
-        image_index=5,
+        image_index=image_index,
     )
+
+
+def _write_coco(tmp_path, gts: list[GroundTruth], dets: list[Detections]) -> tuple[str, str]:
     gt_path, det_path = tmp_path / "gt.json", tmp_path / "res.json"
-    gt_path.write_text(json.dumps(gt_to_coco([gt], CLASSES)))
-    det_path.write_text(json.dumps(detections_to_coco_results([det], CLASSES)))
+    gt_path.write_text(json.dumps(gt_to_coco(gts, CLASSES)))
+    det_path.write_text(json.dumps(detections_to_coco_results(dets, CLASSES)))
     return str(gt_path), str(det_path)
+
+
+def _write_coco_pair(tmp_path) -> tuple[str, str]:
+    return _write_coco(tmp_path, [_gt(5, [[0, 0, 20, 20], [25, 25, 50, 50]])], [_det(5)])
 
 
 def test_cli_coco_json_pair(tmp_path, capsys) -> None:
@@ -96,32 +108,12 @@ def test_cli_errors(tmp_path, capsys) -> None:
 
 
 def test_cli_notes_when_most_images_have_no_detections(tmp_path, capsys) -> None:
-    gts = [
-        GroundTruth(
-            image_id=str(i),
-            image_index=i,
-            height=50,
-            width=50,
-            boxes=np.array([[0, 0, 20, 20]], np.float32),
-            classes=np.array([0]),
-            difficult=np.array([False]),
-        )
-        for i in range(3)
-    ]
-    det = Detections(
-        image_id="0",
-        boxes=np.array([[0, 0, 20, 20]], np.float32),
-        scores=np.array([0.9]),
-        classes=np.array([0]),
-        image_index=0,
-    )
-    gt_path, det_path = tmp_path / "gt.json", tmp_path / "res.json"
-    gt_path.write_text(json.dumps(gt_to_coco(gts, CLASSES)))
-    det_path.write_text(json.dumps(detections_to_coco_results([det], CLASSES)))
-    argv = ["--gt", str(gt_path), "--detections", str(det_path), "--metric", "voc"]
+    gts = [_gt(i, [[0, 0, 20, 20]]) for i in range(3)]
+    gt_path, det_path = _write_coco(tmp_path, gts, [_det(0)])
+    argv = ["--gt", gt_path, "--detections", det_path, "--metric", "voc"]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "2 without detections" in out and "pass --split" in out
-    gt_path.write_text(json.dumps(gt_to_coco(gts[:1], CLASSES)))
+    _write_coco(tmp_path, gts[:1], [_det(0)])
     assert main(argv) == 0
     assert "pass --split" not in capsys.readouterr().out
