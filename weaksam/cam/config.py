@@ -5,7 +5,7 @@ Kept free of torch and Ray imports so :mod:`weaksam.config` can compose them che
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 MAP_KINDS: tuple[str, ...] = ("cam", "refined")
 
@@ -84,6 +84,39 @@ class ClassifierConfig:
 
 
 @dataclass(frozen=True)
+class BilateralConfig:
+    """The appearance refinement of the ``peaks`` stage (section ``peaks.bilateral``).
+
+    Attributes:
+        enabled: refine every map kind before peak extraction (off in the method).
+        side: cells of the kernel's grid along the image's long side (``side²`` cells at most,
+            a ``side² x side²`` kernel: 64 → 4096 cells, 64 MiB of float32).
+        sigma_color: colour bandwidth, RGB in ``[0, 1]``.
+        sigma_space: spatial bandwidth as a fraction of the image's long side.
+        power: exponent of the appearance term (``m ⊙ (K·m)^power``).
+
+    The defaults were chosen on the demo's training images (docs/benchmarks.md, "Peaks off the
+    hole"): point precision 0.50 without, 0.77-0.79 at power 1, 0.83-0.84 at 3-8.
+    """
+
+    enabled: bool = False
+    side: int = 64
+    sigma_color: float = 0.05
+    sigma_space: float = 1.0
+    power: float = 5.0
+
+    def __post_init__(self) -> None:
+        if self.power <= 0:
+            raise ValueError(f"bilateral power must be > 0, got {self.power}")
+        if not 2 <= self.side <= 128:
+            raise ValueError(f"bilateral side must be in [2, 128], got {self.side}")
+        if self.sigma_color <= 0 or self.sigma_space <= 0:
+            raise ValueError(
+                f"bilateral sigmas must be > 0, got {self.sigma_color}, {self.sigma_space}"
+            )
+
+
+@dataclass(frozen=True)
 class PeakStageConfig:
     """Maps and peak points of the ``peaks`` stage (section ``peaks``).
 
@@ -95,6 +128,9 @@ class PeakStageConfig:
             (the CAM propagated by feature or attention affinity).
         refine_iters / refine_temperature: affinity propagation steps and the softmax
             temperature of the cosine feature affinity (CNNs; ViTs use their attention).
+        bilateral: the appearance refinement of every kind before peak extraction
+            (:class:`BilateralConfig`; off in the method, on in the
+            ``shapes`` configs, where it moves ring and crescent peaks out of the hole).
         kernel / top_k / threshold: :class:`weaksam.cam.peaks.PeakConfig` (WeakSAM: 17, 25, 0.9).
         kernel_ref_side: 0 keeps ``kernel`` fixed (WeakSAM). Otherwise the kernel is scaled by
             ``max(H, W) / kernel_ref_side`` per image (rounded to an odd size >= 3): WeakSAM's
@@ -115,6 +151,7 @@ class PeakStageConfig:
     map_kinds: tuple[str, ...] = MAP_KINDS
     refine_iters: int = 2
     refine_temperature: float = 0.1
+    bilateral: BilateralConfig = field(default_factory=BilateralConfig)
     kernel: int = 17
     top_k: int = 25
     threshold: float = 0.9

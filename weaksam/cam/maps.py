@@ -12,7 +12,10 @@ Multi-scale and flip (:func:`compute_class_maps`): the image is resized to
 ``input_size * s`` square for each scale ``s`` (1.0, 0.8, 1.2), run plain and horizontally
 flipped; every map is upsampled to the original ``HxW`` (bilinear), flipped maps are flipped
 back, the passes are **summed**, multiplied by the image's 0/1 class vector and min-max
-normalised per class and kind (:func:`weaksam.cam.peaks.minmax_normalize`).
+normalised per class and kind (:func:`weaksam.cam.peaks.minmax_normalize`). With
+``peaks.bilateral.enabled`` every kind is then refined by the image's appearance kernel
+(:mod:`weaksam.cam.bilateral`; not in the method), which moves the peaks of shapes with holes
+off the hole.
 
 Upsampling puts each cell at the centre of its receptive field (:func:`upsample_aligned`):
 plain ``align_corners=False`` upsampling shifted the maps of the stride-8 demo backbone by
@@ -33,6 +36,7 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
+from weaksam.cam.bilateral import bilateral_kernel, bilateral_refine
 from weaksam.cam.config import PeakStageConfig
 from weaksam.cam.data import normalize
 from weaksam.cam.models import CAMClassifier
@@ -288,4 +292,10 @@ def compute_class_maps(
         )
         for kind, ms in passes.maps.items()
     }
+    bil = cfg.bilateral
+    if bil.enabled and chosen:
+        kernel, grid = bilateral_kernel(
+            torch.as_tensor(image, device=device), bil.side, bil.sigma_color, bil.sigma_space
+        )
+        out = {kind: bilateral_refine(m, kernel, grid, bil.power) for kind, m in out.items()}
     return ClassMaps(chosen, out, probs)
