@@ -16,7 +16,6 @@ import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from weaksam.configlib import config_hash, to_dict
@@ -24,22 +23,12 @@ from weaksam.io.schemas import error_row
 from weaksam.io.tables import read_table
 from weaksam.pgt.config import PGTMaskJobConfig
 from weaksam.pgt.masks import PGTMaskPredictor, pack_item
-from weaksam.proposals.job import completed_ids
-from weaksam.proposals.udf import decode_images
+from weaksam.proposals.job import JobStats, completed_ids, write_sam_shards
 from weaksam.sam.build import SamConfig
 
 log = logging.getLogger(__name__)
 
 MASK_SHARDS = "mask_shards"
-
-
-@dataclass(frozen=True)
-class MaskJobStats:
-    """What one call of :func:`generate_pgt_masks` did."""
-
-    submitted: int
-    skipped_done: int
-    seconds: float
 
 
 def shard_dir_for(
@@ -58,15 +47,13 @@ def generate_pgt_masks(
     sam: SamConfig,
     cfg: PGTMaskJobConfig,
     use_gpu: bool | None = None,
-) -> MaskJobStats:
+) -> JobStats:
     """Run (or resume) the job over the rows that have boxes; shards in :func:`shard_dir_for`.
 
     Args:
         rows: ``pgt`` rows (error rows and rows without boxes are not submitted).
         paths: ``image_id → image path``; a row without a path is written as an error row.
     """
-    import ray
-
     t0 = time.time()
     shard_dir = shard_dir_for(rows, out_dir, sam, cfg)
     os.makedirs(shard_dir, exist_ok=True)
@@ -83,27 +70,9 @@ def generate_pgt_masks(
     skipped = len(todo) - len(items)
     if skipped:
         log.info("resuming: %d of %d images already have PGT masks", skipped, len(todo))
-    if not items:
-        return MaskJobStats(0, skipped, time.time() - t0)
-    if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
-    ds: Any = ray.data.from_items(items, override_num_blocks=max(1, len(items) // cfg.batch_size))
-    ds = ds.map_batches(
-        decode_images,
-        batch_size=cfg.batch_size,
-        num_cpus=cfg.decode_cpus,
-        fn_kwargs={"max_pixels": cfg.max_pixels},
-    )
-    ds = ds.map_batches(
-        PGTMaskPredictor,
-        fn_constructor_kwargs={"sam_config": to_dict(sam), "engine_config": to_dict(cfg.engine)},
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
-        batch_size=cfg.batch_size,
-        num_cpus=cfg.cpus_per_actor,
-        num_gpus=cfg.gpus_per_actor if use_gpu else 0,
-    )
-    ds.write_parquet(shard_dir, max_rows_per_file=cfg.rows_per_file)
-    return MaskJobStats(len(items), skipped, time.time() - t0)
+    if items:
+        write_sam_shards(items, shard_dir, PGTMaskPredictor, sam, cfg, use_gpu)
+    return JobStats(len(items), skipped, time.time() - t0)
 
 
 def merge_masks(

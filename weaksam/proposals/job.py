@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -30,6 +30,7 @@ from weaksam.io.tables import read_table
 from weaksam.proposals.config import ProposalsConfig
 from weaksam.proposals.udf import ProposalGenerator, decode_images, pack_points
 from weaksam.sam.build import SamConfig
+from weaksam.sam.engine import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -38,11 +39,71 @@ SHARDS = "shards"
 
 @dataclass(frozen=True)
 class JobStats:
-    """What one call of :func:`generate_proposals` did."""
+    """What one call of a SAM shard job did (:func:`generate_proposals`,
+    :func:`weaksam.pgt.job.generate_pgt_masks`): images submitted, images skipped because
+    earlier shards hold them, wall seconds."""
 
     submitted: int
     skipped_done: int
     seconds: float
+
+
+class SamJobSettings(Protocol):
+    """The actor-pool and shard settings a SAM shard job reads (:class:`ProposalsConfig`,
+    :class:`weaksam.pgt.config.PGTMaskJobConfig`)."""
+
+    @property
+    def num_actors(self) -> int: ...
+    @property
+    def cpus_per_actor(self) -> float: ...
+    @property
+    def gpus_per_actor(self) -> float: ...
+    @property
+    def batch_size(self) -> int: ...
+    @property
+    def decode_cpus(self) -> float: ...
+    @property
+    def rows_per_file(self) -> int: ...
+    @property
+    def max_pixels(self) -> int: ...
+    @property
+    def engine(self) -> EngineConfig: ...
+
+
+def write_sam_shards(
+    items: Sequence[Mapping[str, Any]],
+    shard_dir: str,
+    predictor: type,
+    sam: SamConfig,
+    cfg: SamJobSettings,
+    use_gpu: bool | None = None,
+) -> None:
+    """The Ray Data pipeline of both SAM jobs: ``items`` (rows with ``path``) → decode tasks
+    (:func:`decode_images`) → an actor pool of ``predictor(sam_config=..., engine_config=...)``
+    (one GPU per actor when ``use_gpu``; None: when the cluster has one) → Parquet shards in
+    ``shard_dir``. The caller has started or joined Ray."""
+    import ray
+
+    if use_gpu is None:
+        use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    ds: ray.data.Dataset = ray.data.from_items(
+        list(items), override_num_blocks=max(1, len(items) // cfg.batch_size)
+    )
+    ds = ds.map_batches(
+        decode_images,
+        batch_size=cfg.batch_size,
+        num_cpus=cfg.decode_cpus,
+        fn_kwargs={"max_pixels": cfg.max_pixels},
+    )
+    ds = ds.map_batches(
+        predictor,
+        fn_constructor_kwargs={"sam_config": to_dict(sam), "engine_config": to_dict(cfg.engine)},
+        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+        batch_size=cfg.batch_size,
+        num_cpus=cfg.cpus_per_actor,
+        num_gpus=cfg.gpus_per_actor if use_gpu else 0,
+    )
+    ds.write_parquet(shard_dir, max_rows_per_file=cfg.rows_per_file)
 
 
 def completed_ids(shard_dir: str) -> set[str]:
@@ -103,8 +164,6 @@ def generate_proposals(
     use_gpu: bool | None = None,
 ) -> JobStats:
     """Run (or resume) the Ray Data job; shards go to ``<out_dir>/shards``."""
-    import ray
-
     t0 = time.time()
     shard_dir = os.path.join(out_dir, SHARDS)
     os.makedirs(shard_dir, exist_ok=True)
@@ -115,31 +174,8 @@ def generate_proposals(
     skipped = len(rows) - len(items)
     if skipped:
         log.info("resuming: %d of %d images already have proposals", skipped, len(rows))
-    if not items:
-        return JobStats(0, skipped, time.time() - t0)
-    if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
-    ds: ray.data.Dataset = ray.data.from_items(
-        items, override_num_blocks=max(1, len(items) // cfg.batch_size)
-    )
-    ds = ds.map_batches(
-        decode_images,
-        batch_size=cfg.batch_size,
-        num_cpus=cfg.decode_cpus,
-        fn_kwargs={"max_pixels": cfg.max_pixels},
-    )
-    ds = ds.map_batches(
-        ProposalGenerator,
-        fn_constructor_kwargs={
-            "sam_config": to_dict(sam),
-            "engine_config": to_dict(cfg.engine),
-        },
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
-        batch_size=cfg.batch_size,
-        num_cpus=cfg.cpus_per_actor,
-        num_gpus=cfg.gpus_per_actor if use_gpu else 0,
-    )
-    ds.write_parquet(shard_dir, max_rows_per_file=cfg.rows_per_file)
+    if items:
+        write_sam_shards(items, shard_dir, ProposalGenerator, sam, cfg, use_gpu)
     return JobStats(len(items), skipped, time.time() - t0)
 
 
