@@ -16,10 +16,12 @@ step. On a grid of the image downsampled to ``side`` cells along its long side,
 with ``I`` the RGB colour in ``[0, 1]`` and ``p`` the cell position in units of the long side.
 Each positive class map ``m`` becomes ``minmax(m ⊙ up(K · down(m))^γ)``: ``K · m`` is, at
 each pixel, the map's mean over pixels that look like it, and ``γ`` weighs that appearance
-evidence against the CAM's own. A ring's hole has the colour of the
-background, which is mostly far from the ring and scores low, so ``K · m`` is low there; the
-band's pixels look like the band and keep a high value, and the product peaks on the band.
-Solid shapes keep their peak inside. No label or ground truth is read.
+evidence against the CAM's own. A ring's hole has the colour of the background, which is
+mostly far from the ring and scores low, so ``K · m`` is low there; the band's pixels look
+like the band and keep a high value, and the product peaks on the band. Solid shapes keep
+their peak inside. No label or ground truth is read. The kernel is built once per image
+(``side = 64``: a 4096² matrix) and serves every class and kind; the demo's peaks stage
+grew from 20 to 48-55 s for 180 images on one CPU core (~0.17 s per image).
 """
 
 from __future__ import annotations
