@@ -51,4 +51,7 @@ def test_precision_and_recall_per_split_and_kind(tmp_path: Any) -> None:
     assert m["point_recall"] == pytest.approx(2 / 4)  # any kind: a:{0}, b:{1}
     assert m["point_precision_by_split"] == {"test": pytest.approx(2 / 3), "train": 0.5}
     assert m["error_rows"] == 1 and m["points_per_image"] == {"train": 2.0, "test": 3.0}
-    assert "train/cam" in peaks_table(m)
+    # per class: x (0) has 3 points, 1 inside an x object; y (1) has 2 points, both inside
+    assert m["point_precision_by_class"] == {"x": pytest.approx(1 / 3), "y": 1.0}
+    table = peaks_table(m)
+    assert "train/cam" in table and "class x" in table

@@ -209,11 +209,14 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
 def evaluate_points(
     points: list[dict[str, Any]], manifest: str, kinds: tuple[str, ...]
 ) -> dict[str, Any]:
-    """Point precision and GT-object recall per split and map kind (reads GT masks: evaluation
-    only). The headline ``point_precision`` / ``point_recall`` pool every split and kind."""
+    """Point precision and GT-object recall per split and map kind, and precision per class
+    (reads GT masks: evaluation only). The headline ``point_precision`` / ``point_recall``
+    pool every split and kind."""
     gt = {
         r["image_id"]: r for r in read_table(manifest, "manifest").to_pylist() if r["error"] is None
     }
+    names = read_classes(manifest).names
+    by_class: dict[int, list[Any]] = {}
     by_key: dict[tuple[str, str], tuple[list[Any], list[Any]]] = {}
     counts: dict[str, list[int]] = {}
     errors = 0
@@ -241,7 +244,9 @@ def evaluate_points(
             # "all" kinds: a point counts once per kind; an object is found by any kind
             by_key[(split, "all")][0].append(prec)
             by_key[("all", "all")][0].append(prec)
-        any_kind = point_hits(pts, pcls, masks, g["gt_classes"] or [])[1]
+        hits, any_kind = point_hits(pts, pcls, masks, g["gt_classes"] or [])
+        for c in np.unique(pcls).tolist():
+            by_class.setdefault(int(c), []).append(hits[pcls == c])
         by_key[(split, "all")][1].append(any_kind)
         by_key[("all", "all")][1].append(any_kind)
     table = {
@@ -258,6 +263,10 @@ def evaluate_points(
             if key.endswith("/all") and not key.startswith("all/")
         },
         "by_split_kind": table,
+        "point_precision_by_class": {
+            (names[c] if 0 <= c < len(names) else str(c)): ratio(v)
+            for c, v in sorted(by_class.items())
+        },
         "points_per_image": {s: float(np.mean(c)) for s, c in counts.items()},
         "error_rows": errors,
     }
@@ -267,5 +276,8 @@ def peaks_table(metrics: dict[str, Any]) -> str:
     """Point precision and recall per split and kind as a printable table."""
     rows: list[list[object]] = [
         [key, v["precision"], v["recall"]] for key, v in metrics["by_split_kind"].items()
+    ]
+    rows += [
+        [f"class {name}", p, "-"] for name, p in metrics.get("point_precision_by_class", {}).items()
     ]
     return format_table(rows, ["split/kind", "precision", "recall"], title="peak points")
