@@ -96,7 +96,7 @@ class BilateralConfig:
         power: exponent of the appearance term (``m ⊙ (K·m)^power``).
 
     The defaults were chosen on the demo's training images (docs/benchmarks.md, "Peaks off the
-    hole"): point precision 0.50 without, 0.77-0.79 at power 1, 0.83-0.84 at 3-8.
+    hole"): point precision 0.50 without, 0.70-0.79 at power 1, 0.83-0.84 at 3-8.
     """
 
     enabled: bool = False
@@ -129,8 +129,8 @@ class PeakStageConfig:
         refine_iters / refine_temperature: affinity propagation steps and the softmax
             temperature of the cosine feature affinity (CNNs; ViTs use their attention).
         bilateral: the appearance refinement of every kind before peak extraction
-            (:class:`BilateralConfig`; off in the method, on in the
-            ``shapes`` configs, where it moves ring and crescent peaks out of the hole).
+            (:class:`BilateralConfig`; off in the method, on in the ``shapes`` configs, where
+            it moves ring and crescent peaks out of the hole).
         kernel / top_k / threshold: :class:`weaksam.cam.peaks.PeakConfig` (WeakSAM: 17, 25, 0.9).
         kernel_ref_side: 0 keeps ``kernel`` fixed (WeakSAM). Otherwise the kernel is scaled by
             ``max(H, W) / kernel_ref_side`` per image (rounded to an odd size >= 3): WeakSAM's
