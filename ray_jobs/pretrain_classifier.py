@@ -1,6 +1,8 @@
 """Pre-train the CAM classifier's backbone on image-level labels and export it.
 
     python -m ray_jobs.pretrain_classifier --config configs/demo_backbone.yaml \\
+        --export runs/demo_backbone_128.pt
+    python -m ray_jobs.pretrain_classifier --config configs/demo_backbone_hires.yaml \\
         --export weaksam/assets/demo_backbone.pt
 
 The demo's stand-in for ImageNet pre-training (no ImageNet weights can be downloaded here).
@@ -8,8 +10,9 @@ Runs the pipeline's ``data``, ``ingest`` and ``classify`` stages for the config 
 pool of synthetic ``shapes`` images, the classifier trained under Ray Train on their
 image-level labels only; a rerun skips fresh stages and resumes training), then writes the
 backbone (no class head) to ``--export``, with ``<stem>.json`` (training metrics) and
-``<stem>_training.png`` (curves) beside it. ``classifier.weights`` loads the file
-(``builtin`` is ``weaksam/assets/demo_backbone.pt``).
+``<stem>_training.png`` (curves) beside it; their ``initialised_from`` names the file a
+second phase started from (its SHA-256, input size, epochs and pool mAP).
+``classifier.weights`` loads the file (``builtin`` is ``weaksam/assets/demo_backbone.pt``).
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from collections.abc import Sequence
 
 from ray_jobs._cli import add_config_args, config_from_args, parse
 from ray_jobs._ray import init_ray
-from weaksam.cam.pretrain import export_backbone, plot_history, write_summary
+from weaksam.cam.models import resolve_weights
+from weaksam.cam.pretrain import export_backbone, plot_history, provenance, write_summary
 from weaksam.cam.stage import CLASSIFIER, classify_table
 from weaksam.config import save_resolved, to_dict
 from weaksam.pipeline.core import run_stages
@@ -54,6 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "a seed no dataset config uses"
             ),
             "synth_config": to_dict(synth),
+            "initialised_from": provenance(resolve_weights(cfg.classifier)),
             "pool_test_map": metrics.get("cls_map"),
             "pool_test_ap": metrics.get("cls_ap"),
             "pool_test_images": metrics.get("test_images"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from typing import Any
@@ -17,7 +18,7 @@ from weaksam.cam.models import (
     read_backbone_file,
     resolve_weights,
 )
-from weaksam.cam.pretrain import export_backbone, plot_history, write_summary
+from weaksam.cam.pretrain import export_backbone, plot_history, provenance, write_summary
 from weaksam.cam.training import export_classifier, param_groups, train_classifier
 from weaksam.configlib import to_dict
 
@@ -54,6 +55,21 @@ def test_export_then_load_copies_the_backbone_not_the_head(tmp_path: Any) -> Non
     write_summary(meta, str(tmp_path / "bb.json"))
     plot_history(meta["history"], str(tmp_path / "bb.png"))
     assert os.path.getsize(tmp_path / "bb.png") > 0
+
+
+def test_provenance_names_the_file_a_second_phase_started_from(tmp_path: Any) -> None:
+    path, _ = _classifier_file(tmp_path)
+    out = str(tmp_path / "phase1.pt")
+    export_backbone(path, out, {"pool_test_map": 0.93, "trained_on": "pool", "other": 1})
+    with open(out, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    assert provenance(out) == {
+        "file": "phase1.pt", "sha256": sha, "backbone": "plainconv", "width": 4,
+        "input_size": 32, "epoch": 7, "pool_test_map": 0.93, "trained_on": "pool",
+    }  # fmt: skip
+    assert provenance("") is None  # random init
+    with pytest.raises(FileNotFoundError):
+        provenance(str(tmp_path / "missing.pt"))
 
 
 def test_backbone_file_keys_are_strict_except_the_head(tmp_path: Any) -> None:

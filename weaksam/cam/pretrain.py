@@ -16,9 +16,15 @@ from typing import Any
 
 import torch
 
-from weaksam.cam.models import backbone_state
+from weaksam.cam.models import backbone_state, read_backbone_file
 from weaksam.cam.training import load_classifier
 from weaksam.configlib import to_dict
+from weaksam.runs import file_digest
+
+PROVENANCE_KEYS = (
+    "backbone", "width", "input_size", "epoch", "pool_test_map", "train_seconds", "trained_on",
+)  # fmt: skip
+"""What :func:`provenance` copies from the metadata of the file a backbone started from."""
 
 
 def export_backbone(
@@ -56,6 +62,20 @@ def export_backbone(
     meta["parameters"] = int(sum(v.numel() for k, v in state.items() if v.is_floating_point()))
     meta["bytes"] = os.path.getsize(out_path)
     return meta
+
+
+def provenance(weights: str) -> dict[str, Any] | None:
+    """Where a pre-training run started: ``None`` for random init, else the weights file's
+    name, SHA-256 and, for a file of :func:`export_backbone`, its :data:`PROVENANCE_KEYS`
+    (so a second pre-training phase records the first one's size, epochs and pool mAP)."""
+    if not weights:
+        return None
+    _, meta = read_backbone_file(weights)
+    return {
+        "file": os.path.basename(weights),
+        "sha256": file_digest(weights),
+        **{k: meta[k] for k in PROVENANCE_KEYS if k in meta},
+    }
 
 
 def write_summary(meta: Mapping[str, Any], path: str) -> str:
