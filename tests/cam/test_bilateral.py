@@ -122,7 +122,8 @@ def test_compute_class_maps_applies_it_to_every_kind() -> None:
     b = compute_class_maps(model, image, 32, bil, classes=[1, 2])
     assert b.classes == a.classes
     np.testing.assert_allclose(b.probs, a.probs)
-    k, grid = bilateral_kernel(image, 24, 0.05, 1.0)
+    c = bil.bilateral
+    k, grid = bilateral_kernel(image, 24, c.sigma_color, c.sigma_space)
     for kind in ("cam", "refined"):
         want = bilateral_refine(a.maps[kind], k, grid, bil.bilateral.power)
         torch.testing.assert_close(b.maps[kind], want)
