@@ -100,6 +100,8 @@ def test_builtin_names_the_committed_demo_backbone() -> None:
     cfg = ClassifierConfig(backbone="plainconv", weights=BUILTIN)
     assert resolve_weights(cfg) == DEMO_BACKBONE
     assert resolve_weights(ClassifierConfig(weights="/x.pt")) == "/x.pt"
+    relative = resolve_weights(ClassifierConfig(weights="runs/x.pt"))  # for Ray workers
+    assert relative == os.path.join(os.getcwd(), "runs", "x.pt")
     assert resolve_weights(ClassifierConfig()) == ""
 
 

@@ -285,13 +285,16 @@ DEMO_BACKBONE = os.path.join(
     os.path.dirname(os.path.dirname(__file__)), "assets", "demo_backbone.pt"
 )
 """``plainconv`` pre-trained on image-level labels of a separate pool of synthetic ``shapes``
-images (``configs/demo_backbone.yaml``): the demo's stand-in for ImageNet weights."""
+images (``configs/demo_backbone{,_hires}.yaml``): the demo's stand-in for ImageNet weights."""
 
 
 def resolve_weights(cfg: ClassifierConfig) -> str:
     """The backbone weights file of ``cfg`` (``""``: random init; ``builtin``: the committed
-    demo backbone, :data:`DEMO_BACKBONE`)."""
-    return DEMO_BACKBONE if cfg.weights == BUILTIN else cfg.weights
+    demo backbone, :data:`DEMO_BACKBONE`), absolute: a relative path is taken from the current
+    directory, so resolve in the driver (Ray workers run in other directories)."""
+    if cfg.weights == BUILTIN:
+        return DEMO_BACKBONE
+    return os.path.abspath(cfg.weights) if cfg.weights else ""
 
 
 def read_backbone_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

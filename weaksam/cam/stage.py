@@ -79,8 +79,8 @@ def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     )
     result = run_torch_trainer(
         _train_loop,
-        {
-            "classifier": to_dict(ccfg),
+        {  # weights resolved here: the workers' working directory is not this one
+            "classifier": {**to_dict(ccfg), "weights": resolve_weights(ccfg)},
             "manifest": manifest,
             "split": train_split,
             "num_classes": classes.num_classes,
