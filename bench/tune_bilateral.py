@@ -10,8 +10,9 @@ own head, manifest) is the tuning set and the demo / bench images stay the check
 The first ``--images`` images of the run's ``train`` split (with their labels) and of its
 ``test`` split (with the classifier's predicted classes, as the peaks stage does) are mapped
 once, without the refinement; each setting then refines the same maps and extracts points
-with the config's peak rules. Prints one row per setting (per-class and pooled precision,
-points) and the unrefined row; writes JSON with ``--out``.
+with the config's peak rules, scored by the peaks stage's own metric
+(:func:`weaksam.cam.stage.evaluate_points`). Prints one row per setting (per-class and pooled
+precision, points) and the unrefined row; writes JSON with ``--out``.
 """
 
 from __future__ import annotations
@@ -21,24 +22,22 @@ import dataclasses
 import json
 import os
 import time
-from collections import defaultdict
 from typing import Any
 
-import numpy as np
 import torch
 
 from weaksam.cam.bilateral import bilateral_kernel, bilateral_refine
 from weaksam.cam.extractor import points_from_maps
 from weaksam.cam.maps import ClassMaps, compute_class_maps
-from weaksam.cam.metrics import point_hits
+from weaksam.cam.stage import evaluate_points
 from weaksam.cam.training import load_classifier
 from weaksam.config import load_config
 from weaksam.data.imageio import load_image
 from weaksam.eval.table import format_table
-from weaksam.io.rle import decode_masks
 from weaksam.io.tables import read_table
 
 Setting = tuple[float, float] | None  # (sigma_color, power); None: no refinement
+SPLITS = ("train", "test")
 
 
 def main() -> int:
@@ -56,18 +55,17 @@ def main() -> int:
     peaks = load_config(a.config).peaks
     bil = peaks.bilateral
     plain = dataclasses.replace(peaks, bilateral=dataclasses.replace(bil, enabled=False))
-    table = read_table(os.path.join(a.run, "ingest", "manifest.parquet"), "manifest")
-    rows = [r for r in table.to_pylist() if r["error"] is None]
-    rows = [r for s in ("train", "test") for r in [r for r in rows if r["split"] == s][: a.images]]
+    manifest = os.path.join(a.run, "ingest", "manifest.parquet")
+    rows = [r for r in read_table(manifest, "manifest").to_pylist() if r["error"] is None]
+    rows = [r for s in SPLITS for r in [r for r in rows if r["split"] == s][: a.images]]
     settings: list[Setting] = [None] + [(c, g) for c in a.sigma_color for g in a.power]
-    hits: dict[tuple[Setting, str], list[int]] = defaultdict(lambda: [0, 0])
+    points: dict[Setting, list[dict[str, Any]]] = {s: [] for s in settings}
     t0 = time.perf_counter()
     for i, r in enumerate(rows):
         image = load_image(str(r["path"]))
         h, w = image.shape[:2]
         classes = r["labels"] if r["split"] == "train" else None
         maps = compute_class_maps(model, image, ccfg.input_size, plain, classes)
-        masks = decode_masks(r["gt_masks"] or [], h, w)
         kernels: dict[float, tuple[torch.Tensor, tuple[int, int]]] = {}
         for s in settings:
             refined = maps.maps
@@ -77,25 +75,18 @@ def main() -> int:
                 k, grid = kernels[s[0]]
                 refined = {kind: bilateral_refine(m, k, grid, s[1]) for kind, m in refined.items()}
             pts = points_from_maps(ClassMaps(maps.classes, refined, maps.probs), plain, h, w)
-            xy = np.asarray(pts["points"], np.float32).reshape(-1, 2)
-            pc = np.asarray(pts["point_classes"], np.int64)
-            hit, _ = point_hits(xy, pc, masks, r["gt_classes"] or [])
-            for c, ok in zip(pc.tolist(), hit.tolist(), strict=True):
-                for key in (names[c], r["split"], "all"):
-                    hits[(s, key)][0] += int(ok)
-                    hits[(s, key)][1] += 1
+            points[s].append({"image_id": r["image_id"], "error": None, **pts})
         if (i + 1) % 20 == 0:
             print(f"{i + 1}/{len(rows)} images, {time.perf_counter() - t0:.0f} s", flush=True)
 
-    def prec(s: Setting, key: str) -> float:
-        n_hit, n = hits[(s, key)]
-        return n_hit / n if n else float("nan")
-
-    cols = [*names, "train", "test", "all"]
     out: list[dict[str, Any]] = []
-    for s in settings:
-        row = {"sigma_color": s[0] if s else None, "power": s[1] if s else None}
-        row.update({k: prec(s, k) for k in cols} | {"points": hits[(s, "all")][1]})
+    for s in settings:  # the peaks stage's own metric (reads the GT masks)
+        m = evaluate_points(points[s], manifest, plain.map_kinds)
+        row: dict[str, Any] = {"sigma_color": s[0] if s else None, "power": s[1] if s else None}
+        row.update({n: m["point_precision_by_class"].get(n, float("nan")) for n in names})
+        row.update({sp: m["point_precision_by_split"].get(sp, float("nan")) for sp in SPLITS})
+        row["all"] = m["point_precision"]
+        row["points"] = sum(len(p["point_classes"]) for p in points[s])
         out.append(row)
     title = (
         f"point precision, {len(rows)} images of {a.run} (sigma_space {bil.sigma_space}, "
