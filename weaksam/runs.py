@@ -65,6 +65,90 @@ def weight_files(section: Any) -> list[str]:
     return sorted(found)
 
 
+# --- Paths inside a run folder -------------------------------------------------------------
+# Every module names a run's files through these helpers, never with literal paths, so the
+# layout is written down once (docs/architecture.md draws it).
+
+RESOLVED_CONFIG = "config.resolved.yaml"
+RESULTS = "results.json"
+
+
+def data_dir(run_dir: str) -> str:
+    """``<run>/data``: the synthetic dataset the ``data`` stage generates."""
+    return os.path.join(run_dir, "data")
+
+
+def manifest_path(run_dir: str) -> str:
+    """``<run>/ingest/manifest.parquet``: the ``manifest`` table."""
+    return os.path.join(run_dir, "ingest", "manifest.parquet")
+
+
+def classifier_path(run_dir: str) -> str:
+    """``<run>/classify/classifier.pt``: the trained CAM classifier."""
+    return os.path.join(run_dir, "classify", "classifier.pt")
+
+
+def points_path(run_dir: str) -> str:
+    """``<run>/peaks/points.parquet``: the ``points`` table (a folder of Parquet parts)."""
+    return os.path.join(run_dir, "peaks", "points.parquet")
+
+
+def proposals_path(run_dir: str) -> str:
+    """``<run>/proposals/shards``: the ``proposals`` table (a folder of Parquet parts)."""
+    return os.path.join(run_dir, "proposals", "shards")
+
+
+def detections_path(run_dir: str, stage: str, split: str) -> str:
+    """``<run>/<stage>/detections_<split>.parquet``: a detector's ``detections`` table."""
+    return os.path.join(run_dir, stage, f"detections_{split}.parquet")
+
+
+def pgt_path(run_dir: str) -> str:
+    """``<run>/pgt/pgt.parquet``: the ``pgt`` table."""
+    return os.path.join(run_dir, "pgt", "pgt.parquet")
+
+
+def pgt_coco_path(run_dir: str) -> str:
+    """``<run>/pgt/pgt_coco.json``: the PGT as COCO instances for training."""
+    return os.path.join(run_dir, "pgt", "pgt_coco.json")
+
+
+def model_path(run_dir: str, stage: str) -> str:
+    """``<run>/<stage>/model.pt``: the exported model of ``wsod``, ``retrain`` or ``wsis``."""
+    return os.path.join(run_dir, stage, "model.pt")
+
+
+def resolved_config_path(run_dir: str) -> str:
+    """``<run>/config.resolved.yaml``: the config the run's stages ran with."""
+    return os.path.join(run_dir, RESOLVED_CONFIG)
+
+
+def results_path(run_dir: str) -> str:
+    """``<run>/results.json``: the pipeline's headline figures."""
+    return os.path.join(run_dir, RESULTS)
+
+
+def relative_to_run(path: str, run_dir: str) -> str:
+    """``path`` relative to ``run_dir`` when it lies inside it, else unchanged (absolute).
+
+    Tables store paths into their own run folder this way so that the folder can be moved or
+    copied; dataset paths outside the run stay absolute. See :func:`resolve_in_run`.
+    """
+    if not path or "://" in path or "://" in run_dir:
+        return path
+    full, root = os.path.abspath(path), os.path.abspath(run_dir)
+    if full == root or full.startswith(root.rstrip(os.sep) + os.sep):
+        return os.path.relpath(full, root)
+    return path
+
+
+def resolve_in_run(path: str, run_dir: str) -> str:
+    """The inverse of :func:`relative_to_run`: a relative ``path`` is joined to ``run_dir``."""
+    if not path or "://" in path or os.path.isabs(path):
+        return path
+    return os.path.join(run_dir, path)
+
+
 def stage_dir(run_dir: str, stage: str) -> str:
     """``<run_dir>/<stage>``, created if missing."""
     path = os.path.join(run_dir, stage)
