@@ -3,7 +3,7 @@
 A CAM's maximum is where the classifier's receptive field sees the most class evidence, which
 for a shape with a hole or a bite is the hole: on ``shapes`` the peak points of rings and
 crescents fell inside the ring's hole and the crescent's concave bite, on background pixels,
-where a SAM point prompt segments the hole (precision 0.09 and 0.03, docs/benchmarks.md).
+where a SAM point prompt segments the hole (precision 0.09 and 0.03, docs/benchmarks_history.md).
 WeakSAM's WeakTr maps are refined by ViT attention, which mixes appearance into the affinity;
 the cosine affinity of a CNN's last feature map (the ``refined`` kind) is semantic only.
 

@@ -96,8 +96,9 @@ class BilateralConfig:
         power: exponent of the appearance term (``m ⊙ (K·m)^power``).
 
     The defaults were chosen with ``bench/tune_bilateral.py`` on 240 images of the demo
-    backbone's pre-training pool, which no dataset config uses (docs/benchmarks.md, "Peaks off
-    the hole"): point precision 0.60 without, 0.81-0.86 for colour 0.03-0.1 and power 3-12.
+    backbone's pre-training pool, which no dataset config uses (docs/benchmarks_history.md,
+    "Peaks off the hole"): point precision 0.60 without, 0.81-0.86 for colour 0.03-0.1 and
+    power 3-12.
     """
 
     enabled: bool = False

@@ -68,7 +68,7 @@ class DetectorModelConfig:
         anchor_sizes: one anchor size (pixels, at the network's input scale) per FPN level,
             strides 4 to 64, each with aspect ratios 0.5, 1, 2 (torchvision's 32..512; halved
             for the 256-px demo images, whose objects are 18..115 px, they scored worse:
-            docs/benchmarks.md, "Retraining schedule").
+            docs/benchmarks_history.md, "Retraining schedule").
         box_batch_size: RoIs sampled per image for the box head (the method: 512, 25 % fg).
         box_positive_fraction: foreground share of those RoIs.
         box_head_dim: width of the two-layer box head (1024 in torchvision).
