@@ -30,6 +30,7 @@ from weaksam.cam.bilateral import bilateral_kernel, bilateral_refine
 from weaksam.cam.extractor import points_from_maps
 from weaksam.cam.maps import ClassMaps, compute_class_maps
 from weaksam.cam.stage import evaluate_points
+from weaksam.runs import manifest_path
 from weaksam.cam.training import load_classifier
 from weaksam.config import load_config
 from weaksam.data.imageio import load_image
@@ -55,7 +56,7 @@ def main() -> int:
     peaks = load_config(a.config).peaks
     bil = peaks.bilateral
     plain = dataclasses.replace(peaks, bilateral=dataclasses.replace(bil, enabled=False))
-    manifest = os.path.join(a.run, "ingest", "manifest.parquet")
+    manifest = manifest_path(a.run)
     rows = [r for r in read_table(manifest, "manifest").to_pylist() if r["error"] is None]
     rows = [r for s in SPLITS for r in [r for r in rows if r["split"] == s][: a.images]]
     settings: list[Setting] = [None] + [(c, g) for c in a.sigma_color for g in a.power]

@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from weaksam.config import Config, ConfigError, load_config
+from weaksam.config import Config, ConfigError, load_config, load_run_config
 
 
 def add_config_args(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -22,9 +22,15 @@ def add_config_args(parser: argparse.ArgumentParser, required: bool = False) -> 
     )
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Load the config named by ``args``; exit with status 2 and a clear message on error."""
+def config_from_args(args: argparse.Namespace, *, run: bool = True) -> Config:
+    """Load the config named by ``args``; exit with status 2 and a one-line message on error.
+
+    ``run``: the command writes into the run folder, so the config must name the run
+    (:func:`weaksam.config.load_run_config`); without, defaults stand in for a missing file.
+    """
     try:
+        if run:
+            return load_run_config(args.config, args.overrides)
         return load_config(args.config, args.overrides)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)

@@ -1,15 +1,27 @@
 """Generate WeakSAM proposals for a run's manifest with SAM on a Ray Data actor pool.
 
-    python -m ray_jobs.generate_proposals --config configs/demo.yaml [--set proposals.num_actors=2]
+    python -m ray_jobs.generate_proposals --config configs/demo.yaml [--set ...] [--force]
+    weaksam proposals --config configs/demo.yaml ...      (the same command)
 
-Reads ``<run>/ingest/manifest.parquet`` (and ``<run>/peaks/points.parquet`` when present) and
-writes ``<run>/proposals/shards/*.parquet`` plus ``metrics.json``. Rerunning after an
-interruption processes only the images not yet written.
+Runs the pipeline's ``proposals`` stage (``ingest`` must have completed; ``peaks`` points are
+used when that stage ran). Reads the run's ``manifest`` (and ``points``) table and writes
+``<run>/proposals/shards/*.parquet`` plus ``metrics.json``. A fresh stage is skipped; rerun
+after an interruption, only the images not yet written are processed; ``--force`` discards
+the stage's outputs and starts again.
 """
 
 from __future__ import annotations
 
-from ray_jobs._stage import run_one
+from collections.abc import Sequence
+
+from ray_jobs._stage import run_command
+
+PROG = "python -m ray_jobs.generate_proposals"
+
+
+def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
+    return run_command(["proposals"], argv, prog=prog, description=__doc__.split("\n")[0])
+
 
 if __name__ == "__main__":
-    raise SystemExit(run_one("proposals", __doc__.split("\n")[0]))
+    raise SystemExit(main())

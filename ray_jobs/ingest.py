@@ -1,11 +1,13 @@
 """Ingest stage: images + image-level labels -> ``manifest.parquet``.
 
-With a config (the pipeline's form)::
+With a config (the pipeline's ``ingest`` stage, run as every stage is run)::
 
     python -m ray_jobs.ingest --config configs/demo.yaml [--set data.splits=[train,test]]
+    weaksam ingest --config configs/demo.yaml            (the same command)
 
-reads ``cfg.data`` and writes ``<run_dir>/ingest/manifest.parquet``, ``metrics.json`` and
-``_SUCCESS`` (last). For ``format: synthetic`` the data is read from ``<run_dir>/data``.
+reads ``cfg.data`` and writes the run's ``manifest`` table, ``metrics.json`` and ``_SUCCESS``
+(last), with the pipeline's hash: a later ``ray_jobs.pipeline`` skips it. For ``format:
+synthetic`` the data is read from ``<run>/data``. Skipped when fresh; ``--force`` reruns.
 
 Without a config (one-off conversion)::
 
@@ -19,21 +21,16 @@ unusable arguments or a missing/invalid annotation file.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from collections.abc import Sequence
 
-from ray_jobs._cli import add_config_args, config_from_args, parse
-from weaksam.config import DataConfig, config_hash, save_resolved
+from ray_jobs._cli import parse
+from ray_jobs._stage import run_command
+from weaksam.config import DataConfig
 from weaksam.data.imageio import DEFAULT_MAX_PIXELS
 from weaksam.data.ingest import format_summary, ingest_splits, summarize_rows
 from weaksam.io.tables import write_table
-from weaksam.runs import clear_success, mark_success, stage_dir, write_metrics
-
-STAGE = "ingest"
-MANIFEST_FILE = "manifest.parquet"
-_ADHOC = ("format", "root", "annotations", "splits", "classes", "image_labels", "out")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -41,8 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m ray_jobs.ingest",
         description="Ingest images and image-level labels into manifest.parquet.",
     )
-    add_config_args(p)
-    g = p.add_argument_group("without a config")
+    g = p.add_argument_group("a one-off conversion (the pipeline's stage: --config FILE)")
     g.add_argument("--format", choices=("coco", "voc", "folder"))
     g.add_argument("--root", help="image folder (coco, folder) or the VOCxxxx folder (voc)")
     g.add_argument("--annotations", help="COCO json (coco) or labels CSV (folder); {split} ok")
@@ -95,34 +91,23 @@ def _adhoc_config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> 
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.ingest") -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if any(w.split("=")[0] == "--config" for w in words):
+        # the pipeline's stage: the same runner, hash and _SUCCESS marker as the pipeline
+        description = "the pipeline's ingest stage"
+        return run_command(["ingest"], words, prog=prog, description=description)
     parser = build_parser()
-    args = parse(parser, argv)
-    if args.config and any(getattr(args, k) for k in _ADHOC):
-        parser.error("give either --config (with --set) or --format/--root/--out, not both")
-    if not args.config and not args.format:
+    args = parse(parser, words)
+    if not args.format:
         parser.error("give --config FILE, or --format with --root and --out")
     progress = sys.stderr.isatty() if args.progress is None else args.progress
     t0 = time.perf_counter()
-
-    out_dir: str | None = None
-    if args.config:
-        cfg = config_from_args(args)
-        data_cfg = cfg.data
-        data_root = os.path.join(cfg.run_dir, "data") if data_cfg.format == "synthetic" else None
-        save_resolved(cfg)
-        out_dir = stage_dir(cfg.run_dir, STAGE)
-        clear_success(out_dir)
-        out = os.path.join(out_dir, MANIFEST_FILE)
-    else:
-        data_cfg = _adhoc_config(args, parser)
-        data_root = None
-        out = args.out
-
+    data_cfg = _adhoc_config(args, parser)
     try:
         rows, classes = ingest_splits(
             data_cfg,
-            data_root,
+            None,
             allow_empty_labels=args.allow_empty_labels,
             verify=args.verify,
             num_workers=args.num_workers,
@@ -131,15 +116,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"ingest: error: {exc}", file=sys.stderr)
         return 2
-
-    write_table(rows, out, "manifest", classes)
+    write_table(rows, args.out, "manifest", classes)
     summary = summarize_rows(rows, classes)
     summary["seconds"] = round(time.perf_counter() - t0, 3)
-    if out_dir is not None:
-        write_metrics(out_dir, summary)
-        mark_success(out_dir, config_hash(data_cfg), num_images=len(rows))
     print(format_summary(summary))
-    print(f"wrote {len(rows)} rows to {out} in {summary['seconds']:.1f} s")
+    print(f"wrote {len(rows)} rows to {args.out} in {summary['seconds']:.1f} s")
     return 0
 
 

@@ -3,7 +3,7 @@
     python -m ray_jobs.make_pgt --detections DETS --labels LABELS --mode top1|adaptive \
         [--t-keep 0.5 --t-con 0.85] [--split train] [--bbox-source pgt|mask] --out DIR \
         [--masks --config FILE [--set sam.checkpoint=...]] [--image-root DIR] [--gt GT]
-    python -m ray_jobs.make_pgt --config FILE            # the pipeline's ``pgt`` stage
+    python -m ray_jobs.make_pgt --config FILE [--set ...] [--force]   # the ``pgt`` stage
 
 ``DETS`` is a ``detections`` Parquet (file or folder) or a COCO results json; ``LABELS`` a
 ``manifest`` Parquet or a COCO instances json, of which only the image-level labels are read
@@ -53,21 +53,22 @@ def _fail(message: str) -> int:
     return 2
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parse(parser, argv)
-    if not args.detections and not args.labels:
-        if not args.config:
+def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.make_pgt") -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    if not any(w.split("=")[0] in ("--detections", "--labels") for w in words):
+        if not any(w.split("=")[0] == "--config" for w in words):
             return _fail("give --detections, --labels and --out, or --config for the stage")
-        from ray_jobs.retrain import run_named
+        from ray_jobs._stage import run_command
 
-        return run_named(["pgt"], ["--config", args.config, *_sets(args.overrides)], "pgt")
+        return run_command(["pgt"], words, prog=prog, description="the pipeline's pgt stage")
+    parser = build_parser()
+    args = parse(parser, words)
     if not (args.detections and args.labels and args.out):
         return _fail("--detections, --labels and --out are all required")
     for path in (args.detections, args.labels, *([args.gt] if args.gt else [])):
         if "://" not in path and not os.path.exists(path):
             return _fail(f"no such file or folder: {path}")
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, run=False)
     changes = {
         k: v
         for k, v in (
@@ -101,10 +102,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dump(metrics, fh, indent=2)
     print(quality_table(metrics, f"PGT ({pgt_cfg.mode}) → {args.out}"))
     return 0
-
-
-def _sets(overrides: Sequence[str]) -> list[str]:
-    return [x for o in overrides for x in ("--set", o)]
 
 
 def _ray_init() -> None:

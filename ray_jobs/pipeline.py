@@ -1,11 +1,14 @@
-"""Run the whole pipeline for one config, skipping stages whose outputs are fresh.
+"""Run the whole pipeline for one config: skip fresh stages, resume interrupted ones.
 
     python -m ray_jobs.pipeline --config configs/demo.yaml [--set key=value ...]
-        [--from STAGE | --only STAGE]
+        [--from STAGE | --only STAGE] [--force]
+    weaksam run --config configs/demo.yaml ...            (the same command)
 
-Works the same under ``ray job submit --working-dir . -- python -m ray_jobs.pipeline ...``.
-Ends by writing ``runs/<name>/results.json``, printing the results table, and writing the
-run report ``runs/<name>/report.md`` (+ ``report.html``), whose path is the last line printed.
+``--from STAGE`` runs that stage and every later one, ``--only STAGE`` that stage alone; both
+still skip what is fresh unless ``--force`` is given, which discards the selected stages'
+outputs. Works the same under ``ray job submit --working-dir . -- python -m ray_jobs.pipeline
+...``. Ends by writing ``<run>/results.json``, printing the stage and results tables, and
+writing the run report ``<run>/report.md`` (+ ``report.html``), whose path is the last line.
 """
 
 from __future__ import annotations
@@ -14,27 +17,28 @@ import argparse
 import time
 from collections.abc import Sequence
 
-from ray_jobs._cli import add_config_args, config_from_args, parse
-from ray_jobs._ray import init_ray
-from weaksam.config import save_resolved
-from weaksam.pipeline.core import run_stages
+from ray_jobs._cli import parse
+from ray_jobs._stage import UsageError, add_run_args, execute, fail, load_checked_config
 from weaksam.pipeline.report import try_write_report
 from weaksam.pipeline.results import collect_results, results_table, stage_table, write_results
-from weaksam.pipeline.stages import STAGES
+from weaksam.pipeline.stages import STAGE_NAMES
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    names = [s.name for s in STAGES]
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_args(parser)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.pipeline") -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").split("\n")[0])
+    add_run_args(parser)
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--from", dest="from_stage", choices=names, help="rerun from this stage")
-    group.add_argument("--only", choices=names, help="run only this stage")
+    group.add_argument(
+        "--from", dest="from_stage", choices=STAGE_NAMES, help="run this stage and later ones"
+    )
+    group.add_argument("--only", choices=STAGE_NAMES, help="run only this stage")
     args = parse(parser, argv)
-    cfg = config_from_args(args)
-    save_resolved(cfg)
     t0 = time.time()
-    reports = run_stages(cfg, STAGES, ray_init=init_ray, from_stage=args.from_stage, only=args.only)
+    try:
+        cfg = load_checked_config(args)
+        reports = execute(cfg, only=args.only, from_stage=args.from_stage, force=args.force)
+    except (UsageError, FileNotFoundError) as exc:
+        return fail(prog, str(exc))
     results = collect_results(reports, time.time() - t0, cfg.data.splits[-1])
     path = write_results(cfg.run_dir, results)
     print(stage_table(reports))

@@ -21,33 +21,36 @@ import argparse
 import os
 from collections.abc import Sequence
 
-from ray_jobs._cli import add_config_args, config_from_args, parse
-from ray_jobs._ray import init_ray
+from ray_jobs._cli import parse
+from ray_jobs._stage import UsageError, add_run_args, execute, fail, load_checked_config
 from weaksam.cam.models import resolve_weights
 from weaksam.cam.pretrain import export_backbone, plot_history, provenance, write_summary
-from weaksam.cam.stage import CLASSIFIER, classify_table
-from weaksam.config import save_resolved, to_dict
-from weaksam.pipeline.core import run_stages
-from weaksam.pipeline.stages import STAGES
+from weaksam.cam.stage import classify_table
+from weaksam.config import to_dict
+from weaksam.runs import classifier_path
 
-PRETRAIN_STAGES = ("data", "ingest", "classify")
+PRETRAIN_STAGES = ["data", "ingest", "classify"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    add_config_args(parser)
+    parser = argparse.ArgumentParser(
+        prog="python -m ray_jobs.pretrain_classifier", description=__doc__.split("\n")[0]
+    )
+    add_run_args(parser)
     parser.add_argument("--export", default="", help="backbone file (default: in the run folder)")
     args = parse(parser, argv)
-    cfg = config_from_args(args)
-    save_resolved(cfg)
-    stages = [s for s in STAGES if s.name in PRETRAIN_STAGES]
-    report = run_stages(cfg, stages, ray_init=init_ray)[-1]
+    try:
+        cfg = load_checked_config(args)
+        report = execute(cfg, only=PRETRAIN_STAGES, force=args.force)[-1]
+    except (UsageError, FileNotFoundError) as exc:
+        return fail(parser.prog, str(exc))
     metrics = report.metrics
     print(classify_table(metrics))
-    export = args.export or os.path.join(cfg.run_dir, "classify", "backbone.pt")
+    classify_dir = os.path.dirname(classifier_path(cfg.run_dir))
+    export = args.export or os.path.join(classify_dir, "backbone.pt")
     synth = cfg.synth
     meta = export_backbone(
-        os.path.join(cfg.run_dir, CLASSIFIER),
+        classifier_path(cfg.run_dir),
         export,
         {
             "trained_on": (

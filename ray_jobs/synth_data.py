@@ -3,10 +3,11 @@
     python -m ray_jobs.synth_data --config configs/demo.yaml [--set synth.num_train=20 ...]
     python -m ray_jobs.synth_data --config configs/demo.yaml --dataset blobs --num-images 500
 
-Pure numpy, no Ray. Without ``--out``, ``shapes`` goes to ``<run_dir>/data`` and ``blobs`` to
-``<run_dir>/blobs``. The stage writes ``metrics.json`` and, last, ``_SUCCESS`` (with the hash of
-the ``synth`` config) into the output folder; a folder already complete for the same config is
-left alone unless ``--force``.
+Pure numpy, no Ray. Without ``--out``, ``shapes`` is the pipeline's ``data`` stage (run as
+every stage is run: ``<run>/data``, skipped when fresh) and ``blobs`` goes to ``<run>/blobs``.
+Otherwise ``metrics.json`` and, last, ``_SUCCESS`` (with the hash of the ``synth`` config) go
+into the output folder; a folder already complete for the same config is left alone unless
+``--force``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ray_jobs._cli import add_config_args, config_from_args, parse
-from weaksam.config import config_hash, save_resolved, to_dict
+from ray_jobs._stage import run_command
+from weaksam.config import config_hash, to_dict
 from weaksam.data.synth import generate_blobs_dataset, generate_shapes_dataset
 from weaksam.runs import clear_success, is_complete, mark_success, write_metrics
 
@@ -41,8 +43,10 @@ def _summary(summary: dict[str, Any]) -> str:
     )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Generate the synthetic shapes or blobs set.")
+def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.synth_data") -> int:
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Generate the synthetic shapes or blobs set."
+    )
     add_config_args(parser)
     parser.add_argument("--dataset", choices=("shapes", "blobs"), default="shapes")
     parser.add_argument("--out", default=None, help="output folder (default: in the run folder)")
@@ -55,11 +59,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="progress bar (default: when stderr is a terminal)",
     )
     args = parse(parser, argv)
-    cfg = config_from_args(args)
+    if args.dataset == "shapes" and args.out is None:
+        # the pipeline's ``data`` stage: the same runner, hash and marker as the pipeline
+        words = ["--config", args.config or "", *(x for o in args.overrides for x in ("--set", o))]
+        words += ["--force"] if args.force else []
+        return run_command(["data"], words, prog=prog, description="the pipeline's data stage")
+    cfg = config_from_args(args, run=args.out is None)
     progress = sys.stderr.isatty() if args.progress is None else args.progress
-
     if args.dataset == "shapes":
-        out_dir = args.out or os.path.join(cfg.run_dir, "data")
+        out_dir = args.out
         stamp = config_hash(cfg.synth)
     else:
         out_dir = args.out or os.path.join(cfg.run_dir, "blobs")
@@ -67,8 +75,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.force and is_complete(out_dir, stamp):
         print(f"{args.dataset}: up to date in {out_dir} (use --force to regenerate)")
         return 0
-    if args.out is None:
-        save_resolved(cfg)
     os.makedirs(out_dir, exist_ok=True)
     clear_success(out_dir)
     if args.dataset == "shapes":

@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 from weaksam.config import Config, load_config
-from weaksam.pipeline.core import Stage, StageContext, run_stages
+from weaksam.pipeline.core import run_stages
+from weaksam.stage import Stage, StageContext
 
 
 def _stages(calls: list[str]) -> list[Stage]:
@@ -49,18 +50,42 @@ def test_skip_rerun_and_dependants(tmp_path) -> None:
     assert calls == ["a", "b", "c"]
 
 
-def test_from_and_only(tmp_path) -> None:
+def test_from_and_only_resume_unless_forced(tmp_path) -> None:
     cfg = load_config(None, ["run_root=" + str(tmp_path)])
     calls: list[str] = []
     run_stages(cfg, _stages(calls))
     calls.clear()
-    run_stages(cfg, _stages(calls), from_stage="b")
+    # selecting stages does not discard fresh outputs ...
+    reports = run_stages(cfg, _stages(calls), from_stage="b")
+    assert calls == [] and [r.name for r in reports] == ["b", "c", "off"]
+    assert [r.action for r in reports] == ["skipped", "skipped", "disabled"]
+    run_stages(cfg, _stages(calls), only="b")
+    assert calls == []
+    # ... only --force does
+    run_stages(cfg, _stages(calls), from_stage="b", force=True)
     assert calls == ["b", "c"]
     calls.clear()
-    run_stages(cfg, _stages(calls), only="b")
-    assert calls == ["b"]
+    run_stages(cfg, _stages(calls), only=["a", "c"], force=True)
+    assert calls == ["a", "c"]
     with pytest.raises(ValueError, match="unknown stage"):
         run_stages(cfg, _stages(calls), only="zzz")
+
+
+def test_a_rebuilt_input_makes_its_dependants_stale(tmp_path) -> None:
+    """Same config, but ``b`` was rebuilt by a forced single-stage run: ``c`` read the old
+    outputs, so the next pipeline run reruns ``c`` (and only ``c``)."""
+    cfg = load_config(None, ["run_root=" + str(tmp_path)])
+    calls: list[str] = []
+    run_stages(cfg, _stages(calls))
+    calls.clear()
+    run_stages(cfg, _stages(calls), only="b", force=True)
+    assert calls == ["b"]
+    calls.clear()
+    run_stages(cfg, _stages(calls))
+    assert calls == ["c"]
+    calls.clear()
+    run_stages(cfg, _stages(calls))
+    assert calls == []
 
 
 def test_failed_stage_leaves_no_marker(tmp_path) -> None:
@@ -103,7 +128,7 @@ def test_partial_outputs_resume_only_the_same_config(tmp_path) -> None:
     assert seen[-1] is False
     # a forced rerun of a finished stage starts clean too
     run_stages(cfg, [Stage("p", flaky(False), sections=("synth",))])
-    run_stages(cfg, [Stage("p", flaky(False), sections=("synth",))], only="p")
+    run_stages(cfg, [Stage("p", flaky(False), sections=("synth",))], only="p", force=True)
     assert seen[-2:] == [True, False]
 
 

@@ -10,6 +10,7 @@ outputs as ``runs/<name>/config.resolved.yaml``.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -19,12 +20,14 @@ from weaksam.configlib import (
     config_hash,
     dump_yaml,
     from_dict,
+    given_keys,
     load_into,
     to_dict,
 )
 from weaksam.detection.config import RetrainConfig, WSISConfig
 from weaksam.pgt.config import PGTStageConfig
 from weaksam.proposals.config import ProposalsConfig
+from weaksam.runs import resolved_config_path
 from weaksam.sam.build import SamConfig
 from weaksam.sam.training import SamTrainConfig
 from weaksam.wsod.config import WSODConfig
@@ -47,7 +50,9 @@ __all__ = [
     "config_hash",
     "dump_yaml",
     "from_dict",
+    "is_safe_name",
     "load_config",
+    "load_run_config",
     "save_resolved",
     "to_dict",
 ]
@@ -140,6 +145,15 @@ class Config:
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     wsis: WSISConfig = field(default_factory=WSISConfig)
 
+    def __post_init__(self) -> None:
+        if not is_safe_name(self.name):
+            raise ValueError(
+                f"name must be one folder name (letters, digits, '.', '_', '-'; not '.' or "
+                f"'..'), got {self.name!r}"
+            )
+        if not self.run_root:
+            raise ValueError("run_root must not be empty")
+
     @property
     def run_dir(self) -> str:
         """``<run_root>/<name>``, absolute for a local ``run_root`` (Ray workers run in other
@@ -150,16 +164,41 @@ class Config:
         return f"{root}/{self.name}"
 
 
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+
+
+def is_safe_name(name: str) -> bool:
+    """True for a single, portable path component: no separator, not ``.``/``..``, not
+    hidden, at most 128 characters (a run name becomes ``<run_root>/<name>``)."""
+    return len(name) <= 128 and _SAFE_NAME.fullmatch(name) is not None and name != ".."
+
+
 def load_config(path: str | None = None, overrides: Sequence[str] = ()) -> Config:
     """Load the pipeline :class:`Config` from ``path`` (defaults when None) plus overrides."""
     return load_into(Config, path, overrides)
+
+
+def load_run_config(path: str | None, overrides: Sequence[str] = ()) -> Config:
+    """The config of a command that writes into a run folder.
+
+    As :func:`load_config`, but the run's ``name`` must be given, by the file (or a file it
+    names as ``base``) or by ``--set name=...``: a missing ``--config`` or an empty file must
+    not silently become the default run and overwrite it. Raises :class:`ConfigError`.
+    """
+    cfg = load_config(path, overrides)
+    if "name" not in given_keys(path, overrides):
+        where = path or "no --config given"
+        raise ConfigError(f"name: the run needs a name (in {where}); add `name: <run>`")
+    return cfg
 
 
 def save_resolved(cfg: Config, run_dir: str | None = None) -> str:
     """Write ``config.resolved.yaml`` into the run folder; return its path."""
     out_dir = run_dir or cfg.run_dir
     os.makedirs(out_dir, exist_ok=True)
-    out = os.path.join(out_dir, "config.resolved.yaml")
-    with open(out, "w", encoding="utf-8") as fh:
+    out = resolved_config_path(out_dir)
+    tmp = out + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(dump_yaml(cfg))
+    os.replace(tmp, out)
     return out

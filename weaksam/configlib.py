@@ -198,6 +198,18 @@ def load_into(cls: type[T], path: str | None = None, overrides: Sequence[str] = 
     return _build_with_sources(cls, data, sources, path or "<defaults>")
 
 
+def given_keys(path: str | None, overrides: Sequence[str] = ()) -> set[str]:
+    """The dotted keys a file (with its ``base`` chain) and the overrides set explicitly."""
+    keys: set[str] = set()
+    if path:
+        _, sources = _read_yaml(path)
+        keys.update(sources)
+    for text in overrides:
+        parts, _ = parse_override(text)
+        keys.update(".".join(parts[: i + 1]) for i in range(len(parts)))
+    return keys
+
+
 def _build_with_sources(
     cls: type[T], data: dict[str, Any], sources: dict[str, str], default: str
 ) -> T:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -98,24 +99,39 @@ def proposals_path(run_dir: str) -> str:
     return os.path.join(run_dir, "proposals", "shards")
 
 
+def detections_file(folder: str, split: str) -> str:
+    """``<folder>/detections_<split>.parquet``: a detector's ``detections`` table of ``split``
+    in its output folder (a stage folder, or ``wsod/compare/<method>``)."""
+    return os.path.join(folder, f"detections_{split}.parquet")
+
+
 def detections_path(run_dir: str, stage: str, split: str) -> str:
-    """``<run>/<stage>/detections_<split>.parquet``: a detector's ``detections`` table."""
-    return os.path.join(run_dir, stage, f"detections_{split}.parquet")
+    """``<run>/<stage>/detections_<split>.parquet``: a stage's ``detections`` table."""
+    return detections_file(os.path.join(run_dir, stage), split)
+
+
+PGT_TABLE = "pgt.parquet"
+PGT_COCO = "pgt_coco.json"
 
 
 def pgt_path(run_dir: str) -> str:
     """``<run>/pgt/pgt.parquet``: the ``pgt`` table."""
-    return os.path.join(run_dir, "pgt", "pgt.parquet")
+    return os.path.join(run_dir, "pgt", PGT_TABLE)
 
 
 def pgt_coco_path(run_dir: str) -> str:
     """``<run>/pgt/pgt_coco.json``: the PGT as COCO instances for training."""
-    return os.path.join(run_dir, "pgt", "pgt_coco.json")
+    return os.path.join(run_dir, "pgt", PGT_COCO)
+
+
+def model_file(folder: str) -> str:
+    """``<folder>/model.pt``: an exported detector in its output folder."""
+    return os.path.join(folder, "model.pt")
 
 
 def model_path(run_dir: str, stage: str) -> str:
     """``<run>/<stage>/model.pt``: the exported model of ``wsod``, ``retrain`` or ``wsis``."""
-    return os.path.join(run_dir, stage, "model.pt")
+    return model_file(os.path.join(run_dir, stage))
 
 
 def resolved_config_path(run_dir: str) -> str:
@@ -134,10 +150,13 @@ def relative_to_run(path: str, run_dir: str) -> str:
     Tables store paths into their own run folder this way so that the folder can be moved or
     copied; dataset paths outside the run stay absolute. See :func:`resolve_in_run`.
     """
-    if not path or "://" in path or "://" in run_dir:
+    if not path:
         return path
+    if "://" in path or "://" in run_dir:
+        root = run_dir.rstrip("/") + "/"
+        return path[len(root) :] if path.startswith(root) else path
     full, root = os.path.abspath(path), os.path.abspath(run_dir)
-    if full == root or full.startswith(root.rstrip(os.sep) + os.sep):
+    if full.startswith(root.rstrip(os.sep) + os.sep):
         return os.path.relpath(full, root)
     return path
 
@@ -146,6 +165,8 @@ def resolve_in_run(path: str, run_dir: str) -> str:
     """The inverse of :func:`relative_to_run`: a relative ``path`` is joined to ``run_dir``."""
     if not path or "://" in path or os.path.isabs(path):
         return path
+    if "://" in run_dir:
+        return run_dir.rstrip("/") + "/" + path
     return os.path.join(run_dir, path)
 
 
@@ -174,40 +195,56 @@ def read_metrics(out_dir: str, name: str = METRICS) -> dict[str, Any]:
 
 
 def mark_success(out_dir: str, config_hash: str = "", **info: Any) -> None:
-    """Write the ``_SUCCESS`` marker last, with the stage's config hash and a timestamp."""
-    payload = {"config_hash": config_hash, "finished_at": time.time(), **info}
-    with open(os.path.join(out_dir, SUCCESS), "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, default=_json_default)
+    """Write the ``_SUCCESS`` marker last: the stage's config hash, a fresh ``run_id`` (what
+    dependants record as their input), a timestamp and ``info`` (the runner's ``key``,
+    ``seconds``)."""
+    payload = {
+        "config_hash": config_hash,
+        "run_id": uuid.uuid4().hex,
+        "finished_at": time.time(),
+        **info,
+    }
+    _write_json_atomic(os.path.join(out_dir, SUCCESS), payload)
+
+
+def read_success(out_dir: str) -> dict[str, Any] | None:
+    """The ``_SUCCESS`` marker of ``out_dir`` (None when missing or unreadable)."""
+    try:
+        with open(os.path.join(out_dir, SUCCESS), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def is_complete(out_dir: str, config_hash: str | None = None) -> bool:
     """True if ``out_dir`` has a marker (and, when given, for the same config hash)."""
-    path = os.path.join(out_dir, SUCCESS)
-    if not os.path.exists(path):
+    marker = read_success(out_dir)
+    if marker is None:
         return False
-    if config_hash is None:
-        return True
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return bool(json.load(fh).get("config_hash") == config_hash)
-    except (OSError, json.JSONDecodeError):
-        return False
+    return config_hash is None or marker.get("config_hash") == config_hash
 
 
-def mark_started(out_dir: str, config_hash: str) -> None:
-    """Record that a run of the stage with ``config_hash`` began writing into ``out_dir``."""
-    with open(os.path.join(out_dir, STARTED), "w", encoding="utf-8") as fh:
-        json.dump({"config_hash": config_hash, "started_at": time.time()}, fh)
+def mark_started(out_dir: str, key: str) -> None:
+    """Record that a run of the stage with ``key`` began writing into ``out_dir``."""
+    _write_json_atomic(os.path.join(out_dir, STARTED), {"key": key, "started_at": time.time()})
 
 
-def started_hash(out_dir: str) -> str | None:
-    """The config hash of the last run that began in ``out_dir`` (None if unknown)."""
+def started_key(out_dir: str) -> str | None:
+    """The key of the last run that began in ``out_dir`` (None if unknown)."""
     try:
         with open(os.path.join(out_dir, STARTED), encoding="utf-8") as fh:
-            value = json.load(fh).get("config_hash")
-    except (OSError, json.JSONDecodeError):
+            value = json.load(fh).get("key")
+    except (OSError, json.JSONDecodeError, AttributeError):
         return None
     return str(value) if value is not None else None
+
+
+def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(payload, fh, default=_json_default)
+    os.replace(tmp, path)
 
 
 def reset_stage_dir(out_dir: str) -> None:

@@ -46,6 +46,9 @@ class Stage:
         sections: config sections whose values define the stage's output (its hash).
         deps: names of stages whose outputs this one reads.
         enabled: predicate on the config (e.g. ``data`` only for synthetic data).
+        check: ``check(cfg)`` raises ``ValueError`` / ``FileNotFoundError`` (one line) when
+            the stage's external inputs (dataset files, settings that only make sense
+            together) rule out a run; called before anything in the run folder changes.
     """
 
     name: str
@@ -53,6 +56,7 @@ class Stage:
     sections: tuple[str, ...] = ()
     deps: tuple[str, ...] = ()
     enabled: Callable[[Config], bool] = field(default=_always)
+    check: Callable[[Config], None] | None = None
 
 
 @dataclass(frozen=True)

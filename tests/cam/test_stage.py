@@ -12,7 +12,7 @@ from weaksam.cam.stage import classify_table, peaks_table, run_classify, run_pea
 from weaksam.config import Config
 from weaksam.io.schemas import POINTS
 from weaksam.io.tables import read_table
-from weaksam.pipeline.core import StageContext
+from weaksam.stage import StageContext
 
 
 @pytest.mark.ray

@@ -361,19 +361,46 @@ def test_cli_without_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 
 def test_cli_with_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    run_dir = tmp_path / "runs" / "t"
-    _coco_fixture(run_dir / "data", "train", first_id=1)
+    """`ray_jobs.ingest --config` is the pipeline's stage: same marker, so the pipeline skips
+    it; a rerun skips it too; a bad config fails before anything is written."""
+    from weaksam.config import load_run_config
+    from weaksam.pipeline.core import run_stages
+    from weaksam.pipeline.stages import STAGES
+
+    data = tmp_path / "coco"
+    ann = _coco_fixture(data, "train", first_id=1)
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(f"name: t\nrun_root: {tmp_path / 'runs'}\ndata:\n  splits: [train]\n")
-    assert ingest_job.main(["--config", str(cfg), "--no-progress"]) == 0
+    cfg.write_text(
+        f"name: t\nrun_root: {tmp_path / 'runs'}\ndata:\n  format: coco\n"
+        f"  root: {data / 'images'}\n  annotations: {ann}\n  splits: [train]\n"
+    )
+    assert ingest_job.main(["--config", str(cfg)]) == 0
+    run_dir = tmp_path / "runs" / "t"
     out_dir = run_dir / "ingest"
     assert read_table(str(out_dir / "manifest.parquet"), "manifest").num_rows == 2
     metrics = read_metrics(str(out_dir))
     assert metrics["splits"]["train"] == {"images": 2, "ok": 2, "errors": 0}
-    assert metrics["classes"] == ["cat", "dog"] and metrics["seconds"] >= 0
+    assert metrics["classes"] == ["cat", "dog"]
     assert is_complete(str(out_dir))
     assert os.path.exists(run_dir / "config.resolved.yaml")
-    capsys.readouterr()
-    bad = ["--config", str(cfg), "--set", "data.format=folder"]
-    assert ingest_job.main(bad) == 2  # folder without annotations/root
-    assert "needs data.root, data.annotations" in capsys.readouterr().err
+    assert "stage ingest: ran" in capsys.readouterr().out
+
+    # the pipeline's runner recognises the single-stage run's marker
+    ran: list[str] = []
+    stages = [s for s in STAGES if s.name in ("data", "ingest")]
+    reports = run_stages(load_run_config(str(cfg)), stages, only=None)
+    ran = [r.name for r in reports if r.action == "ran"]
+    assert ran == [] and [r.action for r in reports] == ["disabled", "skipped"]
+    assert ingest_job.main(["--config", str(cfg)]) == 0
+    assert "stage ingest: fresh, skipped" in capsys.readouterr().out
+
+    before = (out_dir / "manifest.parquet").read_bytes()
+    for override, message in (
+        (f"data.root={tmp_path / 'missing'}", "data.root: no such folder"),
+        ("data.annotations=", "format 'coco' needs data.annotations"),
+    ):
+        bad = ["--config", str(cfg), "--set", override, "--force"]
+        assert ingest_job.main(bad) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert (out_dir / "manifest.parquet").read_bytes() == before

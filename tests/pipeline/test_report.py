@@ -13,7 +13,7 @@ from PIL import Image
 from weaksam.io.classes import ClassMap
 from weaksam.io.rle import encode_mask
 from weaksam.io.tables import write_table
-from weaksam.pipeline.core import StageReport
+from weaksam.stage import StageReport
 from weaksam.pipeline.report import stage_timings, try_write_report, write_report
 from weaksam.runs import mark_success, write_metrics
 

@@ -76,7 +76,7 @@ def test_split_outputs_keep_every_image_and_evaluate(wsod_run: str, tmp_path) ->
 
 
 def test_results_take_the_wsod_metrics() -> None:
-    from weaksam.pipeline.core import StageReport
+    from weaksam.stage import StageReport
     from weaksam.pipeline.results import collect_results
 
     metrics = {

@@ -14,7 +14,6 @@ Labels reach the Ray job for training-split rows only; other rows carry ``labels
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -35,27 +34,20 @@ from weaksam.data.imageio import load_image
 from weaksam.eval.table import format_table
 from weaksam.io.rle import decode_masks
 from weaksam.io.tables import read_classes, read_table
-from weaksam.pipeline.core import StageContext
-from weaksam.runs import file_digest
+from weaksam.runs import classifier_path, file_digest, manifest_path, points_path, read_success
+from weaksam.stage import Stage, StageContext
 from weaksam.viz.draw import save_png
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "ingest/manifest.parquet"
-CLASSIFIER = "classify/classifier.pt"
-POINTS = "peaks/points.parquet"
-
 
 def _manifest(run_dir: str) -> str:
-    return os.path.abspath(os.path.join(run_dir, MANIFEST))
+    return os.path.abspath(manifest_path(run_dir))
 
 
 def _ingest_hash(run_dir: str) -> str:
-    try:
-        with open(os.path.join(run_dir, "ingest", "_SUCCESS"), encoding="utf-8") as fh:
-            return str(json.load(fh).get("config_hash", ""))
-    except (OSError, json.JSONDecodeError):
-        return ""
+    marker = read_success(os.path.dirname(manifest_path(run_dir)))
+    return str(marker.get("config_hash", "")) if marker else ""
 
 
 def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
@@ -95,7 +87,7 @@ def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         raise RuntimeError(f"classifier training produced no checkpoint ({result.error})")
     with result.checkpoint.as_directory() as d:
         state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
-    path = os.path.join(ctx.out_dir, "classifier.pt")
+    path = classifier_path(ctx.run_dir)
     export_classifier(state, path, list(classes.names))
     # scored with the peaks stage's passes: the classes it predicts for unlabelled images
     metrics = evaluate_classifier(
@@ -162,7 +154,7 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
 
     ctx.ray_init()
     manifest = _manifest(ctx.run_dir)
-    checkpoint = os.path.abspath(os.path.join(ctx.run_dir, CLASSIFIER))
+    checkpoint = os.path.abspath(classifier_path(ctx.run_dir))
     classes = read_classes(manifest)
     train_split = cfg.data.splits[0]
     pcfg = cfg.peaks
@@ -170,7 +162,7 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     for r in items:  # labels travel for the training split only
         if r["split"] != train_split:
             r["labels"] = None
-    out = os.path.join(ctx.out_dir, "points.parquet")
+    out = points_path(ctx.run_dir)
     if os.path.exists(out):
         shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
     gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -281,3 +273,7 @@ def peaks_table(metrics: dict[str, Any]) -> str:
         [f"class {name}", p, "-"] for name, p in metrics.get("point_precision_by_class", {}).items()
     ]
     return format_table(rows, ["split/kind", "precision", "recall"], title="peak points")
+
+
+CLASSIFY_STAGE = Stage("classify", run_classify, sections=("classifier",), deps=("ingest",))
+PEAKS_STAGE = Stage("peaks", run_peaks, sections=("peaks",), deps=("classify",))

@@ -153,6 +153,34 @@ def _coco_splits(
     return rows, classes
 
 
+def check_data_config(cfg: DataConfig) -> None:
+    """Check, without decoding any image, that ``cfg`` can be ingested: its settings are
+    complete and the files it names exist (label CSV headers are read). Raises ``ValueError``
+    or ``FileNotFoundError`` with a one-line message. ``synthetic`` data is made by the run's
+    ``data`` stage and is not checked here."""
+    if cfg.format not in FORMATS:
+        raise ValueError(f"unknown data format {cfg.format!r}; known: {list(FORMATS)}")
+    if not cfg.splits:
+        raise ValueError("data.splits is empty")
+    if cfg.format == "synthetic":
+        return
+    _require(cfg, "root", *(("annotations",) if cfg.format in ("coco", "folder") else ()))
+    if not os.path.isdir(cfg.root):
+        raise FileNotFoundError(f"data.root: no such folder: {cfg.root}")
+    files = [("data.classes_file", cfg.classes_file)] if cfg.classes_file else []
+    for split in cfg.splits:
+        if cfg.annotations:
+            files.append(("data.annotations", cfg.annotations.replace("{split}", split)))
+        if cfg.image_labels:
+            files.append(("data.image_labels", cfg.image_labels.replace("{split}", split)))
+    for key, path in files:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{key}: no such file: {path}")
+    if cfg.format == "folder":
+        for split in cfg.splits:
+            read_labels_csv(cfg.annotations.replace("{split}", split))
+
+
 def _require(cfg: DataConfig, *keys: str) -> None:
     missing = [k for k in keys if not getattr(cfg, k)]
     if missing:

@@ -43,13 +43,12 @@ from weaksam.eval.table import format_table
 from weaksam.io.classes import ClassMap
 from weaksam.io.schemas import error_row
 from weaksam.io.tables import read_classes, read_table, write_table
-from weaksam.pipeline.core import Stage, StageContext
+from weaksam.runs import detections_file, manifest_path, model_file, pgt_path
+from weaksam.stage import Stage, StageContext
 from weaksam.train.reporting import STATE_FILE
 
 log = logging.getLogger(__name__)
 
-MANIFEST = os.path.join("ingest", "manifest.parquet")
-PGT = os.path.join("pgt", "pgt.parquet")
 IMAGE_COLUMNS = ("image_id", "image_index", "height", "width", "path", "split", "error")
 
 
@@ -135,7 +134,7 @@ def detect_split(
         )
         for r in rows
     ]
-    path = os.path.join(out_dir, f"detections_{split}.parquet")
+    path = detections_file(out_dir, split)
     write_table(out, path, "detections", classes)
     coco = detections_to_coco_results(load_detections_table(path).records, classes)
     with open(os.path.join(out_dir, f"coco_results_{split}.json"), "w", encoding="utf-8") as fh:
@@ -172,8 +171,8 @@ def run_detector_stage(
     """Train, detect and evaluate each variant; the first is the main one (stage folder)."""
     import ray
 
-    manifest = os.path.join(ctx.run_dir, MANIFEST)
-    pgt = os.path.join(ctx.run_dir, PGT)
+    manifest = manifest_path(ctx.run_dir)
+    pgt = pgt_path(ctx.run_dir)
     if any(v.source == "pgt" for v in variants) and not os.path.exists(pgt):
         raise FileNotFoundError(f"no pseudo ground truth at {pgt} (run the pgt stage)")
     if masks and any(v.source == "pgt" for v in variants):
@@ -210,7 +209,7 @@ def run_detector_stage(
         t0 = time.time()
         state = train_variant(section, v, job, storage, name)
         train_s = time.time() - t0
-        ckpt = export_checkpoint(state, os.path.join(out_dir, "model.pt"))
+        ckpt = export_checkpoint(state, model_file(out_dir))
         t0 = time.time()
         path = detect_split(ckpt, test_rows, section.test, use_gpu, out_dir, test_split, classes)
         infer_s = time.time() - t0
@@ -281,7 +280,6 @@ def _enabled(section: str) -> Any:
     return lambda cfg: bool(getattr(cfg, section).enabled)
 
 
-# The pipeline's registration (weaksam/pipeline/stages.py, after ``pgt``).
 RETRAIN_STAGE = Stage(
     "retrain",
     run_retrain,

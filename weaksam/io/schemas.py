@@ -13,6 +13,9 @@ Every table has one row per image and list columns per object. Conventions:
 * Class ids are 0-based contiguous; the names and the source dataset's ids travel in the schema
   metadata as a :class:`weaksam.io.classes.ClassMap`.
 * ``error`` is null for a good row, else the reason; an error row has empty lists.
+* A ``path`` column may hold paths relative to a base folder named, relative to the table's
+  own folder, by the :data:`META_PATH_BASE` metadata (the run folder for a run's manifest, so
+  the run folder can be moved); :func:`weaksam.io.tables.read_table` resolves them.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import pyarrow as pa
 SCHEMA_VERSION = "1"
 META_TABLE = b"weaksam.table"
 META_VERSION = b"weaksam.schema_version"
+META_PATH_BASE = b"weaksam.path_base"
 
 _f32s = pa.list_(pa.float32())
 _i32s = pa.list_(pa.int32())

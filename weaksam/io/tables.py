@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,7 +13,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from weaksam.io.classes import ClassMap
-from weaksam.io.schemas import META_TABLE, rows_to_table, validate_table
+from weaksam.io.schemas import META_PATH_BASE, META_TABLE, rows_to_table, validate_table
+from weaksam.runs import relative_to_run, resolve_in_run
 
 
 def _fs_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -22,23 +24,54 @@ def _fs_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(uri)
 
 
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _parent(path: str) -> str:
+    return posixpath.dirname(path.rstrip("/")) if _is_uri(path) else os.path.dirname(path)
+
+
+def relative_paths(rows: Sequence[Mapping[str, Any]], root: str) -> list[dict[str, Any]]:
+    """``rows`` with every ``path`` inside ``root`` made relative to it (others unchanged)."""
+    out = []
+    for row in rows:
+        r = dict(row)
+        if isinstance(r.get("path"), str):
+            r["path"] = relative_to_run(r["path"], root)
+        out.append(r)
+    return out
+
+
 def write_table(
     rows: Sequence[Mapping[str, Any]] | pa.Table,
     path: str,
     table: str,
     classes: ClassMap | None = None,
+    *,
+    path_root: str | None = None,
 ) -> pa.Table:
     """Write ``rows`` (or a ready table) of ``table`` to one Parquet file at ``path``.
 
-    The class map goes into the schema metadata. Returns the written table.
+    The class map goes into the schema metadata. With ``path_root`` (a run folder), values of a
+    ``path`` column inside it are stored relative to it and the metadata records where it is
+    relative to the file's folder, so :func:`read_table` gives absolute paths again wherever
+    the folder has moved. Returns the written table.
     """
-    meta = classes.to_metadata() if classes is not None else None
+    meta = dict(classes.to_metadata()) if classes is not None else {}
+    if path_root is not None and not isinstance(rows, pa.Table):
+        rows = relative_paths(rows, path_root)
+        base = path_root if _is_uri(path_root) else os.path.abspath(path_root)
+        folder = _parent(path if _is_uri(path) else os.path.abspath(path))
+        meta[META_PATH_BASE] = (
+            posixpath.relpath(base, folder) if _is_uri(base) else os.path.relpath(base, folder)
+        ).encode()
     if isinstance(rows, pa.Table):
         tbl = validate_table(rows, table)
         if meta:
             tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), **meta})
     else:
-        tbl = rows_to_table(rows, table, meta)
+        tbl = rows_to_table(rows, table, meta or None)
     fs, p = _fs_and_path(path)
     parent = os.path.dirname(p)
     if parent:
@@ -69,7 +102,22 @@ def read_table(
         tbl = pq.read_table(p, filesystem=fs, columns=list(columns) if columns else None)
     if table is not None and columns is None:
         tbl = validate_table(tbl, table)
-    return tbl
+    return _resolve_paths(tbl, path if info.type == pafs.FileType.Directory else _parent(path))
+
+
+def _resolve_paths(tbl: pa.Table, folder: str) -> pa.Table:
+    """Relative ``path`` values made absolute against the base the metadata names (see
+    :func:`write_table`); tables without that metadata are returned unchanged."""
+    base_rel = (tbl.schema.metadata or {}).get(META_PATH_BASE)
+    if base_rel is None or "path" not in tbl.column_names:
+        return tbl
+    if _is_uri(folder):
+        base = posixpath.normpath(posixpath.join(folder, base_rel.decode()))
+    else:
+        base = os.path.normpath(os.path.join(os.path.abspath(folder), base_rel.decode()))
+    values = [resolve_in_run(p, base) if p else p for p in tbl.column("path").to_pylist()]
+    idx = tbl.column_names.index("path")
+    return tbl.set_column(idx, tbl.schema.field(idx), pa.array(values, pa.string()))
 
 
 def table_name(tbl: pa.Table) -> str | None:

@@ -33,14 +33,11 @@ from weaksam.pgt.config import PGTStageConfig
 from weaksam.pgt.job import generate_pgt_masks, merge_masks
 from weaksam.pgt.labels import LabelSet, read_labels
 from weaksam.pgt.quality import pgt_quality
-from weaksam.pipeline.core import Stage, StageContext
+from weaksam.runs import PGT_COCO, PGT_TABLE, detections_path, manifest_path
 from weaksam.sam.build import SamConfig
+from weaksam.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
-
-PGT_TABLE = "pgt.parquet"
-PGT_COCO = "pgt_coco.json"
-MANIFEST = os.path.join("ingest", "manifest.parquet")
 
 
 def make_pgt_outputs(
@@ -110,8 +107,8 @@ def run_pgt(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """PGT of the training split from ``<run>/wsod/detections_<train>.parquet`` and the
     manifest's image-level labels; masks from the run's SAM; quality vs the hidden GT."""
     train_split = cfg.data.splits[0]
-    manifest = os.path.join(ctx.run_dir, MANIFEST)
-    detections = os.path.join(ctx.run_dir, "wsod", f"detections_{train_split}.parquet")
+    manifest = manifest_path(ctx.run_dir)
+    detections = detections_path(ctx.run_dir, "wsod", train_split)
     if not os.path.exists(detections):
         raise FileNotFoundError(f"no WSOD detections at {detections} (run the wsod stage)")
     labels = read_labels(manifest, split=train_split)
@@ -127,5 +124,4 @@ def run_pgt(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     return metrics
 
 
-# The pipeline's registration (weaksam/pipeline/stages.py, after ``wsod``).
 PGT_STAGE = Stage("pgt", run_pgt, sections=("pgt", "sam"), deps=("ingest", "wsod"))

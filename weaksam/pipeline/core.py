@@ -1,9 +1,13 @@
-"""Stage orchestration: run stages in order, skip fresh ones, rerun stale ones and dependants.
+"""The runner: run stages in order, skip fresh ones, resume interrupted ones, rerun stale ones.
 
-A stage is fresh when its folder has a ``_SUCCESS`` marker whose config hash equals the hash of
-the stage's config sections *and* of every stage it depends on, so changing one stage's setting
-reruns that stage and those after it only. Nothing here starts Ray; stages that need it call
-the ``ray_init`` hook they are given.
+A stage is fresh when its folder has a ``_SUCCESS`` marker for the same *key*: the hash of the
+stage's config sections, the seed, the weight files they load and its dependencies' hashes,
+plus the run ids of the dependencies' markers (so a dependency rebuilt by a forced run makes
+its dependants stale even with an unchanged config). A stage that started for the same key and
+did not finish resumes from its partial outputs. Only ``force`` discards outputs. This is the
+one way any entry point runs a stage (``ray_jobs.pipeline``, ``python -m ray_jobs.<stage>``,
+``weaksam <stage>``). Nothing here starts Ray; stages that need it call the ``ray_init`` hook
+they are given.
 """
 
 from __future__ import annotations
@@ -13,61 +17,25 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 from weaksam.config import Config, config_hash, to_dict
 from weaksam.runs import (
     clear_success,
     file_digest,
-    is_complete,
     mark_started,
     mark_success,
     read_metrics,
+    read_success,
     reset_stage_dir,
-    started_hash,
+    started_key,
     weight_files,
     write_metrics,
 )
+from weaksam.stage import Stage, StageContext, StageReport
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class StageContext:
-    """What a stage's run function gets besides the config."""
-
-    run_dir: str
-    out_dir: str
-    ray_init: Callable[[], None]
-
-
-@dataclass(frozen=True)
-class Stage:
-    """One step of the pipeline.
-
-    Attributes:
-        name: folder name under the run directory and the ``--only/--from`` key.
-        run: ``run(cfg, ctx) -> metrics`` (a flat-ish JSON-able dict).
-        sections: config sections whose values define the stage's output.
-        deps: names of stages whose outputs this one reads.
-        enabled: predicate on the config (e.g. ``synth`` only for synthetic data).
-    """
-
-    name: str
-    run: Callable[[Config, StageContext], dict[str, Any]]
-    sections: tuple[str, ...] = ()
-    deps: tuple[str, ...] = ()
-    enabled: Callable[[Config], bool] = field(default=lambda cfg: True)
-
-
-@dataclass
-class StageReport:
-    name: str
-    action: str  # "ran", "skipped", "disabled"
-    seconds: float = 0.0
-    peak_rss_mb: float = 0.0
-    metrics: dict[str, Any] = field(default_factory=dict)
+__all__ = ["Stage", "StageContext", "StageReport", "run_stages", "select_stages", "stage_hashes"]
 
 
 def stage_hashes(cfg: Config, stages: Sequence[Stage]) -> dict[str, str]:
@@ -126,18 +94,29 @@ class _PeakRSS:
 
 
 def select_stages(
-    stages: Sequence[Stage], from_stage: str | None = None, only: str | None = None
-) -> set[str]:
-    """Names of stages forced to run by ``--from`` / ``--only`` (others may still be stale)."""
+    stages: Sequence[Stage], from_stage: str | None = None, only: str | Sequence[str] | None = None
+) -> list[str]:
+    """Names of the stages a call runs, in pipeline order: ``only`` (one name or several),
+    ``from_stage`` and every later one, or all. Unknown names raise ``ValueError``."""
     names = [s.name for s in stages]
-    for given in (from_stage, only):
+    wanted = [only] if isinstance(only, str) else list(only or [])
+    for given in (from_stage, *wanted):
         if given is not None and given not in names:
             raise ValueError(f"unknown stage {given!r}; stages: {names}")
-    if only is not None:
-        return {only}
+    if wanted:
+        return [n for n in names if n in wanted]
     if from_stage is not None:
-        return set(names[names.index(from_stage) :])
-    return set()
+        return names[names.index(from_stage) :]
+    return names
+
+
+def _inputs(run_dir: str, stage: Stage) -> dict[str, str | None]:
+    """The run ids of the markers of ``stage``'s dependencies (None: no marker)."""
+    out: dict[str, str | None] = {}
+    for dep in stage.deps:
+        marker = read_success(os.path.join(run_dir, dep))
+        out[dep] = str(marker.get("run_id")) if marker and marker.get("run_id") else None
+    return out
 
 
 def run_stages(
@@ -146,60 +125,56 @@ def run_stages(
     *,
     ray_init: Callable[[], None] = lambda: None,
     from_stage: str | None = None,
-    only: str | None = None,
+    only: str | Sequence[str] | None = None,
+    force: bool = False,
 ) -> list[StageReport]:
-    """Run ``stages`` in order for ``cfg``; return what happened to each.
+    """Run ``stages`` in order for ``cfg``; return what happened to each selected stage.
 
-    ``only`` runs just that stage (its inputs must exist); ``from_stage`` forces that stage and
-    every later one to rerun. Otherwise a stage runs when it is missing or stale, or when a
-    stage it depends on ran in this call.
+    ``only`` runs just those stages (their inputs must exist), ``from_stage`` that stage and
+    every later one (see :func:`select_stages`). A selected stage is skipped when fresh,
+    resumes when an interrupted run of the same key left partial outputs, and otherwise starts
+    from an empty folder. ``force`` empties and reruns every selected stage: it is the only
+    way fresh outputs are discarded.
     """
     hashes = stage_hashes(cfg, stages)
-    forced = select_stages(stages, from_stage, only)
+    selected = select_stages(stages, from_stage, only)
     reports: list[StageReport] = []
-    ran: set[str] = set()
     for stage in stages:
+        if stage.name not in selected:
+            continue
         if not stage.enabled(cfg):
             reports.append(StageReport(stage.name, "disabled"))
             continue
-        if only is not None and stage.name != only:
-            continue
         out_dir = os.path.join(cfg.run_dir, stage.name)
-        upstream_ran = any(d in ran for d in stage.deps)
-        if (
-            stage.name not in forced
-            and not upstream_ran
-            and is_complete(out_dir, hashes[stage.name])
-        ):
+        key = config_hash({"stage": hashes[stage.name], "inputs": _inputs(cfg.run_dir, stage)})
+        marker = read_success(out_dir)
+        if not force and marker is not None and marker.get("key") == key:
             has_metrics = os.path.exists(os.path.join(out_dir, "metrics.json"))
             metrics = read_metrics(out_dir) if has_metrics else {}
             log.info("stage %-18s fresh, skipped", stage.name)
             reports.append(StageReport(stage.name, "skipped", metrics=metrics))
             continue
         os.makedirs(out_dir, exist_ok=True)
-        clear_success(out_dir)
-        # Partial outputs are kept only to resume an interrupted run of the same config (the
+        # Partial outputs are kept only to resume an interrupted run of the same key (the
         # proposal and mask jobs skip images already written, Ray Train resumes from its
-        # checkpoints). Outputs of another config, or of a run that is being forced or whose
-        # inputs were just rebuilt, must not be resumed from: the folder starts empty.
-        resume = (
-            stage.name not in forced
-            and not upstream_ran
-            and started_hash(out_dir) == hashes[stage.name]
-        )
+        # checkpoints). Outputs of another config or of other inputs must not be resumed
+        # from, and a forced run must not either: then the folder starts empty.
+        resume = not force and marker is None and started_key(out_dir) == key
+        clear_success(out_dir)
         if not resume:
             reset_stage_dir(out_dir)
-        elif os.listdir(out_dir):
+        elif any(not f.startswith("_") for f in os.listdir(out_dir)):
             log.info("stage %-18s resuming an interrupted run", stage.name)
-        mark_started(out_dir, hashes[stage.name])
+        mark_started(out_dir, key)
         log.info("stage %-18s running", stage.name)
         t0 = time.time()
         with _PeakRSS() as mem:
             metrics = stage.run(cfg, StageContext(cfg.run_dir, out_dir, ray_init))
         seconds = time.time() - t0
         write_metrics(out_dir, metrics)
-        mark_success(out_dir, hashes[stage.name], seconds=seconds)
+        mark_success(out_dir, hashes[stage.name], key=key, seconds=seconds)
         log.info("stage %-18s done in %.1f s", stage.name, seconds)
-        ran.add(stage.name)
-        reports.append(StageReport(stage.name, "ran", seconds, mem.peak / 2**20, metrics))
+        reports.append(
+            StageReport(stage.name, "ran", seconds, mem.peak / 2**20, metrics, resumed=resume)
+        )
     return reports

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from weaksam.eval.table import format_value
-from weaksam.pipeline.core import StageReport
+from weaksam.stage import StageReport
 from weaksam.pipeline.report_figures import FigureOptions, SampleContext, Section
 from weaksam.pipeline.report_figures import sections as figure_sections
 from weaksam.pipeline.results import LABELS, RESULT_KEYS
-from weaksam.runs import SUCCESS
+from weaksam.runs import SUCCESS, resolved_config_path, results_path
 from weaksam.viz.plots import plot_stage_seconds
 
 log = logging.getLogger(__name__)
@@ -254,7 +254,7 @@ def build_report(
     if "://" in run_dir:
         raise ValueError(f"the report needs a local run folder, got {run_dir}")
     if results is None:
-        path = os.path.join(run_dir, "results.json")
+        path = results_path(run_dir)
         if os.path.exists(path):
             with open(path, encoding="utf-8") as fh:
                 results = json.load(fh)
@@ -273,7 +273,7 @@ def build_report(
     if total is not None:
         intro += f"; the pipeline invocation took {float(total):.1f} s"
     blocks: list[Block] = [Heading(1, f"weaksam run report: {name}"), Paragraph(intro + ".")]
-    if os.path.exists(os.path.join(run_dir, "config.resolved.yaml")):
+    if os.path.exists(resolved_config_path(run_dir)):
         blocks.append(Paragraph("Resolved config: `config.resolved.yaml`."))
     blocks += _guarded("Results", lambda: _results_section(results))
     blocks += _guarded("Stage timings", lambda: _timing_section(run_dir, timings))

@@ -27,6 +27,7 @@ from weaksam.eval.voc import ap_from_curves, eval_detection_voc, nanmean
 from weaksam.geometry.boxes import as_boxes
 from weaksam.io.rle import decode_masks
 from weaksam.io.tables import read_classes, read_table
+from weaksam.runs import detections_path, manifest_path, pgt_path, points_path, proposals_path
 from weaksam.viz.draw import (
     class_color,
     contact_sheet,
@@ -39,10 +40,11 @@ from weaksam.viz.draw import (
 )
 from weaksam.viz.plots import PRCurve, PRPanel, plot_pr_curves
 
-MANIFEST = "ingest/manifest.parquet"
-POINTS = "peaks/points.parquet"
-PROPOSALS = "proposals/shards"
-PGT = "pgt/pgt.parquet"
+# paths relative to the run folder (the helpers joined to an empty run folder)
+MANIFEST = manifest_path("")
+POINTS = points_path("")
+PROPOSALS = proposals_path("")
+PGT = pgt_path("")
 _MANIFEST_COLUMNS = (
     "image_id",
     "image_index",
@@ -396,7 +398,7 @@ _DETECTORS = (
 def detections_section(ctx: SampleContext) -> Section:
     sec = Section("Final detections")
     _, test = ctx.train_test
-    rel_of = {stage: f"{stage}/detections_{test}.parquet" for stage, _ in _DETECTORS}
+    rel_of = {stage: detections_path("", stage, test) for stage, _ in _DETECTORS}
     avail = []
     for stage, label in _DETECTORS:
         reason = ctx.need(stage, rel_of[stage])
@@ -465,7 +467,7 @@ def pr_section(ctx: SampleContext) -> Section:
     panels: list[PRPanel] = []
     gt = None
     for stage, label in (("retrain", "Faster R-CNN (retrain)"), ("wsis", "Mask R-CNN (wsis)")):
-        rel = f"{stage}/detections_{test}.parquet"
+        rel = detections_path("", stage, test)
         reason = ctx.need(stage, rel) or ctx.need("ingest", MANIFEST)
         if reason is not None:
             sec.missing.append(f"{label} curves: {reason}")

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from weaksam.eval.table import format_table
-from weaksam.pipeline.core import StageReport
+from weaksam.runs import results_path
+from weaksam.stage import StageReport
 
 RESULT_KEYS: tuple[str, ...] = (
     "proposal_recall50",
@@ -116,9 +117,11 @@ def collect_results(
 
 
 def write_results(run_dir: str, results: Mapping[str, Any]) -> str:
-    path = os.path.join(run_dir, "results.json")
-    with open(path, "w", encoding="utf-8") as fh:
+    path = results_path(run_dir)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(results, fh, indent=2)
+    os.replace(tmp, path)
     return path
 
 
@@ -129,5 +132,8 @@ def results_table(results: Mapping[str, Any]) -> str:
 
 
 def stage_table(reports: Sequence[StageReport]) -> str:
-    rows = [[r.name, r.action, f"{r.seconds:.1f}", f"{r.peak_rss_mb:.0f}"] for r in reports]
+    rows = [
+        [r.name, "resumed" if r.resumed else r.action, f"{r.seconds:.1f}", f"{r.peak_rss_mb:.0f}"]
+        for r in reports
+    ]
     return format_table(rows, ["stage", "action", "seconds", "peak RSS MiB"], title="stages")

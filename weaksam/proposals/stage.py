@@ -11,16 +11,18 @@ from weaksam.eval import evaluate, load_manifest_gt
 from weaksam.eval.formats import load_detections_table
 from weaksam.eval.table import format_table
 from weaksam.io.tables import read_table
-from weaksam.pipeline.core import StageContext
-from weaksam.proposals.job import SHARDS, generate_proposals, summarize_proposals
+from weaksam.proposals.job import generate_proposals, summarize_proposals
+from weaksam.runs import manifest_path, points_path, proposals_path
+from weaksam.stage import Stage, StageContext
 
 log = logging.getLogger(__name__)
 
 
-def proposal_recall(manifest_path: str, proposals_dir: str, split: str) -> dict[str, Any]:
-    """Class-agnostic recall of the proposals of ``split`` against the manifest's GT boxes."""
-    gt = load_manifest_gt(manifest_path, split=split)
-    props = load_detections_table(read_table(os.path.join(proposals_dir, SHARDS), "proposals"))
+def proposal_recall(manifest: str, proposals: str, split: str) -> dict[str, Any]:
+    """Class-agnostic recall of the ``proposals`` table of ``split`` against the ``manifest``
+    table's GT boxes (evaluation only)."""
+    gt = load_manifest_gt(manifest, split=split)
+    props = load_detections_table(read_table(proposals, "proposals"))
     ids = {g.image_id for g in gt.records}
     records = [d for d in props.records if d.image_id in ids]
     res = evaluate(gt.records, records, ("recall",), gt.classes)["recall"]["overall"]
@@ -29,8 +31,8 @@ def proposal_recall(manifest_path: str, proposals_dir: str, split: str) -> dict[
 
 def run_proposals(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Generate (or resume) WeakSAM proposals for the manifest; metrics per split."""
-    manifest = os.path.join(ctx.run_dir, "ingest", "manifest.parquet")
-    points = os.path.join(ctx.run_dir, "peaks", "points.parquet")
+    manifest = manifest_path(ctx.run_dir)
+    points = points_path(ctx.run_dir)
     ctx.ray_init()
     stats = generate_proposals(
         manifest, ctx.out_dir, cfg.sam, cfg.proposals, points if os.path.exists(points) else None
@@ -52,9 +54,15 @@ def run_proposals(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         splits = sorted(
             {s for s in read_table(manifest, columns=["split"]).column("split").to_pylist() if s}
         )
-        metrics["recall"] = {s: proposal_recall(manifest, ctx.out_dir, s) for s in splits}
+        props = proposals_path(ctx.run_dir)
+        metrics["recall"] = {s: proposal_recall(manifest, props, s) for s in splits}
     rows = [[k, v] for k, v in metrics.items() if not isinstance(v, dict)]
     for split, rec in metrics.get("recall", {}).items():
         rows += [[f"{split} {k}", v] for k, v in rec.items() if k.startswith(("recall@", "AR@all"))]
     log.info("\n%s", format_table(rows, ["proposals", "value"]))
     return metrics
+
+
+PROPOSALS_STAGE = Stage(
+    "proposals", run_proposals, sections=("sam", "proposals"), deps=("ingest", "peaks")
+)

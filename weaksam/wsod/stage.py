@@ -33,7 +33,9 @@ from weaksam.eval.formats import load_detections_table
 from weaksam.io.classes import ClassMap
 from weaksam.io.schemas import error_row, rows_to_table
 from weaksam.io.tables import read_classes, write_table
-from weaksam.pipeline.core import Stage, StageContext
+from weaksam.runs import detections_file, manifest_path, model_file
+from weaksam.runs import proposals_path as run_proposals_path
+from weaksam.stage import Stage, StageContext
 from weaksam.train.reporting import STATE_FILE
 from weaksam.wsod.config import WSODConfig
 from weaksam.wsod.data import SplitData, join_proposals, read_weak_manifest
@@ -43,18 +45,14 @@ from weaksam.wsod.training import TrainJob, train_loop_per_worker
 
 log = logging.getLogger(__name__)
 
-MANIFEST = os.path.join("ingest", "manifest.parquet")
-PROPOSAL_DIRS = (os.path.join("proposals", "shards"), "proposals")
-
 
 def proposals_path(run_dir: str, cfg: WSODConfig) -> str:
     """The proposals table of the run (``""`` for the plumbing grid)."""
     if cfg.proposals == "grid":
         return ""
-    for rel in PROPOSAL_DIRS:
-        path = os.path.join(run_dir, rel)
-        if os.path.isdir(path) and any(f.endswith(".parquet") for f in os.listdir(path)):
-            return path
+    path = run_proposals_path(run_dir)
+    if os.path.isdir(path) and any(f.endswith(".parquet") for f in os.listdir(path)):
+        return path
     raise FileNotFoundError(
         f"no proposals under {run_dir}/proposals (run the proposals stage, or set "
         "wsod.proposals: grid for plumbing)"
@@ -193,7 +191,7 @@ def write_split_outputs(
                     width=r["width"],
                 )
             )
-    path = os.path.join(out_dir, f"detections_{split}.parquet")
+    path = detections_file(out_dir, split)
     write_table(rows, path, "detections", classes)
     coco = detections_to_coco_results(load_detections_table(path).records, classes)
     with open(os.path.join(out_dir, f"coco_results_{split}.json"), "w", encoding="utf-8") as fh:
@@ -207,7 +205,7 @@ def evaluate_method(
     """VOC07 and all-point AP50 on the test split, CorLoc on the training split."""
     out: dict[str, Any] = {}
     for split, metrics in ((test_split, ("voc07", "voc")), (train_split, ("corloc",))):
-        path = os.path.join(out_dir, f"detections_{split}.parquet")
+        path = detections_file(out_dir, split)
         if not os.path.exists(path):
             continue
         gt = load_manifest_gt(manifest, split=split)
@@ -221,7 +219,7 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     import ray
 
     wcfg = cfg.wsod
-    manifest = os.path.join(ctx.run_dir, MANIFEST)
+    manifest = manifest_path(ctx.run_dir)
     proposals = proposals_path(ctx.run_dir, wcfg)
     classes = read_classes(manifest)
     train_split, test_split = cfg.data.splits[0], cfg.data.splits[-1]
@@ -253,7 +251,7 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         t0 = time.time()
         state = train_method(cfg, job, storage, run_name(cfg, method, [manifest, proposals]))
         train_s = time.time() - t0
-        ckpt = export_checkpoint(state, os.path.join(out_dir, "model.pt"))
+        ckpt = export_checkpoint(state, model_file(out_dir))
         plot_curves(state["history"], os.path.join(out_dir, "curves.png"), method)
         t0 = time.time()
         dets = predict_with_ray_data(inputs, ckpt, wcfg, use_gpu)
@@ -283,5 +281,4 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     return metrics
 
 
-# The pipeline's registration (weaksam/pipeline/stages.py, after ``proposals``).
 WSOD_STAGE = Stage("wsod", run_wsod, sections=("wsod",), deps=("ingest", "proposals"))
