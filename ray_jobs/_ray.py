@@ -33,6 +33,7 @@ def init_ray(num_cpus: int | None = None) -> None:
         log.info("connected to Ray cluster: %s", ray.cluster_resources())
         return
     ray.init(
+        address="local",  # never join a `ray start` cluster of this machine by accident
         num_cpus=num_cpus,
         _node_ip_address="127.0.0.1",
         include_dashboard=True,

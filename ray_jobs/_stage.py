@@ -32,8 +32,9 @@ class UsageError(Exception):
 
 
 def add_run_args(parser: argparse.ArgumentParser) -> None:
-    """``--config`` (required), ``--set`` and ``--force``, as every stage command takes."""
-    add_config_args(parser, required=True)
+    """``--config``, ``--set`` and ``--force``, as every stage command takes (a missing
+    ``--config`` is refused by :func:`load_checked_config`, in one line)."""
+    add_config_args(parser)
     parser.add_argument(
         "--force",
         action="store_true",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from weaksam.config import Config
@@ -29,6 +30,22 @@ def proposal_recall(manifest: str, proposals: str, split: str) -> dict[str, Any]
     return dict(res)
 
 
+def check_coverage(manifest: str, proposals: str, splits: Sequence[str] = ()) -> None:
+    """Raise ``RuntimeError`` unless the ``proposals`` table has exactly one row (an error row
+    counts) for every ``manifest`` image of ``splits`` (all when empty) and no other row."""
+    rows = read_table(manifest, columns=["image_id", "split"]).to_pylist()
+    want = {str(r["image_id"]) for r in rows if not splits or r["split"] in splits}
+    ids = read_table(proposals, columns=["image_id"]).column("image_id").to_pylist()
+    got = [str(i) for i in ids]
+    twice = len(got) - len(set(got))
+    missing, extra = want - set(got), set(got) - want
+    if twice or missing or extra:
+        raise RuntimeError(
+            f"proposals table {proposals} does not cover the manifest: {len(missing)} images "
+            f"missing (e.g. {sorted(missing)[:3]}), {twice} written twice, {len(extra)} unknown"
+        )
+
+
 def run_proposals(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Generate (or resume) WeakSAM proposals for the manifest; metrics per split."""
     manifest = manifest_path(ctx.run_dir)
@@ -37,6 +54,7 @@ def run_proposals(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     stats = generate_proposals(
         manifest, ctx.out_dir, cfg.sam, cfg.proposals, points if os.path.exists(points) else None
     )
+    check_coverage(manifest, proposals_path(ctx.run_dir), cfg.proposals.splits)
     metrics: dict[str, Any] = summarize_proposals(ctx.out_dir)
     metrics.update(
         images_processed=stats.submitted,

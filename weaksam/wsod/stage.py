@@ -267,6 +267,7 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
             "train_seconds": round(train_s, 1),
             "infer_seconds": round(infer_s, 1),
             "steps": int(state["step"]),
+            "resumed_from_step": int(state.get("resumed_from", 0)),
             "final_loss": last.get("loss"),
             "history": state["history"],
             "per_class": {k: v.get("per_class") for k, v in res.items()},
