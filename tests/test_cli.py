@@ -40,5 +40,5 @@ def test_check_inputs_needs_completed_dependencies_and_weight_files(tmp_path) ->
     coco = load_run_config(
         None, ["name=t", f"run_root={tmp_path}", "data.format=coco", f"data.root={tmp_path}"]
     )
-    with pytest.raises(UsageError, match="needs data.annotations"):
+    with pytest.raises(UsageError, match=r"needs data\.annotations"):
         check_inputs(coco, STAGES, ["ingest"])
