@@ -68,7 +68,7 @@ def tiny_manifest(tmp_path: Any) -> str:
 
 @pytest.fixture
 def tiny_run(tmp_path: Any) -> str:
-    """A run folder with ``ingest/manifest.parquet`` (images under ``<run>/data``)."""
+    """A run folder with a ``manifest`` table (images under ``<run>/data``)."""
     run = tmp_path / "run"
     (run / "data").mkdir(parents=True)
     make_manifest(str(run / "data"), out=str(run / "ingest" / "manifest.parquet"))

@@ -12,6 +12,7 @@ from weaksam.data.synth import generate_shapes_dataset
 from weaksam.detection.config import DetectorModelConfig
 from weaksam.io.schemas import empty_row, error_row
 from weaksam.io.tables import write_table
+from weaksam.runs import manifest_path
 
 TINY = DetectorModelConfig(
     backbone="small_fpn",
@@ -43,7 +44,7 @@ def det_run(tmp_path_factory: pytest.TempPathFactory) -> str:
         SynthConfig(image_size=96, num_train=6, num_test=3, seed=7), str(data), progress=False
     )
     rows, classes = ingest_splits(DataConfig(format="synthetic"), str(data))
-    write_table(rows, os.path.join(run, "ingest", "manifest.parquet"), "manifest", classes)
+    write_table(rows, manifest_path(run), "manifest", classes)
     train = [r for r in rows if r["split"] == "train"]
     pgt = [
         empty_row(

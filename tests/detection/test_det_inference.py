@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -20,6 +18,7 @@ from weaksam.detection.model import build_detector
 from weaksam.io.rle import decode_masks
 from weaksam.io.schemas import validate_table
 from weaksam.io.tables import read_table
+from weaksam.runs import manifest_path
 
 
 def _checkpoint(tmp_path, cfg: DetectorModelConfig, masks: bool) -> str:
@@ -45,11 +44,7 @@ def _checkpoint(tmp_path, cfg: DetectorModelConfig, masks: bool) -> str:
 def test_predictor_direct_call_with_bad_image(
     tmp_path, det_run: str, tiny_model: DetectorModelConfig, masks: bool
 ) -> None:
-    rows = [
-        r
-        for r in read_table(os.path.join(det_run, "ingest", "manifest.parquet")).to_pylist()
-        if r["split"] == "test"
-    ]
+    rows = [r for r in read_table(manifest_path(det_run)).to_pylist() if r["split"] == "test"]
     rows[1] = {**rows[1], "path": str(tmp_path / "missing.png")}
     rows[2] = {**rows[2], "error": "corrupt at ingest"}
     batch = {k: np.asarray(v) for k, v in inference_inputs(rows).to_pydict().items()}

@@ -14,6 +14,7 @@ import torch
 
 from weaksam.detection.config import DetectorModelConfig, DetectorTrainConfig, RoIDropConfig
 from weaksam.detection.training import TrainJob, loop_config, train_loop_per_worker
+from weaksam.runs import manifest_path
 from weaksam.train.reporting import STATE_FILE
 
 
@@ -33,7 +34,7 @@ def test_two_worker_retrain(
         False,
         6,
         tuple("abcdef"),
-        os.path.join(det_run, "ingest", "manifest.parquet"),
+        manifest_path(det_run),
         os.path.join(det_run, "pgt", "pgt.parquet"),
         "pgt",
         "train",

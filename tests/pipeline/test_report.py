@@ -13,9 +13,9 @@ from PIL import Image
 from weaksam.io.classes import ClassMap
 from weaksam.io.rle import encode_mask
 from weaksam.io.tables import write_table
-from weaksam.stage import StageReport
 from weaksam.pipeline.report import stage_timings, try_write_report, write_report
-from weaksam.runs import mark_success, write_metrics
+from weaksam.runs import manifest_path, mark_success, write_metrics
+from weaksam.stage import StageReport
 
 CLASSES = ClassMap.from_names(["disc", "square"])
 H, W = 48, 64
@@ -81,7 +81,7 @@ def _fabricate(run: Path) -> None:
                 "error": None,
             }
         )
-    write_table(rows, str(run / "ingest" / "manifest.parquet"), "manifest", CLASSES)
+    write_table(rows, manifest_path(str(run)), "manifest", CLASSES)
     write_metrics(str(run / "ingest"), {"splits": {"train": {"images": 2, "errors": 0}}})
     mark_success(str(run / "ingest"), "h", seconds=0.5)
 

@@ -1,4 +1,4 @@
-"""A tiny synthetic run for the WSOD tests: ``<run>/ingest/manifest.parquet`` and proposals."""
+"""A tiny synthetic run for the WSOD tests: the ``manifest`` table and proposals."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from weaksam.data.ingest import ingest_splits
 from weaksam.data.synth import generate_shapes_dataset
 from weaksam.io.schemas import empty_row, error_row
 from weaksam.io.tables import write_table
+from weaksam.runs import manifest_path
 from weaksam.wsod.config import WSODConfig
 from weaksam.wsod.data import grid_proposals
 
@@ -27,7 +28,7 @@ def wsod_run(tmp_path_factory: pytest.TempPathFactory) -> str:
         SynthConfig(image_size=96, num_train=6, num_test=3, seed=5), str(data), progress=False
     )
     rows, classes = ingest_splits(DataConfig(format="synthetic"), str(data))
-    write_table(rows, os.path.join(run, "ingest", "manifest.parquet"), "manifest", classes)
+    write_table(rows, manifest_path(run), "manifest", classes)
     rng = np.random.default_rng(0)
     props = []
     for i, r in enumerate(rows):

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import torch
 
 from weaksam.io.tables import read_table
+from weaksam.runs import manifest_path
 from weaksam.wsod import data as wsod_data
 from weaksam.wsod.config import WSODConfig, WSODDataConfig
 from weaksam.wsod.data import (
@@ -64,7 +65,7 @@ def test_grid_proposals_fit_the_image() -> None:
 
 
 def test_join_skips_error_rows_with_reasons(wsod_run: str) -> None:
-    manifest = os.path.join(wsod_run, "ingest", "manifest.parquet")
+    manifest = manifest_path(wsod_run)
     cfg = WSODConfig()
     props = proposals_path(wsod_run, cfg)
     assert props.endswith(os.path.join("proposals", "shards"))
@@ -107,7 +108,7 @@ def test_training_data_never_reads_gt_columns(
 ) -> None:
     """Batches are identical with poisoned gt_* columns, and the manifest read asks for the
     weak columns only."""
-    manifest = os.path.join(wsod_run, "ingest", "manifest.parquet")
+    manifest = manifest_path(wsod_run)
     poisoned = str(tmp_path / "poisoned.parquet")
     _poison_gt(manifest, poisoned)
     props = proposals_path(wsod_run, tiny_cfg)
@@ -137,7 +138,7 @@ def test_training_data_never_reads_gt_columns(
 
 
 def test_sampler_is_deterministic_per_step_and_sharded(wsod_run: str) -> None:
-    manifest = os.path.join(wsod_run, "ingest", "manifest.parquet")
+    manifest = manifest_path(wsod_run)
     rows = read_weak_manifest(manifest, "train")
     data = join_proposals(rows, None, WSODDataConfig(min_size=4), require_labels=True)
     cfg = WSODDataConfig(train_scales=(64, 96), cache_images=False)

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 import torch
 
 from weaksam.configlib import to_dict
 from weaksam.io.schemas import validate_table
+from weaksam.runs import manifest_path
 from weaksam.wsod.config import WSODConfig
 from weaksam.wsod.data import join_proposals, read_weak_manifest
 from weaksam.wsod.inference import (
@@ -51,7 +50,7 @@ def test_checkpoint_round_trip_is_strict(checkpoint: str, tmp_path) -> None:
 
 
 def test_udf_on_a_dict_batch(wsod_run: str, tiny_cfg: WSODConfig, checkpoint: str) -> None:
-    manifest = os.path.join(wsod_run, "ingest", "manifest.parquet")
+    manifest = manifest_path(wsod_run)
     rows = read_weak_manifest(manifest, "test")
     data = join_proposals(
         rows, proposals_path(wsod_run, tiny_cfg), tiny_cfg.data, require_labels=False

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from weaksam.configlib import to_dict
+from weaksam.runs import manifest_path
 from weaksam.train.reporting import STATE_FILE, report
 from weaksam.wsod.config import WSODConfig
 from weaksam.wsod.stage import proposals_path
@@ -48,7 +49,7 @@ def test_two_workers_crash_and_resume(
         "method": "mist",
         "num_classes": 6,
         "class_names": list("abcdef"),
-        "manifest": os.path.join(wsod_run, "ingest", "manifest.parquet"),
+        "manifest": manifest_path(wsod_run),
         "proposals": proposals_path(wsod_run, tiny_cfg),
         "split": "train",
     }

@@ -10,12 +10,13 @@ import pytest
 from weaksam.config import load_config
 from weaksam.io.schemas import rows_to_table
 from weaksam.io.tables import read_classes, read_table
+from weaksam.runs import manifest_path
 from weaksam.wsod.data import read_weak_manifest
 from weaksam.wsod.stage import evaluate_method, proposals_path, run_name, write_split_outputs
 
 
 def test_run_name_ignores_test_settings_only(wsod_run: str) -> None:
-    manifest = os.path.join(wsod_run, "ingest", "manifest.parquet")
+    manifest = manifest_path(wsod_run)
     base = load_config(None, [])
     name = run_name(base, "mist", [manifest])
     assert name.startswith("mist-")
@@ -34,7 +35,7 @@ def test_proposals_path_grid_and_missing(tmp_path) -> None:
 
 
 def test_split_outputs_keep_every_image_and_evaluate(wsod_run: str, tmp_path) -> None:
-    manifest = os.path.join(wsod_run, "ingest", "manifest.parquet")
+    manifest = manifest_path(wsod_run)
     classes = read_classes(manifest)
     rows = read_weak_manifest(manifest)
     test_rows = [r for r in rows if r["split"] == "test"]
@@ -76,8 +77,8 @@ def test_split_outputs_keep_every_image_and_evaluate(wsod_run: str, tmp_path) ->
 
 
 def test_results_take_the_wsod_metrics() -> None:
-    from weaksam.stage import StageReport
     from weaksam.pipeline.results import collect_results
+    from weaksam.stage import StageReport
 
     metrics = {
         "method": "mist",

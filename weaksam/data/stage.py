@@ -26,7 +26,7 @@ def run_data(cfg: Config, ctx: StageContext) -> dict[str, Any]:
 
 
 def run_ingest(cfg: Config, ctx: StageContext) -> dict[str, Any]:
-    """Images + image-level labels → ``<run>/ingest/manifest.parquet``; counts per split."""
+    """Images + image-level labels → the run's ``manifest`` table; counts per split."""
     data_root = data_dir(ctx.run_dir) if cfg.data.format == "synthetic" else None
     rows, classes = ingest_splits(cfg.data, data_root)
     write_table(rows, manifest_path(ctx.run_dir), "manifest", classes, path_root=ctx.run_dir)
