@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 if "RAY_ADDRESS" not in os.environ:
     # A private local instance: with this set (read when Ray is first imported) and the node
-    # address 127.0.0.1 below, Ray's listeners bind the loopback address (see MEASURED.md).
+    # address 127.0.0.1 below, Ray's listeners bind the loopback address (measured on Ray 2.60).
     # Under `ray job submit` RAY_ADDRESS is set and the cluster's own addresses are used.
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 

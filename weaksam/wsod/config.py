@@ -1,7 +1,7 @@
 """The WSOD stage's configuration (a light module: no torch import).
 
 Defaults are the method's real-data settings (VGG16 stride 8, 4096-unit fc layers, Adam 1e-5,
-the six training scales and the 14 test passes; ``weaksam_method.md`` section 3); the CPU
+the six training scales and the 14 test passes; ``docs/method.md`` section 3); the CPU
 configs (``configs/demo.yaml``, ``tiny.yaml``, ``bench.yaml``) override them with a small
 backbone, 256-px images and short schedules.
 
