@@ -14,8 +14,9 @@ import torch
 from weaksam.detection.config import DetectorModelConfig, DetectorTrainConfig, RoIDropConfig
 from weaksam.detection.data import Sampler, read_pgt_samples, to_model_inputs
 from weaksam.detection.model import build_detector
-from weaksam.detection.training import TrainJob, fit, lr_factor
+from weaksam.detection.training import TrainJob, fit
 from weaksam.detection.upper_bound import read_gt_samples
+from weaksam.train.schedule import step_decay_schedule
 
 TRAIN = DetectorTrainConfig(
     steps=4,
@@ -95,8 +96,9 @@ def test_sampler_is_a_function_of_seed_rank_step(det_run: str) -> None:
 
 
 def test_lr_schedule() -> None:
-    assert lr_factor(0, TRAIN) == pytest.approx(1e-3)
-    assert lr_factor(2, TRAIN) == 1.0 and lr_factor(3, TRAIN) == pytest.approx(0.1)
+    lr_factor = step_decay_schedule(TRAIN)
+    assert lr_factor(0) == pytest.approx(1e-3)
+    assert lr_factor(2) == 1.0 and lr_factor(3) == pytest.approx(0.1)
 
 
 def _fit(cfg: DetectorModelConfig, run: str, drop: RoIDropConfig, **kwargs: Any) -> dict[str, Any]:

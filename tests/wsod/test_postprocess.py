@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from weaksam.geometry.box_coder import encode_boxes
-from weaksam.wsod.model import HeadOutputs
+from weaksam.wsod.outputs import HeadOutputs
 from weaksam.wsod.postprocess import merge_passes, roi_scores_and_boxes, select_detections
 
 ROIS = torch.tensor([[0.0, 0.0, 10.0, 10.0], [1.0, 0.0, 11.0, 10.0], [50.0, 50.0, 70.0, 60.0]])

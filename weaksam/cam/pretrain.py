@@ -20,6 +20,7 @@ from weaksam.cam.models import backbone_state, read_backbone_file
 from weaksam.cam.training import load_classifier
 from weaksam.configlib import to_dict
 from weaksam.runs import file_digest
+from weaksam.train.checkpoint import atomic_torch_save
 
 PROVENANCE_KEYS = (
     "backbone", "width", "input_size", "epoch", "pool_test_map", "train_seconds", "trained_on",
@@ -53,12 +54,7 @@ def export_backbone(
         "history": list(blob.get("history", [])),
         **dict(extra or {}),
     }
-    parent = os.path.dirname(out_path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    tmp = out_path + ".tmp"
-    torch.save({"model": state, **meta}, tmp)
-    os.replace(tmp, out_path)
+    atomic_torch_save({"model": state, **meta}, out_path)
     meta["parameters"] = int(sum(v.numel() for k, v in state.items() if v.is_floating_point()))
     meta["bytes"] = os.path.getsize(out_path)
     return meta

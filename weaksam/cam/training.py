@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -34,17 +35,25 @@ from weaksam.cam.data import (
 from weaksam.cam.metrics import mean_ap, multilabel_ap
 from weaksam.cam.models import CAMClassifier, build_classifier
 from weaksam.configlib import from_dict, to_dict
-from weaksam.train.reporting import load_resume_state, report, unwrap, world_rank
+from weaksam.train.checkpoint import atomic_torch_save, restore_training_state
+from weaksam.train.distributed import prepare_ddp, unwrap, world_rank, world_size
+from weaksam.train.reporting import load_resume_state, report
+from weaksam.train.schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
 
-def lr_factor(epoch_progress: float, cfg: ClassifierConfig) -> float:
-    """Linear warm-up over ``warmup_epochs`` then cosine decay to 5 % at ``epochs``."""
-    if epoch_progress < cfg.warmup_epochs:
-        return (epoch_progress + 1e-3) / cfg.warmup_epochs
-    t = (epoch_progress - cfg.warmup_epochs) / max(1e-6, cfg.epochs - cfg.warmup_epochs)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+def lr_schedule(cfg: ClassifierConfig) -> Callable[[float], float]:
+    """The learning-rate multiplier at an epoch progress (``epoch + step / steps_per_epoch``):
+    linear warm-up over ``warmup_epochs`` (from ``1e-3 / warmup_epochs``, never 0), then
+    cosine decay to 5 % at ``epochs``."""
+    return partial(
+        lr_factor,
+        total=cfg.epochs,
+        schedule="cosine",
+        warmup=cfg.warmup_epochs,
+        warmup_offset=1e-3,
+    )
 
 
 def param_groups(model: CAMClassifier, cfg: ClassifierConfig) -> list[dict[str, Any]]:
@@ -94,15 +103,6 @@ def _device(cfg: ClassifierConfig) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() and cfg.use_gpu else "cpu")
 
 
-def _prepare(model: nn.Module) -> nn.Module:
-    try:
-        import ray.train.torch
-
-        return ray.train.torch.prepare_model(model)
-    except Exception:  # plain Python (not inside Ray Train)
-        return model
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry: :func:`train_classifier` (its return value is not needed there)."""
     train_classifier(config)
@@ -119,7 +119,7 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
     num_classes = int(config["num_classes"])
     torch.set_num_threads(cfg.threads)
     rank = world_rank()
-    world = _world_size()
+    world = world_size()
     torch.manual_seed(cfg.seed)
     rows = read_label_rows(config["manifest"], config["split"])
     if not rows:
@@ -134,17 +134,14 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
     frozen = cfg.backbone_lr == 0
     if frozen:  # before DDP wraps the model: DDP only syncs parameters that need gradients
         net.backbone.requires_grad_(False)
-    model = _prepare(net)
+    model = prepare_ddp(net)
     opt = torch.optim.AdamW(param_groups(net, cfg), lr=cfg.lr)
     start = 0
     history: list[dict[str, float]] = []
     ckpt: dict[str, Any] = {}
     state = load_resume_state()
     if state is not None:
-        unwrap(model).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["epoch"])
-        history = list(state.get("history", []))
+        start, history = restore_training_state(state, model, opt, counter="epoch")
         if rank == 0:
             log.info("resumed classifier training after epoch %d", start)
     n = len(train.ids)
@@ -155,6 +152,7 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
             "classifier %s: %d train / %d val images, %d workers, %d steps/epoch",
             cfg.backbone, n, len(val.ids), world, steps_per_epoch,
         )  # fmt: skip
+    schedule = lr_schedule(cfg)
     for epoch in range(start, cfg.epochs):
         model.train()
         if frozen:
@@ -167,7 +165,7 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
         for i in range(steps_per_epoch):
             idx = mine[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             for g in opt.param_groups:
-                g["lr"] = g["base_lr"] * lr_factor(epoch + i / steps_per_epoch, cfg)
+                g["lr"] = g["base_lr"] * schedule(epoch + i / steps_per_epoch)
             x = augment_batch(train.images[idx], cfg, stride, aug_gen).to(device)
             y = train.targets[idx].to(device)
             loss = F.binary_cross_entropy_with_logits(model(x), y)
@@ -212,15 +210,6 @@ def _state(
     }
 
 
-def _world_size() -> int:
-    try:
-        import ray.train
-
-        return int(ray.train.get_context().get_world_size())
-    except Exception:
-        return 1
-
-
 CHECKPOINT_FILE = "state.pt"
 
 
@@ -238,12 +227,7 @@ def export_classifier(state: dict[str, Any], path: str, class_names: list[str]) 
         "epoch": int(state["epoch"]),
         "history": state.get("history", []),
     }
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(out, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(out, path)
     return out
 
 

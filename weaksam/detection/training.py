@@ -31,7 +31,10 @@ from weaksam.detection.config import DetectorModelConfig, DetectorTrainConfig, R
 from weaksam.detection.data import DetectionSample, Sampler, read_pgt_samples, to_model_inputs
 from weaksam.detection.model import build_detector
 from weaksam.detection.roi_heads import DropRoIHeads
-from weaksam.train.reporting import load_resume_state, report, unwrap, world_rank
+from weaksam.train.checkpoint import restore_training_state
+from weaksam.train.distributed import prepare_ddp, unwrap, world_rank, world_size
+from weaksam.train.reporting import load_resume_state, report
+from weaksam.train.schedule import step_decay_schedule
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +68,6 @@ class TrainJob:
     def __post_init__(self) -> None:
         if self.source not in SOURCES:
             raise ValueError(f"unknown training source {self.source!r}; known: {list(SOURCES)}")
-
-
-def lr_factor(step: int, cfg: DetectorTrainConfig) -> float:
-    """The learning-rate multiplier at ``step`` (0-based): warm-up, then step decay."""
-    factor = cfg.gamma ** sum(step >= s for s in cfg.lr_steps)
-    if step < cfg.warmup_steps:
-        alpha = step / cfg.warmup_steps
-        factor *= cfg.warmup_factor * (1 - alpha) + alpha
-    return float(factor)
 
 
 def build_optimizer(model: nn.Module, cfg: DetectorTrainConfig) -> torch.optim.SGD:
@@ -133,11 +127,11 @@ def fit(
     them at once; a ``reporter`` that keeps states must copy them.
     """
     opt = build_optimizer(model, cfg)
-    start, history = 0, []
+    schedule = step_decay_schedule(cfg)
+    start = 0
+    history: list[dict[str, Any]] = []
     if resume is not None:
-        unwrap(model).load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        start, history = int(resume["step"]), list(resume["history"])
+        start, history = restore_training_state(resume, model, opt)
         log.info("%s: resuming at step %d", job.name, start)
     heads, rank = _roi_heads(model), world_rank()
     window: dict[str, list[float]] = {}
@@ -151,7 +145,7 @@ def fit(
         # repeats the uninterrupted one
         torch.manual_seed(cfg.seed * 1_000_003 + rank * 10_007 + step)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * lr_factor(step, cfg)
+            g["lr"] = cfg.lr * schedule(step)
         heads.iteration = step
         images, targets = to_model_inputs(sampler.draw(step), job.masks, cache)
         losses = model(images, targets)
@@ -169,7 +163,7 @@ def fit(
             point: dict[str, Any] = {k: float(np.mean(v)) for k, v in window.items()}
             point.update(
                 step=done,
-                lr=cfg.lr * lr_factor(step, cfg),
+                lr=cfg.lr * schedule(step),
                 seconds_per_step=(time.time() - t0) / len(window["loss"]),
                 rois_dropped=dropped,
                 rois_foreground=foreground,
@@ -214,29 +208,6 @@ def checkpoint_meta(
     }
 
 
-def _prepare(model: nn.Module) -> nn.Module:
-    """DDP-wrap (and move) inside Ray Train; unchanged outside it. Unused parameters are
-    allowed: a Mask R-CNN batch without foreground RoIs leaves the mask head unused."""
-    try:
-        import ray.train.torch
-
-        ray.train.get_context()
-    except Exception:  # plain Python
-        return model
-    return ray.train.torch.prepare_model(
-        model, parallel_strategy_kwargs={"find_unused_parameters": True}
-    )
-
-
-def _world_size() -> int:
-    try:
-        import ray.train
-
-        return int(ray.train.get_context().get_world_size())
-    except Exception:
-        return 1
-
-
 def loop_config(
     model_cfg: DetectorModelConfig,
     train_cfg: DetectorTrainConfig,
@@ -258,7 +229,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_cfg = from_dict(config["train"], DetectorTrainConfig)
     drop = from_dict(config["roi_drop"], RoIDropConfig)
     job = TrainJob(**{**config["job"], "class_names": tuple(config["job"]["class_names"])})
-    run_training(model_cfg, train_cfg, drop, job, rank=world_rank(), world=_world_size())
+    run_training(model_cfg, train_cfg, drop, job, rank=world_rank(), world=world_size())
 
 
 def run_training(
@@ -276,7 +247,10 @@ def run_training(
     """Build the model and sampler of this worker and :func:`fit` (resuming under Ray Train)."""
     torch.set_num_threads(train_cfg.threads)
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
-    model = _prepare(build_detector(model_cfg, job.num_classes, masks=job.masks, drop=drop))
+    # unused parameters allowed: a Mask R-CNN batch without foreground RoIs leaves the mask
+    # head without gradients
+    detector = build_detector(model_cfg, job.num_classes, masks=job.masks, drop=drop)
+    model = prepare_ddp(detector, find_unused_parameters=True)
     sampler = Sampler(
         samples if samples is not None else load_samples(job),
         train_cfg.images_per_step // world,

@@ -26,7 +26,6 @@ state dicts; :func:`load_sam_checkpoint` accepts both.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -41,6 +40,8 @@ from segment_anything.modeling import (
     Sam,
     TwoWayTransformer,
 )
+
+from weaksam.train.checkpoint import atomic_torch_save
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "demo")
 DEVICES = ("auto", "cpu", "cuda")
@@ -368,14 +369,4 @@ def save_sam_checkpoint(
         payload[str(k)] = v
     payload = _to_plain(payload, "checkpoint")
     payload["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    atomic_torch_save(payload, path)

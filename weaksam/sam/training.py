@@ -13,9 +13,10 @@ from the latest one.
 from __future__ import annotations
 
 import logging
-import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,10 @@ from torch import nn
 
 from weaksam.configlib import from_dict, to_dict
 from weaksam.sam.losses import mask_iou, sam_loss
-from weaksam.train.reporting import load_resume_state, report, unwrap, world_rank
+from weaksam.train.checkpoint import restore_training_state
+from weaksam.train.distributed import prepare_ddp, unwrap, world_rank
+from weaksam.train.reporting import load_resume_state, report
+from weaksam.train.schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
@@ -195,12 +199,12 @@ class SamTrainWrapper(nn.Module):
         return torch.cat(out_logits), torch.cat(out_iou), torch.cat(out_t)
 
 
-def lr_factor(step: int, cfg: SamTrainConfig) -> float:
-    """Linear warm-up from 0 then cosine decay to 5 % of the base rate."""
-    if step < cfg.warmup_steps:
-        return (step + 1) / cfg.warmup_steps
-    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+def lr_schedule(cfg: SamTrainConfig) -> Callable[[int], float]:
+    """The learning-rate multiplier of each 0-based step: linear warm-up from 0 (the first
+    step at ``1 / warmup_steps``), then cosine decay to 5 % of the base rate."""
+    return partial(
+        lr_factor, total=cfg.steps, schedule="cosine", warmup=cfg.warmup_steps, warmup_offset=1
+    )
 
 
 def _render_batch(
@@ -263,15 +267,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     rank = world_rank()
     torch.manual_seed(cfg.seed)
     sam = build_sam(sam_cfg)
-    model: nn.Module = SamTrainWrapper(sam, cfg.loss_size)
-    try:
-        import ray.train.torch
-
-        model = ray.train.torch.prepare_model(
-            model, parallel_strategy_kwargs={"find_unused_parameters": True}
-        )
-    except Exception:  # plain Python (not inside Ray Train)
-        pass
+    model = prepare_ddp(SamTrainWrapper(sam, cfg.loss_size), find_unused_parameters=True)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW(
@@ -285,17 +281,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     history: list[dict[str, float]] = []
     state = load_resume_state()
     if state is not None:
-        unwrap(model).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        start = int(state["step"])
-        history = list(state.get("history", []))
+        start, history = restore_training_state(state, model, opt)
         log.info("resumed demo-SAM training at step %d", start)
     rng = np.random.default_rng([cfg.seed, rank, start])
     window: list[dict[str, float]] = []
     t0 = time.time()
+    schedule = lr_schedule(cfg)
     for step in range(start, cfg.steps):
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * lr_factor(step, cfg)
+            g["lr"] = cfg.lr * schedule(step)
         images, prompts = _render_batch(rng, cfg)
         logits, iou_pred, targets = model(images, prompts)
         loss, parts = sam_loss(

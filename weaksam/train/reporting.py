@@ -1,4 +1,4 @@
-"""Helpers used *inside* Ray Train workers: checkpoint save/restore and throttled reporting.
+"""Ray Train checkpoints from inside a worker: reporting one (throttled), reading the latest back.
 
 Nothing here starts a cluster. Each checkpoint is a folder with ``state.pt`` (model, optimizer,
 step, config) saved by rank 0 only; ``ray.train.report`` is called by every rank (it is a
@@ -13,27 +13,9 @@ from typing import Any
 
 import torch
 
+from weaksam.train.distributed import in_ray_train, world_rank
+
 STATE_FILE = "state.pt"
-
-
-def world_rank() -> int:
-    """This worker's rank, or 0 outside Ray Train."""
-    try:
-        import ray.train
-
-        return int(ray.train.get_context().get_world_rank())
-    except Exception:  # not inside a Ray Train worker
-        return 0
-
-
-def in_ray_train() -> bool:
-    try:
-        import ray.train
-
-        ray.train.get_context()
-        return True
-    except Exception:
-        return False
 
 
 def load_resume_state() -> dict[str, Any] | None:
@@ -67,10 +49,3 @@ def report(metrics: dict[str, Any], state: dict[str, Any] | None = None) -> None
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(state, os.path.join(tmp, STATE_FILE))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The module inside a DDP wrapper (or the module itself)."""
-    inner = getattr(model, "module", model)
-    assert isinstance(inner, torch.nn.Module)
-    return inner

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -39,6 +38,8 @@ from weaksam.wsod.backbones import (
     resolve_backbone_file,
 )
 from weaksam.wsod.config import METHODS, WSODModelConfig
+from weaksam.wsod.outputs import HeadOutputs
+from weaksam.wsod.postprocess import merge_passes, roi_scores_and_boxes
 from weaksam.wsod.transforms import (
     boxes_to_view,
     image_to_view,
@@ -47,33 +48,6 @@ from weaksam.wsod.transforms import (
 )
 
 HEAD_INIT_STD = 0.001
-
-
-@dataclass
-class HeadOutputs:
-    """Per-RoI outputs of a batch; the RoIs of image ``i`` are rows ``slices[i]``.
-
-    Attributes:
-        cls_logits / det_logits: ``NxC`` WSDDN logits (None for ``supervised``).
-        refine_logits: ``KxNx(C+1)`` (``K = 0`` for ``wsddn``).
-        bbox_deltas: ``KxNx(C+1)x4`` deltas for the original, unflipped image (None without
-            regression).
-        counts: RoIs per image.
-    """
-
-    cls_logits: torch.Tensor | None
-    det_logits: torch.Tensor | None
-    refine_logits: torch.Tensor
-    bbox_deltas: torch.Tensor | None
-    counts: list[int]
-
-    @property
-    def slices(self) -> list[slice]:
-        out, start = [], 0
-        for n in self.counts:
-            out.append(slice(start, start + n))
-            start += n
-        return out
 
 
 class RoIHead(nn.Module):
@@ -242,8 +216,6 @@ class WSODModel(nn.Module):
         Returns:
             scores ``RxC`` in ``[0, 1]`` and boxes ``RxCx4`` XYXY in original-image pixels.
         """
-        from weaksam.wsod.postprocess import merge_passes, roi_scores_and_boxes
-
         passes = [(s, f) for s in scales for f in ((False, True) if flip else (False,))]
         scores, boxes = [], []
         for s, f in passes:

@@ -18,7 +18,7 @@ import torch
 
 from weaksam.wsod.config import WSODTrainConfig
 from weaksam.wsod.losses import mil_loss, refinement_loss, regression_loss, wsddn_scores
-from weaksam.wsod.model import HeadOutputs
+from weaksam.wsod.outputs import HeadOutputs
 from weaksam.wsod.rules import (
     PseudoBoxes,
     RoiTargets,

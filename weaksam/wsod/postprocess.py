@@ -17,7 +17,7 @@ from torchvision.ops import batched_nms
 
 from weaksam.geometry.box_coder import decode_boxes
 from weaksam.wsod.losses import wsddn_scores
-from weaksam.wsod.model import HeadOutputs
+from weaksam.wsod.outputs import HeadOutputs
 
 
 def roi_scores_and_boxes(out: HeadOutputs, rois: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -27,10 +27,13 @@ import torch
 from torch import nn
 
 from weaksam.configlib import from_dict, to_dict
-from weaksam.train.reporting import load_resume_state, report, unwrap, world_rank
+from weaksam.train.checkpoint import restore_training_state
+from weaksam.train.distributed import prepare_ddp, unwrap, world_rank, world_size
+from weaksam.train.reporting import load_resume_state, report
+from weaksam.train.schedule import step_decay_schedule
 from weaksam.wsod.config import WSODConfig, WSODTrainConfig
 from weaksam.wsod.data import TrainSampler, join_proposals, read_weak_manifest
-from weaksam.wsod.model import WSODModel, build_wsod_model
+from weaksam.wsod.model import build_wsod_model
 from weaksam.wsod.objective import ImageTargets, batch_loss
 
 log = logging.getLogger(__name__)
@@ -56,15 +59,6 @@ class TrainJob:
     manifest: str
     proposals: str
     split: str
-
-
-def lr_factor(step: int, cfg: WSODTrainConfig) -> float:
-    """The learning-rate multiplier at ``step`` (0-based)."""
-    factor = cfg.gamma ** sum(step >= s for s in cfg.lr_steps)
-    if step < cfg.warmup_steps:
-        alpha = step / cfg.warmup_steps
-        factor *= cfg.warmup_factor * (1 - alpha) + alpha
-    return float(factor)
 
 
 def build_optimizer(model: nn.Module, cfg: WSODTrainConfig) -> torch.optim.Optimizer:
@@ -129,11 +123,11 @@ def fit(
     """
     tc = cfg.train
     opt = build_optimizer(model, tc)
-    start, history = 0, []
+    schedule = step_decay_schedule(tc)
+    start = 0
+    history: list[dict[str, Any]] = []
     if resume is not None:
-        unwrap(model).load_state_dict(resume["model"])
-        opt.load_state_dict(resume["optimizer"])
-        start, history = int(resume["step"]), list(resume["history"])
+        start, history = restore_training_state(resume, model, opt)
         log.info("resuming %s training at step %d", job.method, start)
     rank = world_rank()
     window: dict[str, list[float]] = {k: [] for k in LOSS_KEYS}
@@ -144,7 +138,7 @@ def fit(
     for step in range(start, tc.steps):
         torch.manual_seed(tc.seed * 1_000_003 + rank * 10_007 + step)  # dropout
         for g in opt.param_groups:
-            g["lr"] = tc.lr * g["lr_scale"] * lr_factor(step, tc)
+            g["lr"] = tc.lr * g["lr_scale"] * schedule(step)
         batch = sampler.batch(step).to(device)
         out = model(batch.images, batch.proposals, batch.scale, cfg.data.max_side, batch.flips)
         targets = _targets(job, batch.labels, batch.image_ids, gt, device)
@@ -159,7 +153,7 @@ def fit(
         done = step + 1
         if done % tc.log_every == 0 or done == tc.steps:
             point = {k: float(np.mean(v)) for k, v in window.items()}
-            point.update(step=done, lr=tc.lr * lr_factor(step, tc))
+            point.update(step=done, lr=tc.lr * schedule(step))
             point["seconds_per_step"] = (time.time() - t0) / len(window["loss"])
             history.append(point)
             window, t0 = {k: [] for k in LOSS_KEYS}, time.time()
@@ -194,17 +188,6 @@ def build_sampler(cfg: WSODConfig, job: TrainJob, rank: int = 0, world: int = 1)
     )
 
 
-def prepare_model(model: WSODModel) -> nn.Module:
-    """Wrap in DDP (and move to the device) inside Ray Train; unchanged outside it."""
-    try:
-        import ray.train.torch
-
-        ray.train.get_context()
-    except Exception:  # plain Python
-        return model
-    return ray.train.torch.prepare_model(model)
-
-
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry: ``config = {"wsod": WSODConfig dict, "job": TrainJob dict}``."""
     run_worker(config)
@@ -216,9 +199,9 @@ def run_worker(config: dict[str, Any], reporter: Reporter = report) -> dict[str,
     cfg = from_dict(config["wsod"], WSODConfig)
     job = TrainJob(**{**config["job"], "class_names": tuple(config["job"]["class_names"])})
     torch.set_num_threads(cfg.train.threads)
-    rank, world = world_rank(), _world_size()
+    rank, world = world_rank(), world_size()
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    model = prepare_model(build_wsod_model(cfg.model, job.num_classes, job.method))
+    model = prepare_ddp(build_wsod_model(cfg.model, job.num_classes, job.method))
     sampler = build_sampler(cfg, job, rank, world)
     gt = None
     if job.method == "supervised":
@@ -226,12 +209,3 @@ def run_worker(config: dict[str, Any], reporter: Reporter = report) -> dict[str,
 
         gt = load_gt_for_upper_bound(job.manifest, job.split)
     return fit(model, sampler, cfg, job, resume=load_resume_state(), reporter=reporter, gt=gt)
-
-
-def _world_size() -> int:
-    try:
-        import ray.train
-
-        return int(ray.train.get_context().get_world_size())
-    except Exception:
-        return 1
