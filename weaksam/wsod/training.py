@@ -165,6 +165,7 @@ def fit(
                 "optimizer": opt.state_dict(),
                 "step": done,
                 "history": list(history),
+                "resumed_from": start,  # the step this process started at (0: from scratch)
                 "method": job.method,
                 "num_classes": job.num_classes,
                 "class_names": list(job.class_names),
