@@ -7,18 +7,18 @@ kind fails with a clear message instead of a ``KeyError`` deep inside a builder.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
+from weaksam.train.checkpoint import atomic_torch_save
+
 
 def export_checkpoint(state: Mapping[str, Any], path: str, keys: Sequence[str]) -> str:
-    """Write ``{k: state[k] for k in keys}`` to ``path`` (parent folders created); return it."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    torch.save({k: state[k] for k in keys}, path)
-    return path
+    """Write ``{k: state[k] for k in keys}`` to ``path`` atomically (parent folders created);
+    return it."""
+    return atomic_torch_save({k: state[k] for k in keys}, path)
 
 
 def read_checkpoint(path: str, keys: Sequence[str], kind: str) -> dict[str, Any]:

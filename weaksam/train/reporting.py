@@ -2,7 +2,7 @@
 
 Nothing here starts a cluster. Each checkpoint is a folder with ``state.pt`` (model, optimizer,
 step, config) saved by rank 0 only; ``ray.train.report`` is called by every rank (it is a
-barrier) but only at checkpoint time, since each call costs ~1.5 s on CPU (MEASURED.md).
+barrier) but only at checkpoint time, since each call costs ~1.5 s on CPU (Ray 2.60, measured).
 """
 
 from __future__ import annotations
