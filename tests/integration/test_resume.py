@@ -40,8 +40,10 @@ def test_sigkill_proposals_then_rerun_resumes(tiny_run: TinyRun, tmp_path: Path)
     )
     shards = proposals_path(str(run))
 
-    def some_written() -> bool:
-        return len(glob.glob(os.path.join(shards, "*.parquet"))) >= 2
+    def some_written() -> bool:  # the copy's old shards are gone (new settings) and new ones came
+        started = (run / "proposals" / "_STARTED").exists()
+        finished = (run / "proposals" / "_SUCCESS").exists()
+        return started and not finished and len(glob.glob(os.path.join(shards, "*.parquet"))) >= 2
 
     assert kill_when(cmd, some_written, tmp_path / "killed.log"), "finished before the kill"
     assert not (run / "proposals" / "_SUCCESS").exists()
@@ -71,9 +73,18 @@ def test_sigkill_wsod_training_then_rerun_resumes_from_checkpoint(
         *("--set", "wsod.train.lr_steps=[20]"),
     )
 
-    def checkpointed() -> bool:
-        found = glob.glob(str(run / "wsod" / "ray_train" / "*" / "checkpoint_*" / "state.pt"))
-        return any(os.path.getsize(f) > 0 for f in found)
+    def checkpointed() -> bool:  # the copy's old run is gone (new settings) and Ray Train has
+        # recorded a checkpoint of the new one in its manager's snapshot (what a restart reads)
+        if (run / "wsod" / "_SUCCESS").exists() or not (run / "wsod" / "_STARTED").exists():
+            return False
+        for path in glob.glob(str(run / "wsod" / "ray_train" / "*" / "*snapshot.json")):
+            try:
+                with open(path) as fh:
+                    if json.load(fh).get("latest_checkpoint_result"):
+                        return True
+            except (OSError, ValueError):  # being written
+                continue
+        return False
 
     assert kill_when(cmd, checkpointed, tmp_path / "killed.log"), "finished before the kill"
     done = run_cmd(cmd)
