@@ -2,7 +2,8 @@
 
 * ``images``: one per image that has at least one PGT box (an image without PGT is left out:
   with image-level labels it is not a background image); ``id`` = ``image_index``,
-  ``file_name`` = the image's path when known, else its ``image_id``.
+  ``file_name`` = the image's path when known (relative to the run folder for an image inside
+  it, as the ``pgt`` stage writes it), else its ``image_id``.
 * ``annotations``: ``category_id`` the class map's source id, ``bbox`` ``[x, y, w, h]``
   (continuous convention, ``w = x2 - x1``), ``area`` (the mask's when there are masks, else
   the box's), ``iscrowd`` 0, ``segmentation`` a compressed RLE when the PGT has masks, and the

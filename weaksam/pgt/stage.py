@@ -33,7 +33,7 @@ from weaksam.pgt.config import PGTStageConfig
 from weaksam.pgt.job import generate_pgt_masks, merge_masks
 from weaksam.pgt.labels import LabelSet, read_labels
 from weaksam.pgt.quality import pgt_quality
-from weaksam.runs import PGT_COCO, PGT_TABLE, detections_path, manifest_path
+from weaksam.runs import PGT_COCO, PGT_TABLE, detections_path, manifest_path, relative_to_run
 from weaksam.sam.build import SamConfig
 from weaksam.stage import Stage, StageContext
 
@@ -49,10 +49,13 @@ def make_pgt_outputs(
     sam: SamConfig | None = None,
     only_detected: bool = False,
     ray_init: Callable[[], None] = lambda: None,
+    path_root: str | None = None,
 ) -> dict[str, Any]:
     """Write ``pgt.parquet`` and ``pgt_coco.json`` into ``out_dir``; return counts.
 
     Masks are made when ``cfg.masks`` and ``sam`` is given (``ray_init`` is called first).
+    With ``path_root`` (the run folder), the COCO ``file_name`` of an image inside it is
+    relative to it, so a moved run folder's export stays valid.
     """
     t0 = time.time()
     dets = read_detections(detections, labels)
@@ -70,7 +73,11 @@ def make_pgt_outputs(
         )
     os.makedirs(out_dir, exist_ok=True)
     write_table(rows, os.path.join(out_dir, PGT_TABLE), "pgt", labels.classes)
-    paths = {im.image_id: im.path for im in labels.images.values() if im.path}
+    paths = {
+        im.image_id: relative_to_run(im.path, path_root) if path_root else im.path
+        for im in labels.images.values()
+        if im.path
+    }
     coco = pgt_to_coco(rows, labels.classes, cfg.bbox_source, paths)
     with open(os.path.join(out_dir, PGT_COCO), "w", encoding="utf-8") as fh:
         json.dump(coco, fh)
@@ -113,7 +120,13 @@ def run_pgt(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         raise FileNotFoundError(f"no WSOD detections at {detections} (run the wsod stage)")
     labels = read_labels(manifest, split=train_split)
     metrics = make_pgt_outputs(
-        detections, labels, cfg.pgt, ctx.out_dir, sam=cfg.sam, ray_init=ctx.ray_init
+        detections,
+        labels,
+        cfg.pgt,
+        ctx.out_dir,
+        sam=cfg.sam,
+        ray_init=ctx.ray_init,
+        path_root=ctx.run_dir,
     )
     metrics["detections"] = os.path.relpath(detections, ctx.run_dir)
     try:
