@@ -1,0 +1,128 @@
+"""Where work runs: the GPU policy shared by every actor pool and trainer.
+
+A pool or trainer is given ``use_gpu``: ``auto``, ``true`` or ``false``.
+
+* ``false``: CPU, whatever the cluster has.
+* ``true``: GPUs, or a one-line :class:`GPUPolicyError` naming the cluster's resources when it
+  advertises fewer GPUs than needed or a task placed on one of them sees no CUDA device. A
+  ViT-H job or a 30k-step VGG16 run must not quietly fall back to CPU.
+* ``auto``: GPUs when the cluster advertises enough of them *and* CUDA works there, else CPU.
+  The decision and its reason are logged at WARNING level and recorded in the stage's
+  metrics, so a CPU fallback is never silent.
+
+A cluster that advertises GPUs whose nodes have no CUDA (a simulated cluster, a wrong driver)
+therefore trains on CPU with gloo under ``auto`` instead of crashing in NCCL's set-up. Nothing
+here starts Ray; the probe needs a connected cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+log = logging.getLogger(__name__)
+
+GPU_POLICIES: tuple[str, ...] = ("auto", "true", "false")
+PROBE_TIMEOUT_S = 120.0
+
+
+class GPUPolicyError(RuntimeError):
+    """``use_gpu: true`` cannot be honoured; the message is one line."""
+
+
+@dataclass(frozen=True)
+class GPUDecision:
+    """The outcome of :func:`decide_gpu`.
+
+    Attributes:
+        use_gpu: place the work on GPUs.
+        reason: one line saying why (for logs and the stage's metrics).
+    """
+
+    use_gpu: bool
+    reason: str
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.use_gpu else "cpu"
+
+
+def parse_policy(value: str | bool | None) -> str:
+    """``auto``/``true``/``false`` from a config value (YAML booleans and None = auto
+    accepted); ``ValueError`` otherwise."""
+    if value is None:
+        return "auto"
+    text = str(value).strip().lower()
+    if text not in GPU_POLICIES:
+        raise ValueError(f"use_gpu must be one of {list(GPU_POLICIES)}, got {value!r}")
+    return text
+
+
+def _resources_line(resources: Mapping[str, float]) -> str:
+    keys = ("CPU", "GPU", "memory")
+    shown = {k: resources[k] for k in keys if k in resources}
+    return ", ".join(f"{k}={v:g}" for k, v in shown.items()) or "none"
+
+
+def decide_gpu(
+    policy: str | bool | None,
+    needed: float,
+    *,
+    what: str,
+    resources: Mapping[str, float] | None = None,
+    probe: Callable[[], bool] | None = None,
+) -> GPUDecision:
+    """Decide whether ``what`` (e.g. ``"proposals: 2 SAM actors"``) runs on GPUs.
+
+    Args:
+        policy: ``auto``, ``true`` or ``false`` (see the module doc).
+        needed: GPUs the work asks for at once (actors x GPUs per actor, or workers).
+        resources: the cluster's total resources (default: ``ray.cluster_resources()``).
+        probe: returns whether a task placed on a GPU sees CUDA (default: :func:`cuda_probe`);
+            only called when the cluster advertises enough GPUs.
+    """
+    mode = parse_policy(policy)
+    if mode == "false":
+        return GPUDecision(False, f"{what}: CPU (use_gpu: false)")
+    if resources is None:
+        import ray
+
+        resources = ray.cluster_resources()
+    have = float(resources.get("GPU", 0.0))
+    if have < needed:
+        why = f"the cluster has {have:g} GPUs for {needed:g} needed ({_resources_line(resources)})"
+        if mode == "true":
+            raise GPUPolicyError(f"{what}: use_gpu: true, but {why}")
+        decision = GPUDecision(False, f"{what}: CPU (use_gpu: auto; {why})")
+        log.warning("%s", decision.reason)
+        return decision
+    works = (probe or cuda_probe)()
+    if not works:
+        why = f"the cluster advertises {have:g} GPUs but a task placed on one sees no CUDA device"
+        if mode == "true":
+            raise GPUPolicyError(f"{what}: use_gpu: true, but {why}")
+        decision = GPUDecision(False, f"{what}: CPU (use_gpu: auto; {why})")
+        log.warning("%s", decision.reason)
+        return decision
+    decision = GPUDecision(True, f"{what}: GPU (use_gpu: {mode}; {have:g} GPUs in the cluster)")
+    log.warning("%s", decision.reason)
+    return decision
+
+
+def cuda_probe(timeout: float = PROBE_TIMEOUT_S) -> bool:
+    """Whether a Ray task given one GPU sees a CUDA device (False on timeout: no GPU free)."""
+    import ray
+
+    @ray.remote(num_gpus=1, num_cpus=0)
+    def _probe() -> bool:
+        import torch
+
+        return bool(torch.cuda.is_available())
+
+    ref = _probe.remote()
+    try:
+        return bool(ray.get(ref, timeout=timeout))
+    except ray.exceptions.GetTimeoutError:
+        ray.cancel(ref, force=True)
+        return False
