@@ -170,13 +170,6 @@ def resolve_in_run(path: str, run_dir: str) -> str:
     return os.path.join(run_dir, path)
 
 
-def stage_dir(run_dir: str, stage: str) -> str:
-    """``<run_dir>/<stage>``, created if missing."""
-    path = os.path.join(run_dir, stage)
-    os.makedirs(path, exist_ok=True)
-    return path
-
-
 def write_metrics(out_dir: str, metrics: dict[str, Any], name: str = METRICS) -> str:
     """Write ``metrics`` as pretty JSON into ``out_dir``; return the path."""
     os.makedirs(out_dir, exist_ok=True)
