@@ -30,12 +30,12 @@ from weaksam.cam.bilateral import bilateral_kernel, bilateral_refine
 from weaksam.cam.extractor import points_from_maps
 from weaksam.cam.maps import ClassMaps, compute_class_maps
 from weaksam.cam.stage import evaluate_points
-from weaksam.runs import manifest_path
 from weaksam.cam.training import load_classifier
 from weaksam.config import load_config
 from weaksam.data.imageio import load_image
 from weaksam.eval.table import format_table
 from weaksam.io.tables import read_table
+from weaksam.runs import manifest_path
 
 Setting = tuple[float, float] | None  # (sigma_color, power); None: no refinement
 SPLITS = ("train", "test")

@@ -43,6 +43,4 @@ def check_ingest(cfg: Config) -> None:
 
 
 DATA_STAGE = Stage("data", run_data, sections=("synth",), enabled=_synthetic)
-INGEST_STAGE = Stage(
-    "ingest", run_ingest, sections=("data",), deps=("data",), check=check_ingest
-)
+INGEST_STAGE = Stage("ingest", run_ingest, sections=("data",), deps=("data",), check=check_ingest)

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from weaksam.eval.table import format_value
-from weaksam.stage import StageReport
 from weaksam.pipeline.report_figures import FigureOptions, SampleContext, Section
 from weaksam.pipeline.report_figures import sections as figure_sections
 from weaksam.pipeline.results import LABELS, RESULT_KEYS
 from weaksam.runs import SUCCESS, resolved_config_path, results_path
+from weaksam.stage import StageReport
 from weaksam.viz.plots import plot_stage_seconds
 
 log = logging.getLogger(__name__)
