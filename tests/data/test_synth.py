@@ -16,7 +16,7 @@ from PIL import Image
 from pycocotools.coco import COCO
 
 from ray_jobs.synth_data import main as synth_main
-from weaksam.config import Config, SynthConfig, config_hash, load_config
+from weaksam.config import Config, SynthConfig, load_config
 from weaksam.data.synth import (
     SHAPE_CLASSES,
     generate_blobs_dataset,
@@ -312,10 +312,14 @@ def test_blobs_render_and_round_trip(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- entry point
 
 
-def test_entry_point_writes_marker_and_skips_when_fresh(
+def test_entry_point_is_the_data_stage_and_skips_when_fresh(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from weaksam.pipeline.core import run_stages
+    from weaksam.pipeline.stages import STAGES
+
     overrides = [
+        "name=t",
         f"run_root={tmp_path}",
         "synth.num_train=2",
         "synth.num_test=1",
@@ -324,15 +328,21 @@ def test_entry_point_writes_marker_and_skips_when_fresh(
     ]
     argv = [a for o in overrides for a in ("--set", o)] + ["--no-progress"]
     assert synth_main(argv) == 0
+    assert "stage data: ran" in capsys.readouterr().out
     cfg: Config = load_config(None, overrides)
     data = os.path.join(cfg.run_dir, "data")
-    with open(os.path.join(data, "_SUCCESS")) as fh:
-        assert json.load(fh)["config_hash"] == config_hash(cfg.synth)
     with open(os.path.join(data, "metrics.json")) as fh:
         assert json.load(fh)["images"] == {"train": 2, "test": 1}
-    assert "contact sheet" in capsys.readouterr().out
+    assert os.path.exists(os.path.join(data, "contact_sheet.png"))
     assert synth_main(argv) == 0
-    assert "up to date" in capsys.readouterr().out
+    assert "stage data: fresh, skipped" in capsys.readouterr().out
+    # the pipeline's runner reads the same marker
+    reports = run_stages(cfg, [s for s in STAGES if s.name == "data"])
+    assert [r.action for r in reports] == ["skipped"]
+    # a run needs a name: without one nothing is written
+    assert synth_main(argv[2:]) == 2
+    assert "the run needs a name" in capsys.readouterr().err
+    # a one-off folder (--out) needs no run and keeps its own marker
     blobs = tmp_path / "blobs"
     assert synth_main([*argv, "--dataset", "blobs", "--num-images", "2", "--out", str(blobs)]) == 0
     assert len(load_blobs(str(blobs))) == 2 and (blobs / "_SUCCESS").exists()
