@@ -17,14 +17,25 @@ from dataclasses import dataclass, field
 from weaksam.cam.config import ClassifierConfig, PeakStageConfig
 from weaksam.configlib import (
     ConfigError,
+    FieldError,
+    check_at_least,
+    check_at_most,
+    check_choice,
+    check_fraction,
+    check_nonempty,
+    check_order,
+    check_positive,
+    check_range,
     config_hash,
     dump_yaml,
     from_dict,
     given_keys,
     load_into,
+    register_check,
     to_dict,
 )
 from weaksam.detection.config import RetrainConfig, WSISConfig
+from weaksam.eval.summary import METRICS
 from weaksam.pgt.config import PGTStageConfig
 from weaksam.proposals.config import ProposalsConfig
 from weaksam.runs import resolved_config_path
@@ -33,6 +44,7 @@ from weaksam.sam.training import SamTrainConfig
 from weaksam.wsod.config import WSODConfig
 
 __all__ = [
+    "DATA_FORMATS",
     "ClassifierConfig",
     "Config",
     "ConfigError",
@@ -85,6 +97,17 @@ class SynthConfig:
     seed: int = 0
     export_voc: bool = True
 
+    def __post_init__(self) -> None:
+        check_at_least(self, 16, "image_size")  # the renderer's minimum
+        check_at_least(self, 1, "num_train", "num_test", "min_instances")
+        check_order(self, "min_instances", "max_instances")
+        check_at_least(self, 0, "num_distractors")
+        check_range(self, 0.0, 1.0, "min_scale", "max_scale", low_open=True)
+        check_order(self, "min_scale", "max_scale")
+
+
+DATA_FORMATS: tuple[str, ...] = ("synthetic", "coco", "voc", "folder")
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -110,6 +133,11 @@ class DataConfig:
     classes_file: str = ""
     max_pixels: int = 64_000_000
 
+    def __post_init__(self) -> None:
+        check_choice(self, "format", DATA_FORMATS, "data format")
+        check_nonempty(self, "splits")
+        check_at_least(self, 1, "max_pixels")
+
 
 @dataclass(frozen=True)
 class EvalConfig:
@@ -117,6 +145,41 @@ class EvalConfig:
 
     metrics: tuple[str, ...] = ("voc07", "voc", "corloc", "coco")
     iou_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_choice(self, "metrics", METRICS, "metric")
+        check_fraction(self, "iou_threshold")
+
+
+def _check_sam_train(cfg: SamTrainConfig) -> None:
+    """The rules of :class:`SamTrainConfig` (kept here while ``weaksam/sam/training.py``
+    has no ``__post_init__``; the loader runs them through :func:`register_check`)."""
+    check_at_least(
+        cfg,
+        1,
+        "steps",
+        "images_per_step",
+        "prompts_per_image",
+        "checkpoint_every",
+        "val_images",  # the validation mIoU averages over them
+        "threads",
+        "log_every",
+    )
+    check_at_least(cfg, 16, "image_size")  # the blobs renderer's canvas
+    check_at_least(cfg, 0, "min_mask_area", "warmup_steps", "loss_size")  # loss_size 0: input
+    check_fraction(cfg, "p_point", "p_box")
+    if cfg.p_point + cfg.p_box > 1:
+        raise FieldError(
+            ("p_point", "p_box"),
+            "{p_point} + {p_box} must be <= 1 (probabilities), got {value}",
+            cfg.p_point + cfg.p_box,
+        )
+    check_at_least(cfg, 0, "box_jitter", "weight_decay", "focal_weight")
+    check_positive(cfg, "lr", "grad_clip")  # gradients are always clipped to grad_clip
+    check_at_most(cfg, 1.0, "focal_alpha")  # < 0: no class weighting
+
+
+register_check(SamTrainConfig, _check_sam_train)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from weaksam.configlib import (
+    FieldError,
+    check_at_least,
+    check_choice,
+    check_fraction,
+    check_nonempty,
+    check_positive,
+    check_range,
+)
+
 MAP_KINDS: tuple[str, ...] = ("cam", "refined")
+# The names of weaksam.cam.models.BACKBONES (a torch module; tests keep the two in step).
+BACKBONE_NAMES: tuple[str, ...] = (
+    "plainconv",
+    "plainconv16",
+    "resnet18",
+    "resnet50",
+    "vit_micro",
+    "deit_tiny",
+    "vit_b_16",
+)
+POOLINGS: tuple[str, ...] = ("avg", "max", "lse")
 
 
 @dataclass(frozen=True)
@@ -71,16 +92,23 @@ class ClassifierConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.input_size < 16:
-            raise ValueError(f"input_size must be >= 16, got {self.input_size}")
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
-        if len(self.scale_jitter) != 2 or not 0 < self.scale_jitter[0] <= self.scale_jitter[1]:
-            raise ValueError(f"scale_jitter must be 0 < lo <= hi, got {self.scale_jitter}")
-        if self.backbone_lr < 0:
-            raise ValueError(f"backbone_lr must be >= 0, got {self.backbone_lr}")
-        if self.epochs < 1 or self.batch_size < 1 or self.workers < 1:
-            raise ValueError("epochs, batch_size and workers must be >= 1")
+        check_choice(self, "backbone", BACKBONE_NAMES, "classifier backbone")
+        check_choice(self, "pooling", POOLINGS)
+        check_positive(self, "lse_r", "lr")
+        check_at_least(self, 16, "input_size")
+        check_at_least(
+            self, 1, "width", "epochs", "batch_size", "workers", "threads", "checkpoint_every"
+        )
+        check_at_least(self, 0, "backbone_lr", "weight_decay", "warmup_epochs", "cpus_per_worker")
+        check_range(self, 0.0, 1.0, "val_fraction", high_open=True)
+        if len(self.scale_jitter) != 2 or not self.scale_jitter[0] <= self.scale_jitter[1]:
+            raise FieldError(
+                "scale_jitter",
+                "{scale_jitter} must be [lo, hi] with lo <= hi, got {value}",
+                self.scale_jitter,
+            )
+        check_positive(self, "scale_jitter")
+        check_fraction(self, "color_jitter")  # factors in [1 - j, 1 + j] stay >= 0
 
 
 @dataclass(frozen=True)
@@ -108,14 +136,14 @@ class BilateralConfig:
     power: float = 8.0
 
     def __post_init__(self) -> None:
-        if self.power <= 0:
-            raise ValueError(f"bilateral power must be > 0, got {self.power}")
-        if not 2 <= self.side <= 128:
-            raise ValueError(f"bilateral side must be in [2, 128], got {self.side}")
-        if self.sigma_color <= 0 or self.sigma_space <= 0:
-            raise ValueError(
-                f"bilateral sigmas must be > 0, got {self.sigma_color}, {self.sigma_space}"
-            )
+        check_positive(self, "power")
+        check_range(self, 2, 128, "side")
+        for name in ("sigma_color", "sigma_space"):
+            value = getattr(self, name)
+            if not value > 0:  # NaN too
+                raise FieldError(
+                    name, "{" + name + "} must be > 0 (bilateral sigmas), got {value}", value
+                )
 
 
 @dataclass(frozen=True)
@@ -167,14 +195,16 @@ class PeakStageConfig:
 
     def __post_init__(self) -> None:
         if not self.scales or self.scales[0] != 1.0:
-            raise ValueError(f"scales must start with 1.0, got {self.scales}")
-        unknown = set(self.map_kinds) - set(MAP_KINDS)
-        if unknown or not self.map_kinds:
-            raise ValueError(f"map_kinds must be among {list(MAP_KINDS)}, got {self.map_kinds}")
+            raise FieldError("scales", "{scales} must start with 1.0, got {value}", self.scales)
+        check_positive(self, "scales", "refine_temperature")
+        check_nonempty(self, "map_kinds")
+        check_choice(self, "map_kinds", MAP_KINDS, "map kind")
         if self.kernel < 1 or self.kernel % 2 == 0:
-            raise ValueError(f"kernel must be odd and positive, got {self.kernel}")
-        if self.actors < 1 or self.batch_size < 1:
-            raise ValueError("actors and batch_size must be >= 1")
+            raise FieldError("kernel", "{kernel} must be odd and >= 1, got {value}", self.kernel)
+        check_at_least(self, 1, "top_k", "actors", "batch_size", "rows_per_file")
+        check_at_least(self, 0, "refine_iters", "kernel_ref_side", "actor_cpus", "picture_images")
+        check_fraction(self, "threshold")  # above 1 no peak passes
+        check_at_least(self, 0, "class_threshold")  # above 1: the top-1 class only
 
     def kernel_for(self, height: int, width: int) -> int:
         """The peak kernel for an ``height x width`` image (see ``kernel_ref_side``)."""

@@ -30,7 +30,7 @@ from torch import nn
 from torchvision.models import ResNet, resnet18, resnet50
 from torchvision.models.vision_transformer import VisionTransformer, vit_b_16
 
-from weaksam.cam.config import ClassifierConfig
+from weaksam.cam.config import POOLINGS, ClassifierConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -172,9 +172,6 @@ class ViTBackbone(Backbone):
         pp = attn[:, 1:, 1:]  # patch -> patch, renormalised without the class token
         pp = pp / pp.sum(-1, keepdim=True).clamp_min(1e-8)
         return Features(maps, pp)
-
-
-POOLINGS: tuple[str, ...] = ("avg", "max", "lse")
 
 
 class CAMClassifier(nn.Module):

@@ -25,6 +25,8 @@ import numpy.typing as npt
 import torch
 import torch.nn.functional as F
 
+from weaksam.configlib import FieldError, check_at_least, check_fraction
+
 
 @dataclass(frozen=True)
 class PeakConfig:
@@ -36,9 +38,9 @@ class PeakConfig:
 
     def __post_init__(self) -> None:
         if self.kernel < 1 or self.kernel % 2 == 0:
-            raise ValueError(f"kernel must be odd and positive, got {self.kernel}")
-        if self.top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+            raise FieldError("kernel", "{kernel} must be odd and >= 1, got {value}", self.kernel)
+        check_at_least(self, 1, "top_k")
+        check_fraction(self, "threshold")  # on the min-max normalised map
 
 
 def minmax_normalize(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from weaksam.config import DataConfig
+from weaksam.config import DATA_FORMATS, DataConfig
 from weaksam.data.ingest_coco import ingest_coco
 from weaksam.data.ingest_core import NO_LABELS, check_unique_index, error_kind
 from weaksam.data.ingest_folder import classes_from_csv, ingest_folder, read_labels_csv
@@ -37,7 +37,7 @@ __all__ = [
 ]
 
 Rows = list[dict[str, Any]]
-FORMATS: tuple[str, ...] = ("synthetic", "coco", "voc", "folder")
+FORMATS: tuple[str, ...] = DATA_FORMATS
 
 
 def ingest_splits(

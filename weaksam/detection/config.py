@@ -20,7 +20,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from weaksam.configlib import (
+    FieldError,
+    check_at_least,
+    check_choice,
+    check_fraction,
+    check_nonempty,
+    check_positive,
+    check_range,
+)
+
 BOX_SOURCES = ("pgt", "gt")
+# The names of weaksam.detection.backbones.BACKBONES (a torch module; tests keep them in step).
+BACKBONE_NAMES = ("plainconv_fpn", "resnet50_fpn", "resnet18_fpn", "small_fpn")
 VOC07_TRAIN_SIDES = tuple(range(480, 1217, 32))
 
 
@@ -33,6 +45,9 @@ class RoIDropConfig:
     thresh_cls: float = 4.0
     thresh_reg: float = 4.0
     operate_iter: int = 2000
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 0, "thresh_cls", "thresh_reg", "operate_iter")
 
 
 @dataclass(frozen=True)
@@ -104,12 +119,38 @@ class DetectorModelConfig:
     detections_per_img: int = 100
 
     def __post_init__(self) -> None:
-        if not self.min_size:
-            raise ValueError("model.min_size must list at least one training side")
-        if not 0 <= self.trainable_layers <= 5:
-            raise ValueError("model.trainable_layers must be in 0..5")
-        if len(self.anchor_sizes) != 5 or min(self.anchor_sizes) <= 0:
-            raise ValueError("model.anchor_sizes must give 5 positive sizes (one per FPN level)")
+        check_choice(self, "backbone", BACKBONE_NAMES, "detector backbone")
+        check_range(self, 0, 5, "trainable_layers")
+        check_nonempty(self, "min_size")
+        if len(self.anchor_sizes) != 5:
+            raise FieldError(
+                "anchor_sizes",
+                "{anchor_sizes} must give 5 sizes (one per FPN level), got {value}",
+                self.anchor_sizes,
+            )
+        check_at_least(
+            self,
+            1,
+            "width",
+            "fpn_channels",
+            "min_size",
+            "max_size",
+            "test_size",
+            "rpn_pre_nms_train",
+            "rpn_post_nms_train",
+            "rpn_pre_nms_test",
+            "rpn_post_nms_test",
+            "rpn_batch_size",
+            "anchor_sizes",
+            "box_batch_size",
+            "box_head_dim",
+            "mask_head_channels",
+            "mask_head_layers",
+            "detections_per_img",
+        )
+        check_at_least(self, 0, "roi_sampling_ratio")  # 0: adaptive (torchvision)
+        check_range(self, 0.0, 1.0, "box_positive_fraction", low_open=True)
+        check_fraction(self, "score_thresh", "nms_thresh")
 
 
 @dataclass(frozen=True)
@@ -160,13 +201,29 @@ class DetectorTrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.images_per_step < 1 or self.num_workers < 1:
-            raise ValueError("train.steps, images_per_step and num_workers must be >= 1")
+        check_at_least(
+            self,
+            1,
+            "steps",
+            "images_per_step",
+            "num_workers",
+            "checkpoint_every",
+            "log_every",
+            "threads",
+        )
         if self.images_per_step % self.num_workers:
-            raise ValueError(
-                f"train.images_per_step ({self.images_per_step}) must be a multiple of "
-                f"train.num_workers ({self.num_workers})"
+            raise FieldError(
+                ("images_per_step", "num_workers"),
+                "{images_per_step} must be a multiple of {num_workers} ("
+                + str(self.num_workers)
+                + "), got {value}",
+                self.images_per_step,
             )
+        check_positive(self, "lr", "gamma")
+        check_range(self, 0.0, 1.0, "momentum", high_open=True)
+        check_at_least(self, 0, "weight_decay", "warmup_steps", "lr_steps", "grad_clip")
+        check_at_least(self, 0, "cpus_per_worker")
+        check_fraction(self, "warmup_factor")
 
 
 @dataclass(frozen=True)
@@ -182,6 +239,11 @@ class DetectorTestConfig:
     cpus_per_actor: float = 1.0
     batch_size: int = 4
     mask_threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 1, "num_actors", "batch_size")
+        check_at_least(self, 0, "cpus_per_actor")
+        check_fraction(self, "mask_threshold")
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from weaksam.configlib import check_at_least, check_choice, check_fraction, check_gpus
 from weaksam.pgt.coco import BBOX_SOURCES
 from weaksam.pgt.rules import MODES, PGTConfig
 from weaksam.sam.engine import EngineConfig
@@ -30,6 +31,11 @@ class PGTMaskJobConfig:
     max_pixels: int = 64_000_000
     engine: EngineConfig = field(default_factory=EngineConfig)
 
+    def __post_init__(self) -> None:
+        check_at_least(self, 1, "num_actors", "batch_size", "rows_per_file", "max_pixels")
+        check_at_least(self, 0, "cpus_per_actor", "decode_cpus")
+        check_gpus(self, "gpus_per_actor")
+
 
 @dataclass(frozen=True)
 class PGTStageConfig:
@@ -52,12 +58,9 @@ class PGTStageConfig:
     mask_job: PGTMaskJobConfig = field(default_factory=PGTMaskJobConfig)
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown PGT mode {self.mode!r}; known: {list(MODES)}")
-        if self.bbox_source not in BBOX_SOURCES:
-            raise ValueError(
-                f"unknown bbox_source {self.bbox_source!r}; known: {list(BBOX_SOURCES)}"
-            )
+        check_choice(self, "mode", MODES, "PGT mode")
+        check_fraction(self, "t_keep", "t_con")
+        check_choice(self, "bbox_source", BBOX_SOURCES, "bbox source")
 
     @property
     def rule(self) -> PGTConfig:

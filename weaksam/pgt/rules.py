@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from weaksam.configlib import check_choice, check_fraction
 from weaksam.geometry.boxes import as_boxes, box_area, box_intersection
 
 MODES = ("top1", "adaptive")
@@ -34,8 +35,8 @@ class PGTConfig:
     t_con: float = 0.85
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown PGT mode {self.mode!r}; known: {list(MODES)}")
+        check_choice(self, "mode", MODES, "PGT mode")
+        check_fraction(self, "t_keep", "t_con")
 
 
 @dataclass(frozen=True)

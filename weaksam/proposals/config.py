@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from weaksam.configlib import check_at_least, check_gpus
 from weaksam.sam.engine import EngineConfig
 
 
@@ -33,3 +34,8 @@ class ProposalsConfig:
     rows_per_file: int = 500
     max_pixels: int = 64_000_000
     engine: EngineConfig = field(default_factory=EngineConfig)
+
+    def __post_init__(self) -> None:
+        check_at_least(self, 1, "num_actors", "batch_size", "rows_per_file", "max_pixels")
+        check_at_least(self, 0, "cpus_per_actor", "decode_cpus")  # Ray allows 0 CPUs
+        check_gpus(self, "gpus_per_actor")  # 0: CPU actors even on a GPU cluster

@@ -41,6 +41,7 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
+from weaksam.configlib import FieldError, check_choice
 from weaksam.train.checkpoint import atomic_torch_save
 
 MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "demo")
@@ -68,16 +69,17 @@ class SamConfig:
     autocast_dtype: str = "none"
 
     def __post_init__(self) -> None:
-        if self.model_type not in MODEL_TYPES:
-            raise ValueError(
-                f"unknown SAM model type {self.model_type!r}; known: {list(MODEL_TYPES)}"
+        check_choice(self, "model_type", MODEL_TYPES, "SAM model type")
+        base, colon, index = self.device.partition(":")
+        if base not in DEVICES or (colon and not (base == "cuda" and index.isdigit())):
+            raise FieldError(
+                "device",
+                "{device}: unknown device {value}; known: "
+                + str(list(DEVICES))
+                + " or cuda:<index>",
+                self.device,
             )
-        if self.device.split(":")[0] not in DEVICES:
-            raise ValueError(f"unknown device {self.device!r}; known: {list(DEVICES)}")
-        if self.autocast_dtype not in AUTOCAST_DTYPES:
-            raise ValueError(
-                f"unknown autocast_dtype {self.autocast_dtype!r}; known: {list(AUTOCAST_DTYPES)}"
-            )
+        check_choice(self, "autocast_dtype", AUTOCAST_DTYPES)
 
 
 def _build(

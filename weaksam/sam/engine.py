@@ -44,6 +44,7 @@ from segment_anything.modeling.transformer import Attention
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops import nms
 
+from weaksam.configlib import FieldError, check_at_least, check_fraction
 from weaksam.sam.build import SamConfig, build_sam
 from weaksam.sam.postprocess import (
     encode_binary_masks,
@@ -125,19 +126,25 @@ class EngineConfig:
     max_proposals: int = 0
 
     def __post_init__(self) -> None:
-        if self.points_per_side < 0:
-            raise ValueError("points_per_side must be >= 0")
-        if self.points_per_batch < 1:
-            raise ValueError("points_per_batch must be >= 1")
+        check_at_least(self, 0, "points_per_side", "max_proposals", "min_box_size")  # 0: off
+        check_at_least(self, 1, "points_per_batch")
         toks = self.keep_multimask_tokens
         if not toks or len(set(toks)) != len(toks) or any(t not in (0, 1, 2) for t in toks):
-            raise ValueError(f"keep_multimask_tokens must be distinct values in 0..2, got {toks}")
-        if self.box_mask_token not in (-1, 0, 1, 2):
-            raise ValueError(
-                f"box_mask_token must be -1 (best IoU) or 0..2, got {self.box_mask_token}"
+            raise FieldError(
+                "keep_multimask_tokens",
+                "{keep_multimask_tokens} must be distinct values in 0..2, got {value}",
+                toks,
             )
-        if self.max_proposals < 0 or self.min_box_size < 0 or self.final_nms_thresh < 0:
-            raise ValueError("max_proposals, min_box_size and final_nms_thresh must be >= 0")
+        if self.box_mask_token not in (-1, 0, 1, 2):
+            raise FieldError(
+                "box_mask_token",
+                "{box_mask_token} must be -1 (best IoU) or 0..2, got {value}",
+                self.box_mask_token,
+            )
+        # predicted IoUs are regressed (not bounded by 1): a high threshold keeps nothing
+        check_at_least(self, 0, "pred_iou_thresh", "point_pred_iou_thresh")
+        check_fraction(self, "stability_score_thresh", "box_nms_thresh", "final_nms_thresh")
+        check_at_least(self, 0, "stability_score_offset")
 
 
 @dataclass(frozen=True)

@@ -19,17 +19,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from weaksam.configlib import (
+    FieldError,
+    check_at_least,
+    check_choice,
+    check_fraction,
+    check_nonempty,
+    check_positive,
+    check_range,
+)
+
 METHODS = ("wsddn", "oicr", "mist", "supervised")
 WEAK_METHODS = ("wsddn", "oicr", "mist")
 PROPOSAL_SOURCES = ("sam", "grid")
 CAP_ORDERS = ("stored", "score")
 ROI_OPS = ("pool", "align")
 OPTIMIZERS = ("adam", "sgd")
+# The names of weaksam.wsod.backbones.BACKBONES (a torch module; tests keep the two in step).
+BACKBONE_NAMES = ("vgg16", "plainconv", "resnet18", "small", "sam_demo")
 
 
-def _check(name: str, value: str, known: tuple[str, ...]) -> None:
-    if value not in known:
-        raise ValueError(f"unknown {name} {value!r}; known: {list(known)}")
+def branch_count(method: str, refine_branches: int) -> int:
+    """Refinement branches of ``method``'s detector: none for ``wsddn``, one for
+    ``supervised`` (its Fast R-CNN head), else ``refine_branches``."""
+    return {"wsddn": 0, "supervised": 1}.get(method, refine_branches)
 
 
 @dataclass(frozen=True)
@@ -63,9 +76,11 @@ class WSODModelConfig:
     refine_branches: int = 3
 
     def __post_init__(self) -> None:
-        _check("roi_op", self.roi_op, ROI_OPS)
-        if self.refine_branches < 1:
-            raise ValueError("refine_branches must be >= 1 (use method: wsddn for none)")
+        check_choice(self, "backbone", BACKBONE_NAMES, "WSOD backbone")
+        check_choice(self, "roi_op", ROI_OPS)
+        check_at_least(self, 1, "width", "roi_size", "hidden")
+        check_at_least(self, 1, "refine_branches")  # method: wsddn for none
+        check_range(self, 0.0, 1.0, "dropout", high_open=True)
 
 
 @dataclass(frozen=True)
@@ -102,9 +117,12 @@ class WSODDataConfig:
     cache_images: bool = True
 
     def __post_init__(self) -> None:
-        _check("cap_order", self.cap_order, CAP_ORDERS)
-        if not self.train_scales:
-            raise ValueError("train_scales must not be empty")
+        check_choice(self, "cap_order", CAP_ORDERS)
+        check_nonempty(self, "train_scales")
+        check_at_least(self, 1, "train_scales", "max_side")
+        check_at_least(self, 0, "min_size", "max_proposals")  # 0: keep all
+        check_positive(self, "min_size_ref")
+        check_fraction(self, "color_jitter")  # factors in [1 - j, 1 + j] stay >= 0
 
 
 @dataclass(frozen=True)
@@ -161,9 +179,23 @@ class WSODTrainConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        _check("optimizer", self.optimizer, OPTIMIZERS)
-        if self.steps < 1 or self.images_per_step < 1 or self.checkpoint_every < 1:
-            raise ValueError("steps, images_per_step and checkpoint_every must be >= 1")
+        check_choice(self, "optimizer", OPTIMIZERS)
+        check_at_least(
+            self,
+            1,
+            "steps",
+            "images_per_step",
+            "checkpoint_every",
+            "log_every",
+            "num_workers",
+            "threads",
+            "supervised_rois",
+        )
+        check_positive(self, "lr", "gamma")
+        check_at_least(self, 0, "weight_decay", "bias_lr_factor", "warmup_steps", "lr_steps")
+        check_at_least(self, 0, "branch_weights", "grad_clip", "cpus_per_worker")
+        check_fraction(self, "warmup_factor", "oicr_ratio", "oicr_nms", "mist_top_ratio")
+        check_fraction(self, "mist_iou", "fg_iou", "supervised_fg_fraction")
 
 
 @dataclass(frozen=True)
@@ -191,8 +223,10 @@ class WSODTestConfig:
     cpus_per_actor: float = 1.0
 
     def __post_init__(self) -> None:
-        if not self.scales:
-            raise ValueError("test scales must not be empty")
+        check_nonempty(self, "scales")
+        check_at_least(self, 1, "scales", "max_detections", "batch_size", "num_actors")
+        check_fraction(self, "nms_iou", "score_thresh")
+        check_at_least(self, 0, "cpus_per_actor")
 
 
 @dataclass(frozen=True)
@@ -217,10 +251,20 @@ class WSODConfig:
     test: WSODTestConfig = field(default_factory=WSODTestConfig)
 
     def __post_init__(self) -> None:
-        _check("method", self.method, WEAK_METHODS)
-        for m in self.compare:
-            _check("compare method", m, METHODS)
-        _check("proposals", self.proposals, PROPOSAL_SOURCES)
+        check_choice(self, "method", WEAK_METHODS)
+        check_choice(self, "compare", METHODS, "compare method")
+        check_choice(self, "proposals", PROPOSAL_SOURCES)
+        weights = self.train.branch_weights
+        for method in self.methods if weights else ():
+            k = branch_count(method, self.model.refine_branches)
+            if len(weights) != k:
+                raise FieldError(
+                    ("train.branch_weights", "model.refine_branches"),
+                    "{train.branch_weights} must give one weight per refinement branch of "
+                    f"every method ({k} for {method}; oicr/mist: {{model.refine_branches}}), "
+                    "got {value}",
+                    weights,
+                )
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -37,7 +37,7 @@ from weaksam.wsod.backbones import (
     load_sam_encoder,
     resolve_backbone_file,
 )
-from weaksam.wsod.config import METHODS, WSODModelConfig
+from weaksam.wsod.config import METHODS, WSODModelConfig, branch_count
 from weaksam.wsod.outputs import HeadOutputs
 from weaksam.wsod.postprocess import merge_passes, roi_scores_and_boxes
 from weaksam.wsod.transforms import (
@@ -83,7 +83,7 @@ class WSODHeads(nn.Module):
         self.method = method
         self.num_classes = c
         has_mil = method != "supervised"
-        k = {"wsddn": 0, "supervised": 1}.get(method, refine_branches)
+        k = branch_count(method, refine_branches)
         regress = method in ("mist", "supervised")
         self.cls = _head(hidden, c) if has_mil else None
         self.det = _head(hidden, c) if has_mil else None
