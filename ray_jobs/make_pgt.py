@@ -79,7 +79,10 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.make
         )
         if v is not None
     }
-    pgt_cfg = dataclasses.replace(cfg.pgt, masks=args.masks, **changes)
+    try:  # the config classes check the values (e.g. --t-keep in [0, 1])
+        pgt_cfg = dataclasses.replace(cfg.pgt, masks=args.masks, **changes)
+    except ValueError as exc:
+        return _fail(str(exc))
     from weaksam.pgt.labels import read_labels
     from weaksam.pgt.stage import evaluate_pgt, make_pgt_outputs, quality_table
 

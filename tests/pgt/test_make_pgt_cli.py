@@ -94,3 +94,8 @@ def test_cli_errors(pgt_inputs: dict[str, str], tmp_path, capsys) -> None:
     bad.write_text(json.dumps([{"image_id": 42, "category_id": 11, "bbox": [0, 0, 2, 2]}]))
     code = main(["--detections", str(bad), "--labels", pgt_inputs["manifest"], "--out", "o"])
     assert code == 2 and "unknown" in capsys.readouterr().err
+    out = str(tmp_path / "never")
+    args = ["--detections", pgt_inputs["detections"], "--labels", pgt_inputs["manifest"]]
+    assert main([*args, "--out", out, "--mode", "adaptive", "--t-keep", "1.5"]) == 2
+    err = capsys.readouterr().err
+    assert "t_keep" in err and err.count("\n") == 1 and not os.path.exists(out)
