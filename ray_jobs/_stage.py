@@ -3,16 +3,18 @@
 
 What it does, in order: parse ``--config FILE [--set k=v ...] [--force]``; load and validate
 the config (a run ``name`` is required; value ranges are checked by the config classes);
-check that the inputs the selected stages read exist (earlier stages' ``_SUCCESS`` markers
-and the weight files the config names); only then write ``config.resolved.yaml`` and hand
-the stages to :func:`weaksam.pipeline.core.run_stages`, which skips fresh stages, resumes
-interrupted ones and discards outputs only with ``--force``. Every refusal is one line on
-stderr and exit status 2, before anything in the run folder changed.
+check that the inputs the selected stages read exist (earlier stages' ``_SUCCESS`` markers,
+the stages' own checks, the weight files the config names) and, for every ``use_gpu: true``,
+that the cluster has the GPUs; only then write ``config.resolved.yaml`` and hand the stages to
+:func:`weaksam.pipeline.core.run_stages`, which skips fresh stages, resumes interrupted ones
+and discards outputs only with ``--force``. Every refusal is one line on stderr and exit
+status 2, before anything in the run folder changed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -99,6 +101,53 @@ def check_inputs(cfg: Config, stages: Sequence[Stage], selected: Sequence[str]) 
                     raise UsageError(f"{key}: no such file: {value}")
 
 
+def gpu_requests(
+    cfg: Config, stages: Sequence[Stage], selected: Sequence[str]
+) -> list[tuple[str, float]]:
+    """``(dotted key, GPUs needed)`` of every pool or trainer of the selected, enabled stages
+    whose ``use_gpu`` is ``true`` (GPUs needed: workers or actors x GPUs per actor)."""
+    by_name = {s.name: s for s in stages}
+    out: list[tuple[str, float]] = []
+
+    def walk(node: Any, key: str) -> None:
+        if not dataclasses.is_dataclass(node) or isinstance(node, type):
+            return
+        if getattr(node, "use_gpu", None) == "true":
+            count = next(
+                (
+                    getattr(node, f)
+                    for f in ("num_workers", "workers", "num_actors", "actors")
+                    if hasattr(node, f)
+                ),
+                1,
+            )
+            out.append((f"{key}.use_gpu", float(count) * float(getattr(node, "gpus_per_actor", 1))))
+        for f in dataclasses.fields(node):
+            walk(getattr(node, f.name), f"{key}.{f.name}")
+
+    for name in selected:
+        stage = by_name[name]
+        if stage.enabled(cfg):
+            for section in stage.sections:
+                walk(getattr(cfg, section), section)
+    return out
+
+
+def check_gpus(requests: Sequence[tuple[str, float]], ray_init: Callable[[], None]) -> None:
+    """Fail fast (:class:`UsageError`, one line) when a ``use_gpu: true`` pool or trainer
+    cannot get its GPUs on the connected cluster (Ray is started only when one asks)."""
+    if not requests:
+        return
+    from weaksam.train.placement import GPUPolicyError, decide_gpu
+
+    ray_init()
+    for key, needed in requests:
+        try:
+            decide_gpu("true", needed, what=key)
+        except GPUPolicyError as exc:
+            raise UsageError(str(exc)) from None
+
+
 def execute(
     cfg: Config,
     *,
@@ -117,6 +166,7 @@ def execute(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     check_inputs(cfg, STAGES, selected)
+    check_gpus(gpu_requests(cfg, STAGES, selected), init_ray)
     save_resolved(cfg)
     return run_stages(cfg, STAGES, ray_init=init_ray, only=only, from_stage=from_stage, force=force)
 

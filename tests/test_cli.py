@@ -42,3 +42,31 @@ def test_check_inputs_needs_completed_dependencies_and_weight_files(tmp_path) ->
     )
     with pytest.raises(UsageError, match=r"needs data\.annotations"):
         check_inputs(coco, STAGES, ["ingest"])
+
+
+def test_gpu_requests_name_every_use_gpu_true_of_the_selected_stages(tmp_path) -> None:
+    from ray_jobs._stage import gpu_requests
+
+    over = ["name=t", f"run_root={tmp_path}"]
+    cfg = load_run_config(None, over)
+    assert gpu_requests(cfg, STAGES, list(STAGE_NAMES)) == []  # auto everywhere by default
+    cfg = load_run_config(
+        None,
+        [
+            *over,
+            "proposals.use_gpu=true",
+            "proposals.num_actors=3",
+            "proposals.gpus_per_actor=0.5",
+            "wsod.train.use_gpu=true",
+            "wsod.train.num_workers=2",
+            "classifier.use_gpu=True",  # a YAML boolean is the policy's name
+        ],
+    )
+    assert cfg.classifier.use_gpu == "true"
+    assert gpu_requests(cfg, STAGES, ["proposals", "wsod"]) == [
+        ("proposals.use_gpu", 1.5),
+        ("wsod.train.use_gpu", 2.0),
+    ]
+    assert gpu_requests(cfg, STAGES, ["classify"]) == [("classifier.use_gpu", 2.0)]
+    with pytest.raises(Exception, match=r"use_gpu: must be one of \['auto', 'true', 'false'\]"):
+        load_run_config(None, [*over, "peaks.use_gpu=sometimes"])

@@ -159,6 +159,20 @@ def check_choice(obj: Any, name: str, choices: Collection[str], noun: str = "") 
             )
 
 
+def check_gpu_policy(obj: Any, *names: str) -> None:
+    """Each named field is a GPU policy (``auto``/``true``/``false``,
+    :mod:`weaksam.train.placement`); a YAML boolean is stored as its lower-case name."""
+    from weaksam.train.placement import GPU_POLICIES
+
+    for name in names:
+        value = getattr(obj, name)
+        text = str(value).strip().lower()
+        if text not in GPU_POLICIES:
+            rule = "{" + name + "}: must be one of " + f"{list(GPU_POLICIES)}, got {{value}}"
+            raise FieldError(name, rule, value)
+        object.__setattr__(obj, name, text)
+
+
 def check_order(obj: Any, low: str, high: str) -> None:
     """Field ``low`` is ``<=`` field ``high`` (a min/max pair)."""
     lo, hi = getattr(obj, low), getattr(obj, high)

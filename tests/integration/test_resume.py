@@ -111,8 +111,18 @@ def _snapshot(folder: Path) -> dict[str, bytes]:
         ["--config", CONFIG, "--set", "run_root={root}", "--set", "proposals.batch_size=0"],
         ["--config", CONFIG, "--set", "run_root={root}", "--set", "proposals.num_actors=-3"],
         ["--config", CONFIG, "--set", "run_root={root}", "--set", "sam.checkpoint=/nope.pt"],
+        ["--config", CONFIG, "--set", "run_root={root}", "--set", "proposals.use_gpu=true"],
     ],
-    ids=["empty-config", "no-name", "no-config", "name-escapes", "batch-0", "actors-neg", "ckpt"],
+    ids=[
+        "empty-config",
+        "no-name",
+        "no-config",
+        "name-escapes",
+        "batch-0",
+        "actors-neg",
+        "ckpt",
+        "gpu-true-without-gpus",
+    ],
 )
 def test_bad_input_exits_2_and_leaves_the_run_untouched(
     tiny_run: TinyRun,

@@ -12,6 +12,7 @@ from weaksam.configlib import (
     check_at_least,
     check_choice,
     check_fraction,
+    check_gpu_policy,
     check_nonempty,
     check_positive,
     check_range,
@@ -62,8 +63,12 @@ class ClassifierConfig:
             square size in ``input_size * [lo, hi]`` per batch, and brightness/contrast/
             saturation factors in ``[1 - j, 1 + j]`` plus a random channel order (``shapes``
             classes are defined by shape, never colour).
-        workers / cpus_per_worker / use_gpu: Ray Train scaling (``use_gpu`` null: use GPUs
-            when the cluster has one per worker). threads: torch threads per worker.
+        workers / cpus_per_worker: Ray Train workers and their CPUs. threads: torch threads
+            per worker.
+        use_gpu: ``auto`` (GPUs when the cluster has one per worker and CUDA works there),
+            ``true`` (fail fast without them) or ``false`` (:mod:`weaksam.train.placement`).
+        max_failures: Ray Train restarts after a lost worker or node, from the last
+            checkpoint.
         checkpoint_every: epochs between checkpoints (each one a ``ray.train.report``).
         seed: initialisation, split and augmentation seed.
     """
@@ -86,7 +91,8 @@ class ClassifierConfig:
     color_jitter: float = 0.3
     workers: int = 2
     cpus_per_worker: float = 1.0
-    use_gpu: bool | None = None
+    use_gpu: str = "auto"
+    max_failures: int = 2
     threads: int = 1
     checkpoint_every: int = 5
     seed: int = 0
@@ -100,6 +106,8 @@ class ClassifierConfig:
             self, 1, "width", "epochs", "batch_size", "workers", "threads", "checkpoint_every"
         )
         check_at_least(self, 0, "backbone_lr", "weight_decay", "warmup_epochs", "cpus_per_worker")
+        check_at_least(self, 0, "max_failures")
+        check_gpu_policy(self, "use_gpu")
         check_range(self, 0.0, 1.0, "val_fraction", high_open=True)
         if len(self.scale_jitter) != 2 or not self.scale_jitter[0] <= self.scale_jitter[1]:
             raise FieldError(
@@ -170,8 +178,9 @@ class PeakStageConfig:
             with probability >= this, and always the top-1 class (never from labels or GT).
             The probabilities are those of the logits averaged over ``scales`` x ``flip``, as
             the ``classify`` stage's test mAP is measured.
-        actors / batch_size / actor_cpus: the Ray Data actor pool (one GPU per actor when the
-            cluster has GPUs), images per batch and CPUs reserved per actor.
+        actors / batch_size / actor_cpus: the Ray Data actor pool, images per batch and CPUs
+            reserved per actor. use_gpu: one GPU per actor (``auto``/``true``/``false``,
+            :mod:`weaksam.train.placement`).
         rows_per_file: rows per Parquet shard (the last one may hold fewer).
         picture_images: test images drawn in ``peaks.png``.
     """
@@ -190,10 +199,12 @@ class PeakStageConfig:
     actors: int = 1
     batch_size: int = 8
     actor_cpus: float = 1.0
+    use_gpu: str = "auto"
     rows_per_file: int = 5000
     picture_images: int = 6
 
     def __post_init__(self) -> None:
+        check_gpu_policy(self, "use_gpu")
         if not self.scales or self.scales[0] != 1.0:
             raise FieldError("scales", "{scales} must start with 1.0, got {value}", self.scales)
         check_positive(self, "scales", "refine_temperature")

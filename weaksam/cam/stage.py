@@ -36,6 +36,7 @@ from weaksam.io.rle import decode_masks
 from weaksam.io.tables import read_classes, read_table
 from weaksam.runs import classifier_path, file_digest, manifest_path, points_path, read_success
 from weaksam.stage import Stage, StageContext
+from weaksam.train.placement import decide_gpu
 from weaksam.viz.draw import save_png
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
             "split": train_split,
         }
     )
+    device = decide_gpu(ccfg.use_gpu, ccfg.workers, what="classify: training workers")
     result = run_torch_trainer(
         _train_loop,
         {  # weights resolved here: the workers' working directory is not this one
@@ -80,8 +82,9 @@ def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         name=run_name,
         storage_path=ctx.out_dir,
         num_workers=ccfg.workers,
-        use_gpu=ccfg.use_gpu,
+        use_gpu=device.use_gpu,
         cpus_per_worker=ccfg.cpus_per_worker,
+        max_failures=ccfg.max_failures,
     )
     if result.checkpoint is None:
         raise RuntimeError(f"classifier training produced no checkpoint ({result.error})")
@@ -95,6 +98,7 @@ def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     )
     history = state.get("history", [])
     metrics.update(
+        train_device=device.reason,
         classifier=path,
         train_split=train_split,
         epochs=int(state["epoch"]),
@@ -165,7 +169,7 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     out = points_path(ctx.run_dir)
     if os.path.exists(out):
         shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
-    gpus = int(ray.cluster_resources().get("GPU", 0))
+    device = decide_gpu(pcfg.use_gpu, pcfg.actors, what="peaks: actors")
     ds = ray.data.from_items(items).map_batches(
         PeakExtractor,
         fn_constructor_kwargs={
@@ -178,7 +182,7 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         compute=ray.data.ActorPoolStrategy(size=pcfg.actors),
         batch_size=pcfg.batch_size,
         batch_format="pyarrow",  # keeps nulls (numpy batches turn a null string into NaN)
-        num_gpus=1 if gpus else 0,
+        num_gpus=1 if device.use_gpu else 0,
         num_cpus=pcfg.actor_cpus,
     )
     # min and max: shards of rows_per_file rows, not one small file per batch
@@ -189,6 +193,7 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         raise RuntimeError(f"points table has {points.num_rows} rows for {len(items)} images")
     metrics = evaluate_points(points.to_pylist(), manifest, pcfg.map_kinds)
     metrics["points"] = out
+    metrics["device"] = device.reason
     try:
         sheet = render_peaks_sheet(checkpoint, manifest, pcfg, cfg.data.splits[-1])
         metrics["picture"] = save_png(os.path.join(ctx.out_dir, "peaks.png"), sheet)

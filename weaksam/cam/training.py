@@ -100,7 +100,8 @@ def _device(cfg: ClassifierConfig) -> torch.device:
 
         return ray.train.torch.get_device()
     except Exception:  # plain Python
-        return torch.device("cuda" if torch.cuda.is_available() and cfg.use_gpu else "cpu")
+        wanted = cfg.use_gpu != "false"
+        return torch.device("cuda" if torch.cuda.is_available() and wanted else "cpu")
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:

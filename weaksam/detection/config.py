@@ -25,6 +25,7 @@ from weaksam.configlib import (
     check_at_least,
     check_choice,
     check_fraction,
+    check_gpu_policy,
     check_nonempty,
     check_positive,
     check_range,
@@ -178,6 +179,9 @@ class DetectorTrainConfig:
         log_every: steps between loss-curve points (no Ray call).
         num_workers / cpus_per_worker / threads: Ray Train workers (DDP), their CPUs and torch
             threads.
+        use_gpu: ``auto``, ``true`` or ``false`` (:mod:`weaksam.train.placement`).
+        max_failures: Ray Train restarts after a lost worker or node, from the last
+            checkpoint.
         seed: initial weights and each step's images and flips derive from (seed, rank, step),
             so a resumed run repeats the uninterrupted one's data.
     """
@@ -198,6 +202,8 @@ class DetectorTrainConfig:
     num_workers: int = 4
     cpus_per_worker: float = 1.0
     threads: int = 1
+    use_gpu: str = "auto"
+    max_failures: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -222,8 +228,9 @@ class DetectorTrainConfig:
         check_positive(self, "lr", "gamma")
         check_range(self, 0.0, 1.0, "momentum", high_open=True)
         check_at_least(self, 0, "weight_decay", "warmup_steps", "lr_steps", "grad_clip")
-        check_at_least(self, 0, "cpus_per_worker")
+        check_at_least(self, 0, "cpus_per_worker", "max_failures")
         check_fraction(self, "warmup_factor")
+        check_gpu_policy(self, "use_gpu")
 
 
 @dataclass(frozen=True)
@@ -232,15 +239,19 @@ class DetectorTestConfig:
 
     Attributes:
         num_actors / cpus_per_actor / batch_size: the actor pool and its batches.
+        use_gpu: one GPU per actor (``auto``, ``true`` or ``false``,
+            :mod:`weaksam.train.placement`).
         mask_threshold: mask probability threshold for the RLE masks (Mask R-CNN: 0.5).
     """
 
     num_actors: int = 1
     cpus_per_actor: float = 1.0
     batch_size: int = 4
+    use_gpu: str = "auto"
     mask_threshold: float = 0.5
 
     def __post_init__(self) -> None:
+        check_gpu_policy(self, "use_gpu")
         check_at_least(self, 1, "num_actors", "batch_size")
         check_at_least(self, 0, "cpus_per_actor")
         check_fraction(self, "mask_threshold")

@@ -45,6 +45,7 @@ from weaksam.io.schemas import error_row
 from weaksam.io.tables import read_classes, read_table, write_table
 from weaksam.runs import detections_file, manifest_path, model_file, pgt_path
 from weaksam.stage import Stage, StageContext
+from weaksam.train.placement import decide_gpu
 from weaksam.train.reporting import STATE_FILE
 
 log = logging.getLogger(__name__)
@@ -75,8 +76,10 @@ def train_variant(
     job: TrainJob,
     storage: str,
     run_name: str,
+    use_gpu: bool = False,
 ) -> dict[str, Any]:
-    """Train (or resume) one variant under Ray Train; the final checkpoint state."""
+    """Train (or resume) one variant under Ray Train (on GPUs when ``use_gpu``, as decided by
+    :func:`weaksam.train.placement.decide_gpu`); the final checkpoint state."""
     import torch
 
     # ray_jobs._ray is the project's one TorchTrainer wrapper (DDP: gloo on CPU, nccl on GPU);
@@ -90,7 +93,9 @@ def train_variant(
         name=run_name,
         storage_path=storage,
         num_workers=tc.num_workers,
+        use_gpu=use_gpu,
         cpus_per_worker=tc.cpus_per_worker,
+        max_failures=tc.max_failures,
     )
     if result.checkpoint is None:
         raise RuntimeError(f"{variant.name} training produced no checkpoint")
@@ -169,8 +174,6 @@ def run_detector_stage(
     masks: bool,
 ) -> dict[str, Any]:
     """Train, detect and evaluate each variant; the first is the main one (stage folder)."""
-    import ray
-
     manifest = manifest_path(ctx.run_dir)
     pgt = pgt_path(ctx.run_dir)
     if any(v.source == "pgt" for v in variants) and not os.path.exists(pgt):
@@ -187,9 +190,19 @@ def run_detector_stage(
         if r["split"] == test_split
     ]
     ctx.ray_init()
-    use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    stage = os.path.basename(ctx.out_dir)
+    tc = section.train
+    train = decide_gpu(tc.use_gpu, tc.num_workers, what=f"{stage}: training workers")
+    infer = decide_gpu(
+        section.test.use_gpu, section.test.num_actors, what=f"{stage}: inference actors"
+    )
+    use_gpu = infer.use_gpu
     storage = os.path.join(ctx.out_dir, "ray_train")
-    metrics: dict[str, Any] = {"variants": {}}
+    metrics: dict[str, Any] = {
+        "variants": {},
+        "train_device": train.reason,
+        "inference_device": infer.reason,
+    }
     for k, v in enumerate(variants):
         out_dir = ctx.out_dir if k == 0 else os.path.join(ctx.out_dir, "compare", v.name)
         os.makedirs(out_dir, exist_ok=True)
@@ -207,7 +220,7 @@ def run_detector_stage(
         key = {"section": to_dict(section), "roi_drop": to_dict(v.drop), "seed": cfg.seed}
         name = f"{v.name}-{config_hash({**key, 'inputs': _fingerprint(inputs)})}"
         t0 = time.time()
-        state = train_variant(section, v, job, storage, name)
+        state = train_variant(section, v, job, storage, name, use_gpu=train.use_gpu)
         train_s = time.time() - t0
         ckpt = export_checkpoint(state, model_file(out_dir))
         t0 = time.time()

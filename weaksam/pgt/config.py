@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from weaksam.configlib import check_at_least, check_choice, check_fraction, check_gpus
+from weaksam.configlib import (
+    check_at_least,
+    check_choice,
+    check_fraction,
+    check_gpu_policy,
+    check_gpus,
+)
 from weaksam.pgt.coco import BBOX_SOURCES
 from weaksam.pgt.rules import MODES, PGTConfig
 from weaksam.sam.engine import EngineConfig
@@ -15,7 +21,8 @@ class PGTMaskJobConfig:
     """The Ray Data job that prompts SAM with each PGT box (like the proposals job).
 
     Attributes:
-        num_actors / cpus_per_actor / gpus_per_actor: the SAM actor pool (GPUs when present).
+        num_actors / cpus_per_actor / gpus_per_actor: the SAM actor pool (GPUs when used).
+        use_gpu: ``auto``, ``true`` or ``false`` (:mod:`weaksam.train.placement`).
         batch_size: images per ``map_batches`` call. decode_cpus: CPUs of each decode task.
         rows_per_file: row cap per Parquet shard. max_pixels: larger images are error rows.
         engine: SAM settings; ``engine.box_mask_token`` picks the mask of each box (-1: the
@@ -25,6 +32,7 @@ class PGTMaskJobConfig:
     num_actors: int = 1
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 1.0
+    use_gpu: str = "auto"
     batch_size: int = 4
     decode_cpus: float = 0.25
     rows_per_file: int = 500
@@ -35,6 +43,7 @@ class PGTMaskJobConfig:
         check_at_least(self, 1, "num_actors", "batch_size", "rows_per_file", "max_pixels")
         check_at_least(self, 0, "cpus_per_actor", "decode_cpus")
         check_gpus(self, "gpus_per_actor")
+        check_gpu_policy(self, "use_gpu")
 
 
 @dataclass(frozen=True)

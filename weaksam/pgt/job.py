@@ -70,9 +70,10 @@ def generate_pgt_masks(
     skipped = len(todo) - len(items)
     if skipped:
         log.info("resuming: %d of %d images already have PGT masks", skipped, len(todo))
+    device = ""
     if items:
-        write_sam_shards(items, shard_dir, PGTMaskPredictor, sam, cfg, use_gpu)
-    return JobStats(len(items), skipped, time.time() - t0)
+        device = write_sam_shards(items, shard_dir, PGTMaskPredictor, sam, cfg, use_gpu)
+    return JobStats(len(items), skipped, time.time() - t0, device)
 
 
 def merge_masks(

@@ -70,6 +70,7 @@ def make_pgt_outputs(
             mask_images=stats.submitted,
             mask_images_resumed=stats.skipped_done,
             mask_seconds=round(stats.seconds, 2),
+            mask_device=stats.device or "no images left to process",
         )
     os.makedirs(out_dir, exist_ok=True)
     write_table(rows, os.path.join(out_dir, PGT_TABLE), "pgt", labels.classes)

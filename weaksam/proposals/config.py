@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from weaksam.configlib import check_at_least, check_gpus
+from weaksam.configlib import check_at_least, check_gpu_policy, check_gpus
 from weaksam.sam.engine import EngineConfig
 
 
@@ -16,7 +16,9 @@ class ProposalsConfig:
         splits: manifest splits to process (empty = all).
         use_points: prompt with the peak points table when it exists.
         num_actors: size of the fixed SAM actor pool (one per GPU on GPU clusters).
-        cpus_per_actor / gpus_per_actor: resources of each SAM actor (GPUs only when present).
+        cpus_per_actor / gpus_per_actor: resources of each SAM actor (GPUs only when used).
+        use_gpu: ``auto`` (GPUs when the cluster has them for every actor and CUDA works),
+            ``true`` (fail fast without) or ``false`` (:mod:`weaksam.train.placement`).
         batch_size: images per ``map_batches`` call.
         decode_cpus: CPUs of each decoding task (the CPU stage before SAM).
         rows_per_file: row cap per Parquet shard.
@@ -29,6 +31,7 @@ class ProposalsConfig:
     num_actors: int = 1
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 1.0
+    use_gpu: str = "auto"
     batch_size: int = 4
     decode_cpus: float = 0.25
     rows_per_file: int = 500
@@ -38,4 +41,5 @@ class ProposalsConfig:
     def __post_init__(self) -> None:
         check_at_least(self, 1, "num_actors", "batch_size", "rows_per_file", "max_pixels")
         check_at_least(self, 0, "cpus_per_actor", "decode_cpus")  # Ray allows 0 CPUs
-        check_gpus(self, "gpus_per_actor")  # 0: CPU actors even on a GPU cluster
+        check_gpus(self, "gpus_per_actor")
+        check_gpu_policy(self, "use_gpu")  # 0: CPU actors even on a GPU cluster

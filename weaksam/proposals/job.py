@@ -31,6 +31,7 @@ from weaksam.proposals.config import ProposalsConfig
 from weaksam.proposals.udf import ProposalGenerator, decode_images, pack_points
 from weaksam.sam.build import SamConfig
 from weaksam.sam.engine import EngineConfig
+from weaksam.train.placement import decide_gpu
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class JobStats:
     submitted: int
     skipped_done: int
     seconds: float
+    device: str = ""  # where the SAM actors ran and why (weaksam.train.placement)
 
 
 class SamJobSettings(Protocol):
@@ -56,6 +58,8 @@ class SamJobSettings(Protocol):
     def num_actors(self) -> int: ...
     @property
     def cpus_per_actor(self) -> float: ...
+    @property
+    def use_gpu(self) -> str: ...
     @property
     def gpus_per_actor(self) -> float: ...
     @property
@@ -77,15 +81,22 @@ def write_sam_shards(
     sam: SamConfig,
     cfg: SamJobSettings,
     use_gpu: bool | None = None,
-) -> None:
+) -> str:
     """The Ray Data pipeline of both SAM jobs: ``items`` (rows with ``path``) → decode tasks
     (:func:`decode_images`) → an actor pool of ``predictor(sam_config=..., engine_config=...)``
-    (one GPU per actor when ``use_gpu``; None: when the cluster has one) → Parquet shards in
-    ``shard_dir``. The caller has started or joined Ray."""
+    (``gpus_per_actor`` GPUs per actor when ``use_gpu``; None: ``cfg.use_gpu``'s policy,
+    :func:`weaksam.train.placement.decide_gpu`) → Parquet shards in ``shard_dir``. The caller
+    has started or joined Ray. Returns where the actors ran and why."""
     import ray
 
-    if use_gpu is None:
-        use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    what = f"{cfg.num_actors} SAM actors"
+    if use_gpu is None and cfg.gpus_per_actor <= 0:
+        use_gpu, device = False, f"{what}: CPU (gpus_per_actor: 0)"
+    elif use_gpu is None:
+        decision = decide_gpu(cfg.use_gpu, cfg.num_actors * cfg.gpus_per_actor, what=what)
+        use_gpu, device = decision.use_gpu, decision.reason
+    else:
+        device = f"{what}: {'GPU' if use_gpu else 'CPU'} (set by the caller)"
     ds: ray.data.Dataset = ray.data.from_items(
         list(items), override_num_blocks=max(1, len(items) // cfg.batch_size)
     )
@@ -104,6 +115,7 @@ def write_sam_shards(
         num_gpus=cfg.gpus_per_actor if use_gpu else 0,
     )
     ds.write_parquet(shard_dir, max_rows_per_file=cfg.rows_per_file)
+    return device
 
 
 def completed_ids(shard_dir: str) -> set[str]:
@@ -174,9 +186,10 @@ def generate_proposals(
     skipped = len(rows) - len(items)
     if skipped:
         log.info("resuming: %d of %d images already have proposals", skipped, len(rows))
+    device = ""
     if items:
-        write_sam_shards(items, shard_dir, ProposalGenerator, sam, cfg, use_gpu)
-    return JobStats(len(items), skipped, time.time() - t0)
+        device = write_sam_shards(items, shard_dir, ProposalGenerator, sam, cfg, use_gpu)
+    return JobStats(len(items), skipped, time.time() - t0, device)
 
 
 def summarize_proposals(proposals_dir: str) -> dict[str, Any]:

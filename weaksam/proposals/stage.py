@@ -59,6 +59,7 @@ def run_proposals(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     metrics.update(
         images_processed=stats.submitted,
         images_resumed=stats.skipped_done,
+        device=stats.device or "no images left to process",
         job_seconds=round(stats.seconds, 2),
         images_per_second=round(stats.submitted / stats.seconds, 3) if stats.submitted else None,
     )

@@ -24,6 +24,7 @@ from weaksam.configlib import (
     check_at_least,
     check_choice,
     check_fraction,
+    check_gpu_policy,
     check_nonempty,
     check_positive,
     check_range,
@@ -148,6 +149,9 @@ class WSODTrainConfig:
         log_every: steps between loss-curve points (no Ray call).
         num_workers / cpus_per_worker / threads: Ray Train workers (DDP), their CPUs and
             torch threads.
+        use_gpu: ``auto``, ``true`` or ``false`` (:mod:`weaksam.train.placement`).
+        max_failures: Ray Train restarts after a lost worker or node, from the last
+            checkpoint.
         seed: sampling, augmentation and dropout derive from (seed, rank, step), so a resumed
             run repeats the uninterrupted one.
     """
@@ -176,6 +180,8 @@ class WSODTrainConfig:
     num_workers: int = 4
     cpus_per_worker: float = 1.0
     threads: int = 1
+    use_gpu: str = "auto"
+    max_failures: int = 2
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -193,7 +199,8 @@ class WSODTrainConfig:
         )
         check_positive(self, "lr", "gamma")
         check_at_least(self, 0, "weight_decay", "bias_lr_factor", "warmup_steps", "lr_steps")
-        check_at_least(self, 0, "branch_weights", "grad_clip", "cpus_per_worker")
+        check_at_least(self, 0, "branch_weights", "grad_clip", "cpus_per_worker", "max_failures")
+        check_gpu_policy(self, "use_gpu")
         check_fraction(self, "warmup_factor", "oicr_ratio", "oicr_nms", "mist_top_ratio")
         check_fraction(self, "mist_iou", "fg_iou", "supervised_fg_fraction")
 
@@ -208,8 +215,9 @@ class WSODTestConfig:
         nms_iou / score_thresh / max_detections: per-class NMS, keep scores ``> thresh``,
             top detections per image.
         splits: manifest splits to run on (``()`` = every split of ``data.splits``).
-        batch_size: images per Ray Data batch. num_actors: predictor actors (one GPU each
-            when the cluster has GPUs). cpus_per_actor: CPUs reserved per actor.
+        batch_size: images per Ray Data batch. num_actors: predictor actors.
+            cpus_per_actor: CPUs reserved per actor. use_gpu: one GPU per actor (``auto``,
+            ``true`` or ``false``, :mod:`weaksam.train.placement`).
     """
 
     scales: tuple[int, ...] = (480, 576, 688, 800, 864, 1000, 1200)
@@ -221,8 +229,10 @@ class WSODTestConfig:
     batch_size: int = 8
     num_actors: int = 1
     cpus_per_actor: float = 1.0
+    use_gpu: str = "auto"
 
     def __post_init__(self) -> None:
+        check_gpu_policy(self, "use_gpu")
         check_nonempty(self, "scales")
         check_at_least(self, 1, "scales", "max_detections", "batch_size", "num_actors")
         check_fraction(self, "nms_iou", "score_thresh")

@@ -36,6 +36,7 @@ from weaksam.io.tables import read_classes, write_table
 from weaksam.runs import detections_file, manifest_path, model_file
 from weaksam.runs import proposals_path as run_proposals_path
 from weaksam.stage import Stage, StageContext
+from weaksam.train.placement import decide_gpu
 from weaksam.train.reporting import STATE_FILE
 from weaksam.wsod.config import WSODConfig
 from weaksam.wsod.data import SplitData, join_proposals, read_weak_manifest
@@ -82,8 +83,11 @@ def run_name(cfg: Config, method: str, inputs: Sequence[str]) -> str:
     return f"{method}-{config_hash(key)}"
 
 
-def train_method(cfg: Config, job: TrainJob, storage: str, name: str) -> dict[str, Any]:
-    """Train (or resume) ``job.method`` under Ray Train; return the final checkpoint state."""
+def train_method(
+    cfg: Config, job: TrainJob, storage: str, name: str, use_gpu: bool = False
+) -> dict[str, Any]:
+    """Train (or resume) ``job.method`` under Ray Train (on GPUs when ``use_gpu``, as decided by
+    :func:`weaksam.train.placement.decide_gpu`); return the final checkpoint state."""
     import torch
 
     # ray_jobs._ray is the project's one TorchTrainer wrapper (DDP: gloo on CPU, nccl on GPU);
@@ -97,7 +101,9 @@ def train_method(cfg: Config, job: TrainJob, storage: str, name: str) -> dict[st
         name=name,
         storage_path=storage,
         num_workers=tc.num_workers,
+        use_gpu=use_gpu,
         cpus_per_worker=tc.cpus_per_worker,
+        max_failures=tc.max_failures,
     )
     if result.checkpoint is None:
         raise RuntimeError(f"{job.method} training produced no checkpoint")
@@ -216,8 +222,6 @@ def evaluate_method(
 
 def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Train, infer and evaluate every method of ``cfg.wsod.methods`` (see the module doc)."""
-    import ray
-
     wcfg = cfg.wsod
     manifest = manifest_path(ctx.run_dir)
     proposals = proposals_path(ctx.run_dir, wcfg)
@@ -237,7 +241,11 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         "methods": {},
     }
     ctx.ray_init()
-    use_gpu = ray.cluster_resources().get("GPU", 0) >= 1
+    tc = wcfg.train
+    train = decide_gpu(tc.use_gpu, tc.num_workers, what="wsod: training workers")
+    infer = decide_gpu(wcfg.test.use_gpu, wcfg.test.num_actors, what="wsod: inference actors")
+    use_gpu = infer.use_gpu
+    metrics.update(train_device=train.reason, inference_device=infer.reason)
     inputs = inference_inputs(data)
     storage = os.path.join(ctx.out_dir, "ray_train")
     for method in wcfg.methods:
@@ -249,7 +257,8 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
             method, classes.num_classes, tuple(classes.names), manifest, proposals, train_split
         )
         t0 = time.time()
-        state = train_method(cfg, job, storage, run_name(cfg, method, [manifest, proposals]))
+        name = run_name(cfg, method, [manifest, proposals])
+        state = train_method(cfg, job, storage, name, use_gpu=train.use_gpu)
         train_s = time.time() - t0
         ckpt = export_checkpoint(state, model_file(out_dir))
         plot_curves(state["history"], os.path.join(out_dir, "curves.png"), method)
