@@ -11,10 +11,11 @@ from weaksam.detection.config import DetectorModelConfig
 from weaksam.detection.inference import (
     DetectorBatchPredictor,
     export_checkpoint,
+    export_detector,
     inference_inputs,
     load_detector,
 )
-from weaksam.detection.model import build_detector
+from weaksam.detection.model import build_detector, init_detector
 from weaksam.io.rle import decode_masks
 from weaksam.io.schemas import validate_table
 from weaksam.io.tables import read_table
@@ -73,3 +74,26 @@ def test_load_is_strict(tmp_path, tiny_model: DetectorModelConfig) -> None:
     torch.save(ckpt, path)
     with pytest.raises(RuntimeError, match="Missing key"):
         load_detector(path)
+
+
+@pytest.mark.parametrize("masks", [False, True])
+def test_export_detector_round_trip(tmp_path, tiny_model: DetectorModelConfig, masks: bool) -> None:
+    """A model in hand (``init_detector``: seeded, ready for inference) exported as the stages'
+    ``model.pt`` loads back, through the stages' loader, to the same weights."""
+    model = init_detector(tiny_model, 3, masks=masks, seed=5)
+    assert not model.training and model.transform.min_size == (tiny_model.test_size,)
+    again = init_detector(tiny_model, 3, masks=masks, seed=5)
+    for (k, v), w in zip(model.state_dict().items(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(v, w, msg=k)
+    path = export_detector(
+        model, str(tmp_path / "model.pt"), model_config=tiny_model, class_names=["a", "b", "c"]
+    )
+    loaded, meta = load_detector(path)
+    assert (
+        meta["masks"] is masks
+        and meta["num_classes"] == 3
+        and meta["class_names"] == ["a", "b", "c"]
+    )
+    assert meta["model_config"] == to_dict(tiny_model) and meta["roi_drop"]["enabled"] is False
+    for (k, v), w in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        torch.testing.assert_close(v, w, msg=k)

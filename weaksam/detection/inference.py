@@ -3,7 +3,9 @@
 The exported checkpoint (``model.pt``) is ``{"model": state_dict, "model_config": dict,
 "roi_drop": dict, "masks": bool, "num_classes": int, "class_names": list, "variant": str,
 "step": int, "history": list}``, loaded with ``torch.load(weights_only=True)`` and a strict
-key check.
+key check. The ``retrain`` and ``wsis`` stages write it from their training state
+(:func:`export_checkpoint`); :func:`export_detector` writes it for a model in hand (tests, the
+service's fixtures).
 
 :class:`DetectorBatchPredictor` is what Ray Data's ``map_batches`` runs on an actor pool: its
 ``__init__`` loads the model once per actor, its ``__call__`` takes a dict batch of
@@ -16,16 +18,16 @@ row. It runs without Ray too (tests call it directly).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 import torch
 from torchvision.models.detection import FasterRCNN
 
-from weaksam.configlib import from_dict
+from weaksam.configlib import from_dict, to_dict
 from weaksam.data.imageio import ImageDecodeError, load_image
-from weaksam.detection.config import DetectorModelConfig
+from weaksam.detection.config import DetectorModelConfig, RoIDropConfig
 from weaksam.detection.data import image_tensor
 from weaksam.detection.model import build_detector, set_inference_size
 from weaksam.io.rle import encode_masks
@@ -52,11 +54,43 @@ def export_checkpoint(state: Mapping[str, Any], path: str) -> str:
     return export_state(state, path, EXPORT_KEYS)
 
 
+def export_detector(
+    model: FasterRCNN,
+    path: str,
+    *,
+    model_config: DetectorModelConfig,
+    class_names: Sequence[str],
+    variant: str = "",
+    roi_drop: RoIDropConfig | None = None,
+    step: int = 0,
+) -> str:
+    """Write ``model`` (built by :func:`~weaksam.detection.model.build_detector` from
+    ``model_config`` for ``len(class_names)`` classes) as the stages' ``model.pt``; return the
+    path. :func:`load_detector` rebuilds it; ``masks`` is read from the model."""
+    heads: Any = model.roi_heads
+    state = {
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "model_config": to_dict(model_config),
+        "roi_drop": to_dict(roi_drop if roi_drop is not None else RoIDropConfig(enabled=False)),
+        "masks": bool(heads.has_mask()),
+        "num_classes": len(class_names),
+        "class_names": [str(c) for c in class_names],
+        "variant": str(variant),
+        "step": int(step),
+        "history": [],
+    }
+    return export_checkpoint(state, path)
+
+
 def load_detector(
     path: str, device: str | torch.device = "cpu"
 ) -> tuple[FasterRCNN, dict[str, Any]]:
     """The model (eval mode, test size set, on ``device``) and the checkpoint's metadata."""
     ckpt = read_checkpoint(path, EXPORT_KEYS, "a detector checkpoint")
+    if len(ckpt["class_names"]) != int(ckpt["num_classes"]):
+        raise ValueError(
+            f"{path}: {len(ckpt['class_names'])} class names for {ckpt['num_classes']} classes"
+        )
     # No ImageNet file is needed: every weight comes from the checkpoint.
     cfg = from_dict({**ckpt["model_config"], "weights": ""}, DetectorModelConfig)
     model = build_detector(cfg, int(ckpt["num_classes"]), masks=bool(ckpt["masks"]))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from torchvision.models.detection import FasterRCNN, MaskRCNN
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
@@ -82,6 +83,18 @@ def build_detector(
     drop = drop if drop is not None else RoIDropConfig(enabled=False)
     model.roi_heads = DropRoIHeads.from_heads(model.roi_heads, drop)
     return model
+
+
+def init_detector(
+    cfg: DetectorModelConfig, num_classes: int, *, masks: bool = False, seed: int = 0
+) -> FasterRCNN:
+    """:func:`build_detector` with weights drawn from ``seed`` (the global RNG state is left as
+    it was), ready for inference: eval mode, test size set. The same ``cfg`` and ``seed`` give
+    the same weights; tests and the service's explicitly ``untrained`` detector use it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_detector(cfg, num_classes, masks=masks)
+    return set_inference_size(model, cfg.test_size)
 
 
 def set_inference_size(model: FasterRCNN, test_size: int) -> FasterRCNN:

@@ -669,7 +669,7 @@ class SamPromptEngine:
             self.cfg.point_pred_iou_thresh,
             self.cfg.return_masks,
         )
-        return _reorder(out, np.argsort(out.prompt_index, kind="stable"))
+        return reorder(out, np.argsort(out.prompt_index, kind="stable"))
 
     @torch.inference_mode()
     def predict_boxes(self, emb: ImageEmbedding, boxes: npt.ArrayLike) -> PromptMasks:
@@ -775,12 +775,12 @@ class SamPromptEngine:
                     if classes is not None
                     else np.full(rows.size, -1, np.int32)
                 )
-                blocks.append((_reorder(singles, rows), [f"point:{kind}"] * rows.size, hints))
+                blocks.append((reorder(singles, rows), [f"point:{kind}"] * rows.size, hints))
                 if multi is not None:
                     gk = np.asarray(group_kinds, dtype=object)[multi.prompt_index]
                     rows = np.flatnonzero(gk == kind)
                     gid = np.asarray(group_ids, dtype=np.int32)[multi.prompt_index[rows]]
-                    blocks.append((_reorder(multi, rows), [f"class:{kind}"] * rows.size, gid))
+                    blocks.append((reorder(multi, rows), [f"class:{kind}"] * rows.size, gid))
         return self._assemble(blocks, emb.original_size)
 
     def _assemble(
@@ -852,7 +852,8 @@ def _concat_prompt_masks(parts: Sequence[PromptMasks], with_masks: bool) -> Prom
     )
 
 
-def _reorder(pm: PromptMasks, rows: npt.NDArray[np.int64]) -> PromptMasks:
+def reorder(pm: PromptMasks, rows: npt.NDArray[np.int64]) -> PromptMasks:
+    """The rows ``rows`` of ``pm``, in that order (every field, masks included)."""
     return PromptMasks(
         boxes=pm.boxes[rows].reshape(-1, 4),
         scores=pm.scores[rows],
