@@ -4,12 +4,13 @@ at several client concurrencies, with ``@serve.batch`` off (max batch size 1) an
     .venv/bin/python -m bench.serve_load [--duration 8] [--clients 1,4,16] [--batch 1,8]
 
 Starts a private local Ray instance and Ray Serve on 127.0.0.1 (a free port), deploys the
-service from ``--config`` once per batch size, and drives it with closed-loop async clients
-(``httpx``): each client posts the same PNG (multipart), waits for the answer, and posts again,
-for ``--duration`` seconds per level (after ``--warmup`` seconds); a request counts when it
-starts and ends inside the window. Prints a table (``mean batch``: images per detector
-forward pass, from the deployment's counters); ``--json`` writes the figures. Everything it
-starts is shut down at the end.
+service from ``--config`` once per batch size (its detector: the demo run's, so run
+``make demo`` first, or pass ``--set detector.kind=untrained`` for random weights), and
+drives it with closed-loop async clients (``httpx``): each client posts the same PNG
+(multipart), waits for the answer, and posts again, for ``--duration`` seconds per level
+(after ``--warmup`` seconds); a request counts when it starts and ends inside the window.
+Prints a table (``mean batch``: images per detector forward pass, from the deployment's
+counters); ``--json`` writes the figures. Everything it starts is shut down at the end.
 """
 
 from __future__ import annotations
@@ -196,7 +197,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--score-threshold",
         type=float,
         default=0.1,
-        help="request threshold (0.1: the untrained demo model's scores lie near 0.15)",
+        help="request threshold (0.1: an untrained model's scores lie near 0.15)",
     )
     p.add_argument("--max-detections", type=int, default=10, help="detections (with masks)")
     p.add_argument("--num-cpus", type=int, default=2)

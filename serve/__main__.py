@@ -1,7 +1,10 @@
 """``python -m serve [--port PORT] [--config FILE] [--run runs/<name>] [--set a.b=value ...]``
 
-The demo models by default; ``--run`` serves a finished run's detector (``wsis`` Mask R-CNN,
-else ``retrain`` Faster R-CNN). Starts a private local Ray instance (every listener on
+Serves a pipeline run's trained detector (its ``wsis`` Mask R-CNN, else its ``retrain`` Faster
+R-CNN) and the committed demo SAM: the demo run (``runs/demo``, what ``make demo`` writes) by
+default, ``--run`` another one. When the run has no trained detector it stops at once with a
+one-line message (exit status 2); the untrained model is served only when asked for
+(``--set detector.kind=untrained``). Starts a private local Ray instance (every listener on
 127.0.0.1), or joins ``--address``; runs the service with Ray Serve's HTTP proxy on
 ``--host``/``--port`` (127.0.0.1:8000 by default); blocks until SIGINT or SIGTERM; then shuts
 Serve down and stops the Ray instance it started (never anyone else's).
@@ -13,11 +16,13 @@ import argparse
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
 
-from serve.config import DEFAULT_CONFIG, ServeConfig, load_serve_config, run_detector_overrides
+from serve.config import DEFAULT_CONFIG, ServeConfig, check_model_files, load_serve_config
+from weaksam.configlib import ConfigError
 
 log = logging.getLogger("serve")
 
@@ -29,7 +34,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--run",
         default="",
-        help="serve this pipeline run's detector (runs/<name>: wsis or retrain)",
+        help="serve this pipeline run's detector (runs/<name>: wsis, else retrain); "
+        "default: the config's detector (runs/demo)",
     )
     p.add_argument("--host", default=None, help="HTTP host (default: the config's, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="HTTP port (default: the config's)")
@@ -65,13 +71,20 @@ def start(cfg: ServeConfig, address: str = "", num_cpus: int | None = None) -> s
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    overrides = run_detector_overrides(args.run) if args.run else []
+    overrides = []
+    if args.run:  # a path on the command line is relative to the working directory
+        overrides = ["detector.kind=run", f"detector.run={os.path.abspath(args.run)}"]
     overrides += args.set
     if args.host is not None:
         overrides.append(f"host={args.host}")
     if args.port is not None:
         overrides.append(f"port={args.port}")
-    cfg = load_serve_config(args.config, overrides)
+    try:
+        cfg = load_serve_config(args.config, overrides)
+        check_model_files(cfg)
+    except (ConfigError, FileNotFoundError) as exc:
+        print(f"python -m serve: {exc}", file=sys.stderr)
+        return 2
 
     stop = threading.Event()
 

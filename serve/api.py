@@ -4,7 +4,9 @@ Ray Serve's ingress builds it with a :class:`~serve.backend.RayBackend`; tests a
 it with a :class:`~serve.backend.LocalBackend` and call it in-process, without Ray.
 
 Requests with an image are ``multipart/form-data`` (an ``image`` file part plus option
-fields; lists as JSON text) or ``application/json`` (the same fields, ``image`` as base64).
+fields in their JSON spelling; lists as JSON text) or ``application/json`` (the same fields,
+``image`` as base64 or a data URL). ``/openapi.json`` states what is accepted, with the
+config's limits and the detector's classes (:mod:`serve.openapi`).
 Every refusal is a 4xx with ``{"error": {"code", "message"}}``; an unexpected failure is a 500
 with a fixed message, logged here with its traceback and never sent to the client.
 """
@@ -17,8 +19,8 @@ from typing import Annotated, Any
 import numpy as np
 from fastapi import APIRouter, Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.openapi.utils import get_openapi
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -29,7 +31,7 @@ from serve.backend import Backend
 from serve.config import LimitsConfig, ServeConfig
 from serve.middleware import BodyLimitMiddleware, CatchAllMiddleware, error_json
 from serve.models import Image, ProposalCall, SegmentCall
-from serve.openapi import add_request_schemas, request_body
+from serve.openapi import build_openapi, request_body
 from serve.render import (
     detect_response,
     model_info,
@@ -68,6 +70,7 @@ from serve.validation import (
 )
 
 log = logging.getLogger("serve.api")
+MAX_FORM_FIELDS = 256
 
 _STATUS_CODES = {
     400: "bad_request",
@@ -131,7 +134,8 @@ async def _read_multipart(
     request: Request, form_model: type[BaseModel]
 ) -> tuple[bytes, str | None, Any]:
     try:
-        form = await request.form(max_files=1, max_fields=32)
+        # one part per field, and per label: COCO's 80 classes fit
+        form = await request.form(max_files=1, max_fields=MAX_FORM_FIELDS)
     except ApiError:
         raise
     except Exception as exc:  # python-multipart / Starlette parse errors of a client body
@@ -141,7 +145,7 @@ async def _read_multipart(
         ) from None
     try:
         image: UploadFile | None = None
-        fields: dict[str, str] = {}
+        fields: dict[str, list[str]] = {}
         for key, value in form.multi_items():
             if key == "image":
                 if not isinstance(value, UploadFile):
@@ -151,10 +155,8 @@ async def _read_multipart(
                 image = value
             elif isinstance(value, UploadFile):
                 raise ApiError(422, "invalid_request", f"form field {key!r} must be text")
-            elif key in fields:
-                raise ApiError(422, "invalid_request", f"form field {key!r} is repeated")
             else:
-                fields[key] = value
+                fields.setdefault(key, []).append(value)
         if image is None:
             raise ApiError(422, "invalid_request", "missing the file part 'image'")
         data = await image.read()
@@ -195,6 +197,9 @@ def create_api(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
         description="WeakSAM inference: detection, prompted segmentation (SAM) and WeakSAM "
         "proposals. Boxes are XYXY in original-image pixels (continuous convention); masks "
         'are COCO RLE. Errors are JSON: {"error": {"code", "message"}}.',
+        # served below: the document needs the detector's classes, an async call
+        openapi_url=None,
+        docs_url=None,
         redoc_url=None,
     )
 
@@ -328,11 +333,11 @@ def create_api(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
         named = [p.class_name is not None for p in opts.points]
         if any(named) and not all(named):
             raise ApiError(422, "invalid_prompt", "either every point has a class_name or none has")
-        label_ids = (
-            set(resolve_class_names(opts.labels, classes, "labels"))
-            if opts.labels is not None
-            else None
-        )
+        label_ids = None
+        if opts.labels is not None:
+            label_ids = set(resolve_class_names(opts.labels, classes, "labels"))
+            if len(label_ids) != len(opts.labels):
+                raise ApiError(422, "invalid_request", "labels must be distinct")
         names = [p.class_name for p in opts.points if p.class_name is not None]
         ids = resolve_class_names(names, classes, "points.class_name")
         image = await run_in_threadpool(_load_image, data, declared, limits)
@@ -357,24 +362,20 @@ def create_api(cfg: ServeConfig, backend: Backend, api_key: str | None = None) -
 
     app.include_router(v1)
 
-    def openapi() -> dict[str, Any]:
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi_json() -> JSONResponse:
         if app.openapi_schema is None:
-            doc = get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
-            )
-            add_request_schemas(
-                doc,
-                [
-                    (DetectJsonRequest, DetectOptions),
-                    (SegmentJsonRequest, SegmentOptions),
-                    (ProposalsJsonRequest, ProposalsOptions),
-                ],
-            )
-            app.openapi_schema = doc
-        return app.openapi_schema
+            try:
+                detector = (await backend.cards())["detector"]
+            except Exception:  # a model deployment that does not answer yet
+                log.warning("openapi: the detector did not answer", exc_info=True)
+                return error_json(503, "unavailable", "the models are not ready; try again")
+            app.openapi_schema = build_openapi(app, limits, detector)
+        return JSONResponse(app.openapi_schema)
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    @app.get("/docs", include_in_schema=False)
+    async def docs(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "").rstrip("/")
+        return get_swagger_ui_html(openapi_url=f"{root}/openapi.json", title="weaksam")
+
     return app

@@ -15,7 +15,13 @@ from typing import Any, cast
 from ray.serve import Application
 from ray.serve.deployment import Deployment
 
-from serve.config import DEFAULT_CONFIG, DeploymentConfig, ServeConfig, load_serve_config
+from serve.config import (
+    DEFAULT_CONFIG,
+    DeploymentConfig,
+    ServeConfig,
+    check_model_files,
+    load_serve_config,
+)
 from serve.deployments import DetectorDeployment, Ingress, SegmenterDeployment
 from weaksam.configlib import to_dict
 
@@ -46,12 +52,16 @@ def deployment_options(
 def build_app(cfg: ServeConfig, *, ingress_env: Mapping[str, str] | None = None) -> Application:
     """The service as a Ray Serve application (not yet running: pass it to ``serve.run``).
 
+    Raises ``FileNotFoundError`` (one line: what to do) when a model file is missing, e.g. the
+    demo run's detector before ``make demo``.
+
     Args:
         cfg: the service config (models, limits, replicas and resources per deployment).
         ingress_env: environment variables for the ingress replicas (e.g. the API key
             variable where the cluster's environment lacks it; prefer setting it in the
             cluster or in Ray Serve's ``runtime_env``, as these values are stored by Ray).
     """
+    check_model_files(cfg)
     config = to_dict(cfg)
     # @serve.deployment turns the classes into Deployment objects (mypy sees the classes)
     detector = cast(Deployment, DetectorDeployment)

@@ -2,7 +2,10 @@
 YAML loader (:func:`weaksam.configlib.load_into`; unknown keys raise ``ConfigError``).
 
 ``configs/serve_app.yaml`` is the file the service reads by default; ``configs/serve.yaml`` is the
-Ray Serve config (``serve run`` / ``serve deploy``) that names it in ``args``.
+Ray Serve config (``serve run`` / ``serve deploy``) that names it in ``args``. By default the
+service serves the trained detector of the demo run (``runs/demo``, what ``make demo`` writes)
+and the committed demo SAM; :func:`detector_checkpoint` says which file that is, or why there
+is none. Relative model paths in the config are relative to the project root.
 """
 
 from __future__ import annotations
@@ -14,12 +17,17 @@ from pathlib import Path
 
 from weaksam.configlib import load_into
 from weaksam.data.synth.shapes import SHAPE_CLASSES
-from weaksam.sam.build import SamConfig
+from weaksam.detection.config import DetectorModelConfig
+from weaksam.runs import model_path
+from weaksam.sam.build import BUILTIN, SamConfig, resolve_checkpoint
 from weaksam.sam.engine import EngineConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = "configs/serve_app.yaml"
-DETECTOR_KINDS = ("demo", "retrain", "torchvision", "wsod")
+DEFAULT_RUN = "runs/demo"
+DETECTOR_KINDS = ("run", "retrain", "wsod", "untrained")
+# A run's detector: the Mask R-CNN of the wsis stage when it exists, else retrain's Faster R-CNN.
+RUN_STAGES = ("wsis", "retrain")
 
 
 @dataclass(frozen=True)
@@ -79,18 +87,41 @@ class BatchConfig:
 
 
 @dataclass(frozen=True)
+class UntrainedModelConfig(DetectorModelConfig):
+    """The architecture of the ``untrained`` detector: a small FPN Mask R-CNN for CPUs (a
+    :class:`~weaksam.detection.config.DetectorModelConfig` with these defaults, so a partial
+    YAML section starts from them rather than from ResNet-50)."""
+
+    backbone: str = "small_fpn"
+    width: int = 16
+    fpn_channels: int = 32
+    min_size: tuple[int, ...] = (256,)
+    max_size: int = 256
+    test_size: int = 256
+    rpn_pre_nms_test: int = 300
+    rpn_post_nms_test: int = 100
+    box_head_dim: int = 128
+    mask_head_channels: int = 32
+    mask_head_layers: int = 2
+
+
+@dataclass(frozen=True)
 class DetectorConfig:
-    """The detector/segmenter behind ``/v1/detect``.
+    """The detector behind ``/v1/detect`` (and the class names of ``/v1/proposals``).
+
+    Every detector is built and loaded by :mod:`weaksam.detection` (or :mod:`weaksam.wsod`):
+    the ``model.pt`` the pipeline exports, ``weights_only=True``, strict keys.
 
     Attributes:
-        kind: ``demo`` (a randomly initialised small torchvision Mask R-CNN, reported as
-            ``untrained``), ``retrain`` (the pipeline's detector: ``runs/<name>/retrain/model.pt``
-            for Faster R-CNN, ``runs/<name>/wsis/model.pt`` for Mask R-CNN), ``torchvision`` (a
-            generic torchvision R-CNN checkpoint, see :mod:`serve.detectors`) or ``wsod`` (a
-            WSOD ``model.pt``, run on SAM proposals from ``segmenter``).
-        checkpoint: the checkpoint of the non-demo kinds; must be empty for ``demo``.
-        architecture / classes / seed / min_size / max_size: the ``demo`` model (checkpoints
-            carry their own).
+        kind: ``run`` (the trained detector of the pipeline run ``run``: its ``wsis`` Mask
+            R-CNN, else its ``retrain`` Faster R-CNN), ``retrain`` (a ``model.pt`` of the
+            ``retrain``/``wsis`` stages at ``checkpoint``), ``wsod`` (a WSOD ``model.pt`` at
+            ``checkpoint``, run on SAM proposals from ``segmenter``) or ``untrained`` (random
+            weights from ``seed``; served only when asked for by this name).
+        run: the run folder of kind ``run`` (relative: to the project root).
+        checkpoint: the ``model.pt`` of kinds ``retrain`` and ``wsod`` (relative: to the
+            project root); must be empty for the others.
+        model / classes / masks / seed: the ``untrained`` model (checkpoints carry their own).
         min_score: model-level score floor; requests choose a threshold at or above it.
         max_detections: detections per image the model keeps; the most a request may ask for.
         mask_threshold: mask probability at or above which a pixel is in an instance mask.
@@ -98,13 +129,13 @@ class DetectorConfig:
         wsod_scales / wsod_flip / wsod_max_side: test-time passes of a ``wsod`` detector.
     """
 
-    kind: str = "demo"
+    kind: str = "run"
+    run: str = DEFAULT_RUN
     checkpoint: str = ""
-    architecture: str = "tiny_maskrcnn"
+    model: UntrainedModelConfig = field(default_factory=UntrainedModelConfig)
     classes: tuple[str, ...] = SHAPE_CLASSES
+    masks: bool = True
     seed: int = 0
-    min_size: int = 256
-    max_size: int = 256
     min_score: float = 0.05
     max_detections: int = 100
     mask_threshold: float = 0.5
@@ -118,17 +149,24 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         if self.kind not in DETECTOR_KINDS:
             raise ValueError(f"unknown detector kind {self.kind!r}; known: {list(DETECTOR_KINDS)}")
-        if self.kind == "demo" and self.checkpoint:
-            raise ValueError("detector kind 'demo' takes no checkpoint (use 'torchvision')")
-        if self.kind != "demo" and not self.checkpoint:
+        if self.kind in ("retrain", "wsod") and not self.checkpoint:
             raise ValueError(f"detector kind {self.kind!r} needs a checkpoint")
+        if self.kind in ("run", "untrained") and self.checkpoint:
+            raise ValueError(
+                f"detector kind {self.kind!r} takes no checkpoint (kind 'retrain' or 'wsod' do)"
+            )
+        if self.kind == "run" and not self.run:
+            raise ValueError("detector kind 'run' needs a run folder (detector.run)")
+        if not self.classes:
+            raise ValueError("detector.classes must name at least one class")
         if not 0.0 <= self.min_score <= 1.0 or self.max_detections < 1:
             raise ValueError("min_score must be in [0, 1] and max_detections >= 1")
 
 
 @dataclass(frozen=True)
 class ServeSamConfig:
-    """:class:`weaksam.sam.build.SamConfig`'s fields with the service's defaults (the demo SAM).
+    """:class:`weaksam.sam.build.SamConfig`'s fields with the service's defaults (the demo SAM);
+    a relative ``checkpoint`` path is relative to the project root.
 
     (A section given in YAML starts from its class's defaults, so the service keeps its own
     class rather than a ``SamConfig`` whose default is ``vit_h``.)
@@ -143,9 +181,12 @@ class ServeSamConfig:
         self.to_sam_config()  # validates
 
     def to_sam_config(self) -> SamConfig:
+        """The library's config; a relative checkpoint path is made relative to the project
+        root (``builtin`` and ``""`` stay as they are)."""
+        named = self.checkpoint in ("", BUILTIN)
         return SamConfig(
             model_type=self.model_type,
-            checkpoint=self.checkpoint,
+            checkpoint=self.checkpoint if named else project_path(self.checkpoint),
             device=self.device,
             autocast_dtype=self.autocast_dtype,
         )
@@ -156,9 +197,9 @@ class SegmenterConfig:
     """The SAM behind ``/v1/segment`` and ``/v1/proposals``.
 
     Attributes:
-        sam: which SAM; ``checkpoint: builtin`` is the committed demo SAM. When that file does
-            not exist yet, or ``checkpoint`` is empty, the model keeps a random initialisation
-            from ``seed`` and ``/v1/models`` reports it as ``untrained``.
+        sam: which SAM; ``checkpoint: builtin`` is the committed demo SAM (trained on
+            class-agnostic blobs). ``checkpoint: ""`` asks for random weights from ``seed``,
+            reported ``untrained`` by ``/v1/models``.
         engine: prompting settings (``points_per_side`` is the proposal grid; WeakSAM's 32 by
             default, 16 in ``configs/serve_app.yaml`` for CPUs).
     """
@@ -248,19 +289,46 @@ def resolve_path(path: str) -> str:
     return str(candidate) if candidate.exists() else path
 
 
-def run_detector_overrides(run_dir: str) -> list[str]:
-    """Overrides that serve a finished pipeline run's detector: ``<run>/wsis/model.pt`` (Mask
-    R-CNN) when it exists, else ``<run>/retrain/model.pt`` (Faster R-CNN).
+def project_path(path: str) -> str:
+    """``path`` when absolute, else relative to the project root (a model path in the config
+    names the same file whatever the working directory)."""
+    return path if os.path.isabs(path) else str(PROJECT_ROOT / path)
 
-    Raises ``FileNotFoundError`` when the run has neither.
+
+def detector_checkpoint(det: DetectorConfig) -> str:
+    """The file the detector of ``det`` loads (``""`` for ``untrained``).
+
+    Raises:
+        FileNotFoundError: with a one-line message saying what to do, when kind ``run`` finds
+            no trained detector in its run, or the ``checkpoint`` does not exist.
     """
-    for stage in ("wsis", "retrain"):
-        path = os.path.join(run_dir, stage, "model.pt")
-        if os.path.exists(path):
-            return ["detector.kind=retrain", f"detector.checkpoint={path}"]
-    raise FileNotFoundError(
-        f"{run_dir} has no wsis/model.pt or retrain/model.pt (run the pipeline's retrain stage)"
-    )
+    if det.kind == "untrained":
+        return ""
+    if det.kind == "run":
+        run = project_path(det.run)
+        for stage in RUN_STAGES:
+            path = model_path(run, stage)
+            if os.path.isfile(path):
+                return path
+        raise FileNotFoundError(
+            f"no trained detector in {run} (neither wsis/model.pt nor retrain/model.pt): run "
+            "`make demo` first, or name a run (--run runs/<name>) or a checkpoint "
+            "(--set detector.kind=retrain --set detector.checkpoint=PATH), or ask for the "
+            "untrained model (--set detector.kind=untrained)"
+        )
+    path = project_path(det.checkpoint)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"detector checkpoint not found: {path}")
+    return path
+
+
+def check_model_files(cfg: ServeConfig) -> None:
+    """Raise ``FileNotFoundError`` with a one-line message when a model file the service
+    would load is missing (run before starting anything)."""
+    detector_checkpoint(cfg.detector)
+    sam = cfg.segmenter.sam.to_sam_config()
+    if sam.checkpoint and not os.path.isfile(resolve_checkpoint(sam)):
+        raise FileNotFoundError(f"SAM checkpoint not found: {resolve_checkpoint(sam)}")
 
 
 def load_serve_config(path: str | None = None, overrides: Sequence[str] = ()) -> ServeConfig:

@@ -22,16 +22,18 @@ Image = npt.NDArray[np.uint8]
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What ``GET /v1/models`` reports about one loaded model.
+    """What ``GET /v1/models`` reports about one loaded model (no server paths).
 
     Attributes:
         role: ``detector`` or ``segmenter``.
-        kind: ``demo``, ``retrain``, ``torchvision``, ``wsod`` (detectors) or ``sam``.
-        architecture: e.g. ``tiny_maskrcnn``, ``maskrcnn_resnet50_fpn``, ``sam-demo``.
-        model_id: architecture plus the checkpoint's content hash (or the random seed).
-        checkpoint: the checkpoint path, ``""`` for random weights.
+        kind: ``retrain`` (a Faster/Mask R-CNN ``model.pt`` of the ``retrain``/``wsis``
+            stages), ``wsod``, ``untrained`` (detectors) or ``sam``.
+        architecture: e.g. ``maskrcnn_plainconv_fpn``, ``wsod-mist``, ``sam-demo``.
+        model_id: architecture plus the first 12 hex digits of the checkpoint's SHA-256 (or
+            the random seed of an untrained model).
+        digest: the checkpoint's SHA-256 (hex), ``""`` for random weights.
         classes: class names by project id (empty for SAM).
-        untrained: random weights (the demo fallback); outputs mean nothing.
+        untrained: random weights (served only when asked for); outputs mean nothing.
         masks: the model predicts instance masks.
         min_score / max_detections: a detector's score floor and per-image cap.
         device: where the model runs.
@@ -41,7 +43,7 @@ class ModelCard:
     kind: str
     architecture: str
     model_id: str
-    checkpoint: str
+    digest: str
     classes: tuple[str, ...]
     untrained: bool
     masks: bool

@@ -152,7 +152,7 @@ def model_info(card: ModelCard) -> ModelInfo:
         kind=card.kind,
         architecture=card.architecture,
         model_id=card.model_id,
-        checkpoint=card.checkpoint,
+        digest=card.digest,
         classes=list(card.classes),
         untrained=card.untrained,
         masks=card.masks,

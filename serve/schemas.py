@@ -7,35 +7,52 @@ pixel columns ``x1 .. x2 - 1``); points are ``(x, y)`` in the same frame (a pixe
 (``pycocotools.mask.decode`` reads them) or COCO polygons; class ids are the project's 0-based
 ids, with names from ``GET /v1/models``.
 
-Every request model forbids unknown fields. The hard list caps here only bound parsing; the
-service's own (lower) limits come from its config and are checked in :mod:`serve.validation`.
+Every request model forbids unknown fields and validates strictly (no coercion: ``"0.5"`` is
+not a number, ``1`` is not a boolean). The hard list caps here only bound parsing; the
+service's own (lower) limits come from its config, are checked in :mod:`serve.validation` and
+are written into the OpenAPI document by :mod:`serve.openapi`, with the class names, the image
+field's pattern and the rules JSON Schema can state.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 HARD_MAX_ITEMS = 4096
 
-Coord = Annotated[float, Field(allow_inf_nan=False)]
+
+def _integral(value: object) -> object:
+    """``3.0`` as ``3``: JSON Schema's ``integer`` is any number without a fraction."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+# An integer as JSON Schema has it, under strict validation (no "3", no true, no 3.5).
+JsonInt = Annotated[int, BeforeValidator(_integral)]
+Coord = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Box = Annotated[
     list[Coord],
-    Field(min_length=4, max_length=4, description="[x1, y1, x2, y2], pixels"),
+    Field(
+        min_length=4,
+        max_length=4,
+        description="[x1, y1, x2, y2], pixels, x1 < x2 <= width and y1 < y2 <= height",
+    ),
 ]
 Base64Image = Annotated[
     str,
     Field(
         min_length=1,
-        description="The image file (PNG, JPEG, GIF, WebP, BMP or TIFF) as base64; a "
-        "'data:image/<type>;base64,' prefix is accepted and its type is checked.",
+        description="The image file (PNG, JPEG, GIF, WebP, BMP or TIFF; at most the service's "
+        "upload limit once decoded, 413 above it) as standard base64 (RFC 4648 alphabet with "
+        "'=' padding; spaces and line breaks are ignored), or as a data URL "
+        "'data:image/<type>;base64,<base64>' whose type must match the file (415 otherwise).",
     ),
 ]
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 # --------------------------------------------------------------------------- errors
@@ -76,7 +93,7 @@ class DetectOptions(_Request):
         description="Keep detections scoring at least this (a threshold below the model's "
         "floor, see /v1/models, acts as the floor).",
     )
-    max_detections: int = Field(
+    max_detections: JsonInt = Field(
         100, ge=1, le=1000, description="At most this many, highest scores first."
     )
     masks: Literal["none", "rle", "polygon"] = Field(
@@ -119,14 +136,23 @@ class DetectResponse(BaseModel):
 
 
 class PointPrompt(_Request):
-    x: Coord
-    y: Coord
-    label: Literal[0, 1] = Field(1, description="1 foreground, 0 background")
+    x: Coord = Field(description="0 <= x <= image width")
+    y: Coord = Field(description="0 <= y <= image height")
+    label: JsonInt = Field(1, ge=0, le=1, description="1 foreground, 0 background")
 
 
 class SegmentOptions(_Request):
-    """Prompts of ``POST /v1/segment`` (in multipart, ``points`` and ``boxes`` are JSON
-    text fields)."""
+    """Prompts of ``POST /v1/segment``: at least one point or box (in multipart, ``points``
+    and ``boxes`` are JSON text fields)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["points"], "properties": {"points": {"minItems": 1}}},
+                {"required": ["boxes"], "properties": {"boxes": {"minItems": 1}}},
+            ]
+        }
+    )
 
     points: list[PointPrompt] = Field(
         default_factory=list,
@@ -175,10 +201,12 @@ class SegmentResponse(BaseModel):
 
 
 class ProposalPoint(_Request):
-    x: Coord
-    y: Coord
+    x: Coord = Field(description="0 <= x <= image width")
+    y: Coord = Field(description="0 <= y <= image height")
     class_name: str | None = Field(
-        None, description="Class of the point (a name from /v1/models); none = class-agnostic"
+        None,
+        description="Class of the point (a name from /v1/models); null or absent: "
+        "class-agnostic. Either every point of a request has a class or none has.",
     )
     kind: Literal["peak", "coarse", "fine", "cross"] = "peak"
 
@@ -192,11 +220,20 @@ class ProposalsOptions(_Request):
     classes prompt SAM (as the pipeline only has peaks for labelled classes).
     """
 
-    points: list[ProposalPoint] = Field(default_factory=list, max_length=HARD_MAX_ITEMS)
-    labels: list[str] | None = Field(None, max_length=HARD_MAX_ITEMS)
+    points: list[ProposalPoint] = Field(
+        default_factory=list,
+        max_length=HARD_MAX_ITEMS,
+        description="Peak points; either every one has a class_name or none has.",
+    )
+    labels: list[str] | None = Field(
+        None,
+        max_length=HARD_MAX_ITEMS,
+        description="Image-level labels, distinct (names from /v1/models); only points of "
+        "these classes prompt SAM. In multipart: one 'labels' part per label.",
+    )
     include_grid: bool = Field(True, description="Prompt with the 'everything' point grid.")
     return_masks: bool = Field(False, description="Add each proposal's RLE mask.")
-    max_proposals: int = Field(
+    max_proposals: JsonInt = Field(
         0, ge=0, le=100_000, description="Keep the highest-scoring ones (0: the config's cap)."
     )
 
@@ -227,11 +264,16 @@ class ProposalsResponse(BaseModel):
 
 
 class ModelInfo(BaseModel):
+    """One loaded model. No server paths: the checkpoint is named by its content hash."""
+
     role: Literal["detector", "segmenter"]
-    kind: str = Field(description="'demo', 'retrain', 'torchvision', 'wsod' or 'sam'")
+    kind: str = Field(
+        description="'retrain' (a Faster/Mask R-CNN of the retrain/wsis stages), 'wsod', "
+        "'untrained' (random weights, served only when asked for) or 'sam'"
+    )
     architecture: str
-    model_id: str = Field(description="Architecture and checkpoint content hash")
-    checkpoint: str = Field(description="Checkpoint path ('' for random weights)")
+    model_id: str = Field(description="Architecture and the checkpoint's short SHA-256")
+    digest: str = Field(description="SHA-256 of the checkpoint file ('' for random weights)")
     classes: list[str]
     untrained: bool = Field(description="Random weights: outputs are meaningless")
     masks: bool = Field(description="Predicts instance masks")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 
 import numpy as np
 import numpy.typing as npt
@@ -18,12 +17,13 @@ import torch
 from segment_anything.modeling import Sam
 
 from serve.config import SegmenterConfig
-from serve.detectors import file_digest
 from serve.models import Image, ModelCard, ProposalCall, SegmentCall, SegmentResult
-from weaksam.sam.build import BUILTIN, build_sam, resolve_checkpoint
-from weaksam.sam.engine import EngineConfig, PromptMasks, ProposalSet, SamPromptEngine
+from weaksam.runs import file_digest
+from weaksam.sam.build import build_sam, resolve_checkpoint
+from weaksam.sam.engine import EngineConfig, PromptMasks, ProposalSet, SamPromptEngine, reorder
 
 log = logging.getLogger(__name__)
+DIGEST_CHARS = 12  # of the SHA-256 in a model id
 
 
 def _best_per_prompt(pm: PromptMasks) -> npt.NDArray[np.int64]:
@@ -55,23 +55,24 @@ class Segmenter:
 
     @classmethod
     def from_config(cls, cfg: SegmenterConfig) -> Segmenter:
-        """Build the SAM of ``cfg``. ``checkpoint: builtin`` before the demo SAM exists, or an
-        empty checkpoint, gives seeded random weights, reported as ``untrained``."""
+        """Build the SAM of ``cfg`` (``checkpoint: builtin``: the committed demo SAM). An empty
+        checkpoint asks for random weights from ``seed``, reported ``untrained``; a missing
+        checkpoint file is an error, never a silent fallback to random weights."""
         sam_cfg = cfg.sam.to_sam_config()
-        if sam_cfg.checkpoint == BUILTIN and not os.path.exists(resolve_checkpoint(sam_cfg)):
-            log.warning("segmenter: the builtin demo SAM does not exist yet; random weights")
-            sam_cfg = dataclasses.replace(sam_cfg, checkpoint="")
+        path = resolve_checkpoint(sam_cfg) if sam_cfg.checkpoint else ""
+        if not path:
+            log.warning("segmenter: serving an UNTRAINED SAM (empty checkpoint, as asked)")
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = build_sam(sam_cfg)
-        path = resolve_checkpoint(sam_cfg) if sam_cfg.checkpoint else ""
-        suffix = file_digest(path) if path else f"seed{cfg.seed}"
+        digest = file_digest(path)
+        suffix = digest[:DIGEST_CHARS] if path else f"seed{cfg.seed}"
         card = ModelCard(
             role="segmenter",
             kind="sam",
             architecture=f"sam-{sam_cfg.model_type}",
             model_id=f"sam-{sam_cfg.model_type}:{suffix}",
-            checkpoint=path,
+            digest=digest,
             classes=(),
             untrained=not path,
             masks=True,
@@ -108,7 +109,7 @@ class Segmenter:
                 pm = eng.predict_points(emb, call.points, call.labels)
                 kind = "point"
             if not call.multimask:
-                pm = _take(pm, _best_per_prompt(pm))
+                pm = reorder(pm, _best_per_prompt(pm))
             parts.append((pm, kind))
         if call.boxes.shape[0]:
             parts.append((eng.predict_boxes(emb, call.boxes), "box"))
@@ -140,18 +141,6 @@ class Segmenter:
             point_classes=call.classes if n and call.classes is not None else None,
             point_kinds=list(call.kinds) if n and call.kinds else None,
         )
-
-
-def _take(pm: PromptMasks, rows: npt.NDArray[np.int64]) -> PromptMasks:
-    return PromptMasks(
-        boxes=pm.boxes[rows].reshape(-1, 4),
-        scores=pm.scores[rows],
-        stability=pm.stability[rows],
-        prompt_index=pm.prompt_index[rows],
-        token=pm.token[rows],
-        nonempty=pm.nonempty[rows],
-        masks=[pm.masks[i] for i in rows] if pm.masks is not None else None,
-    )
 
 
 def _cat(arrays: list[np.ndarray], empty: tuple[int, ...], dtype: type) -> np.ndarray:

@@ -4,11 +4,15 @@ message) before any model sees it. No Ray, no FastAPI: unit-tested directly.
 Status codes: 400 unparseable body, 401 missing/wrong API key, 413 too many bytes or pixels,
 415 a content type or file format the service does not take, 422 well-formed but invalid
 (undecodable image, prompts outside the image, too many prompts, bad field values).
+
+What the OpenAPI document states is what these checks accept: the JSON ``image`` field
+matches :data:`IMAGE_FIELD_PATTERN` exactly when :func:`decode_base64_image` takes its syntax;
+option values are JSON values of the schema's types, never coerced (``"1"`` is not a number,
+``0`` is not a boolean), in JSON bodies and multipart fields alike.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hmac
 import json
@@ -48,7 +52,21 @@ _ALIASES = {
 _DECLARED = {v: k for k, v in MEDIA_TYPES.items()} | _ALIASES
 # Types that say nothing about the format: the magic bytes decide.
 UNSPECIFIED_TYPES = frozenset({"", "application/octet-stream", "binary/octet-stream"})
-_DATA_URL = re.compile(r"^data:([^;,]*)(;[^,]*)?,", re.IGNORECASE)
+
+# The JSON ``image`` field: standard base64 (RFC 4648 alphabet, "=" padding; spaces, tabs and
+# line breaks between characters are ignored), optionally as a data URL of an image type.
+DATA_URL_TYPES = (*sorted(_DECLARED), "application/octet-stream")
+_SPACE = "[\\t\\n\\r ]*"
+_B64 = f"[A-Za-z0-9+/]{_SPACE}"
+_PAD = f"={_SPACE}"
+# (the types are letters, "/" and "-": literal in Python's and ECMA-262's regexes alike)
+_DATA_URL_PREFIX = "data:(" + "|".join(DATA_URL_TYPES) + ");base64,"
+IMAGE_FIELD_PATTERN = (
+    f"^(?:{_DATA_URL_PREFIX})?{_SPACE}(?:(?:{_B64}){{4}})*"
+    f"(?:(?:{_B64}){{4}}|(?:{_B64}){{3}}{_PAD}|(?:{_B64}){{2}}{_PAD}{_PAD})$"
+)
+_DATA_URL = re.compile(_DATA_URL_PREFIX)
+_NO_SPACE = str.maketrans("", "", "\t\n\r ")
 
 
 class ApiError(Exception):
@@ -154,14 +172,21 @@ def decode_image(data: bytes, limits: LimitsConfig) -> npt.NDArray[np.uint8]:
 
 
 def decode_base64_image(text: str, limits: LimitsConfig) -> tuple[bytes, str | None]:
-    """Bytes and declared media type (from a ``data:`` URL prefix, else None) of a base64
-    image field. Raises ``ApiError`` 413 when too long, 422 when not base64."""
+    """Bytes and declared media type (from a ``data:`` URL prefix, else None) of the JSON
+    ``image`` field; accepts exactly the strings :data:`IMAGE_FIELD_PATTERN` matches (without
+    the regex, which is slow on megabytes). Raises ``ApiError`` 413 when too long, 422 when
+    not base64 or a data URL of an image type."""
     declared: str | None = None
-    match = _DATA_URL.match(text)
-    if match:
-        if not (match.group(2) or "").lower().endswith(";base64"):
-            raise ApiError(422, "invalid_image", "a data: URL image must be ;base64 encoded")
-        declared = match.group(1) or None
+    if text.startswith("data:"):
+        match = _DATA_URL.match(text)
+        if match is None:
+            raise ApiError(
+                422,
+                "invalid_image",
+                "a data URL image must be 'data:<type>;base64,<data>' with <type> one of "
+                + ", ".join(DATA_URL_TYPES),
+            )
+        declared = match.group(1)
         text = text[match.end() :]
     if len(text) > limits.max_body_bytes:
         raise ApiError(
@@ -169,11 +194,17 @@ def decode_base64_image(text: str, limits: LimitsConfig) -> tuple[bytes, str | N
             "payload_too_large",
             f"the image is over the limit of {limits.max_upload_bytes} bytes",
         )
-    compact = "".join(text.split())  # line-wrapped base64 is common
     try:
-        data = base64.b64decode(compact, validate=True)
+        # line-wrapped base64 is common; strict mode refuses what the pattern refuses
+        data = binascii.a2b_base64(text.translate(_NO_SPACE), strict_mode=True)
     except (binascii.Error, ValueError):
-        raise ApiError(422, "invalid_image", "the 'image' field is not valid base64") from None
+        raise ApiError(
+            422,
+            "invalid_image",
+            "the 'image' field is not valid base64 (standard alphabet, '=' padding)",
+        ) from None
+    if not data:
+        raise ApiError(422, "invalid_image", "the image is empty (0 bytes)")
     return data, declared
 
 
@@ -277,8 +308,21 @@ def parse_json_body(body: bytes, model: type[M]) -> M:
         raise ApiError(422, "invalid_request", validation_message(exc)) from None
 
 
+def is_text_field(annotation: Any) -> bool:
+    """Whether a field takes plain text in a form (a string or a choice of strings); every
+    other field's form value is the JSON spelling of its value (``0.3``, ``true``, ``[...]``)."""
+    if annotation is str:
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        return is_text_field(typing.get_args(annotation)[0])
+    if origin is typing.Literal:
+        return all(isinstance(a, str) for a in typing.get_args(annotation))
+    return False
+
+
 def is_structured(annotation: Any) -> bool:
-    """Whether a field takes a list, dict or model (sent as JSON text in a form)."""
+    """Whether a field takes a list, dict or model (a JSON part in a form)."""
     origin = typing.get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         return any(is_structured(a) for a in typing.get_args(annotation) if a is not type(None))
@@ -289,11 +333,29 @@ def is_structured(annotation: Any) -> bool:
     return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
-def parse_form_fields(fields: Mapping[str, str], model: type[M]) -> M:
-    """Build ``model`` from multipart text fields: scalars as text (``"0.3"``, ``"true"``),
-    lists and objects as JSON text. 422 for unknown fields, bad JSON or bad values."""
+def is_text_list(annotation: Any) -> bool:
+    """Whether a field takes a list of strings (one plain-text part per item in a form)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return len(args) == 1 and is_text_list(args[0])
+    if origin is typing.Annotated:
+        return is_text_list(typing.get_args(annotation)[0])
+    return origin is list and typing.get_args(annotation) == (str,)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def parse_form_fields(fields: Mapping[str, Sequence[str]], model: type[M]) -> M:
+    """Build ``model`` from multipart text fields (each with the texts of its parts): a list of
+    strings takes one part per item; any other field one part, a string (or a choice of
+    strings) as its text, every other value as its JSON spelling (``0.3``, ``true``,
+    ``[{"x": 1, "y": 2}]``); then validated as strictly as a JSON body. 422 for unknown or
+    repeated fields, bad JSON or bad values."""
     data: dict[str, Any] = {}
-    for name, text in fields.items():
+    for name, texts in fields.items():
         field = model.model_fields.get(name)
         if field is None:
             raise ApiError(
@@ -301,17 +363,24 @@ def parse_form_fields(fields: Mapping[str, str], model: type[M]) -> M:
                 "invalid_request",
                 f"unknown form field {name!r}; known: image, {', '.join(model.model_fields)}",
             )
-        if is_structured(field.annotation):
-            try:
-                data[name] = json.loads(text)
-            except ValueError:
-                raise ApiError(
-                    422, "invalid_request", f"form field {name!r} must be JSON text"
-                ) from None
-        else:
-            data[name] = text
+        if is_text_list(field.annotation):
+            data[name] = list(texts)
+            continue
+        if len(texts) != 1:
+            raise ApiError(422, "invalid_request", f"form field {name!r} is repeated")
+        if is_text_field(field.annotation):
+            data[name] = texts[0]
+            continue
+        try:
+            data[name] = json.loads(texts[0], parse_constant=_no_constant)
+        except ValueError:
+            raise ApiError(
+                422,
+                "invalid_request",
+                f"form field {name!r} must be a JSON value (e.g. 0.5, 10, true, [...])",
+            ) from None
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, strict=True)
     except ValidationError as exc:
         raise ApiError(422, "invalid_request", validation_message(exc)) from None
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from serve_helpers import save_random_sam, save_tiny_detector
+from serve_helpers import save_random_sam, save_small_detector
 
 
 @pytest.fixture(scope="session")
@@ -13,4 +13,4 @@ def sam_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="session")
 def detector_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return save_tiny_detector(tmp_path_factory.mktemp("det") / "tiny_maskrcnn.pt")
+    return save_small_detector(tmp_path_factory.mktemp("det") / "model.pt")

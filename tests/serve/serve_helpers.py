@@ -1,4 +1,7 @@
-"""Images, checkpoints, configs and the schema fuzzer shared by the service tests."""
+"""Images, checkpoints, configs and the schema fuzzer shared by the service tests.
+
+Detectors are built and exported by :mod:`weaksam.detection` (:data:`SMALL_MODEL`, a CPU-sized
+Faster/Mask R-CNN), as the pipeline's ``retrain``/``wsis`` stages export theirs."""
 
 from __future__ import annotations
 
@@ -19,8 +22,10 @@ import torch
 from PIL import Image
 
 from serve.config import ServeConfig, load_serve_config
-from serve.detectors import build_detection_model, save_detector_checkpoint
 from weaksam.data.synth.shapes import SHAPE_CLASSES
+from weaksam.detection.config import DetectorModelConfig
+from weaksam.detection.inference import export_detector
+from weaksam.detection.model import init_detector
 from weaksam.sam.build import build_sam_model, save_sam_checkpoint
 
 API_KEY = "test-key-0123456789"
@@ -33,6 +38,33 @@ ENGINE_OVERRIDES = (
     "segmenter.engine.points_per_side=4",
     "segmenter.engine.pred_iou_thresh=0.0",
     "segmenter.engine.stability_score_thresh=0.0",
+)
+# A CPU-sized detector of the library (128-px test side, narrow heads).
+SMALL_MODEL = DetectorModelConfig(
+    backbone="small_fpn",
+    width=8,
+    fpn_channels=16,
+    min_size=(128,),
+    max_size=128,
+    test_size=128,
+    rpn_pre_nms_test=200,
+    rpn_post_nms_test=100,
+    box_head_dim=32,
+    mask_head_channels=8,
+    mask_head_layers=1,
+)
+# The same model as the service's explicitly untrained detector (overrides of detector.model).
+UNTRAINED_OVERRIDES = (
+    "detector.kind=untrained",
+    "detector.model.width=8",
+    "detector.model.fpn_channels=16",
+    "detector.model.min_size=[128]",
+    "detector.model.max_size=128",
+    "detector.model.test_size=128",
+    "detector.model.rpn_pre_nms_test=200",
+    "detector.model.box_head_dim=32",
+    "detector.model.mask_head_channels=8",
+    "detector.model.mask_head_layers=1",
 )
 
 
@@ -77,26 +109,20 @@ def save_random_sam(path: Path, seed: int = 0) -> str:
     return str(path)
 
 
-def save_tiny_detector(path: Path, seed: int = 1, architecture: str = "tiny_maskrcnn") -> str:
-    """A tiny Mask R-CNN checkpoint (random weights) for the six shape classes."""
-    torch.manual_seed(seed)
-    model = build_detection_model(
-        architecture, num_classes=len(SHAPE_CLASSES) + 1, min_size=128, max_size=128
+def save_small_detector(path: Path, seed: int = 1, masks: bool = True) -> str:
+    """A ``model.pt`` of :data:`SMALL_MODEL` (random weights from ``seed``) for the six shape
+    classes, in the format of the ``retrain`` (``masks=False``) and ``wsis`` stages."""
+    model = init_detector(SMALL_MODEL, len(SHAPE_CLASSES), masks=masks, seed=seed)
+    return export_detector(
+        model, str(path), model_config=SMALL_MODEL, class_names=SHAPE_CLASSES, variant="random"
     )
-    save_detector_checkpoint(
-        model,
-        str(path),
-        architecture=architecture,
-        class_names=SHAPE_CLASSES,
-        min_size=128,
-        max_size=128,
-    )
-    return str(path)
 
 
 def make_config(*overrides: str) -> ServeConfig:
-    """Defaults + the cheap engine + small Ray resources + ``overrides``."""
+    """Defaults + the small untrained detector + the cheap engine + small Ray resources +
+    ``overrides``."""
     base = (
+        *UNTRAINED_OVERRIDES,
         *ENGINE_OVERRIDES,
         "segmenter.sam.checkpoint=''",
         "segmenter.sam.device=cpu",
@@ -118,18 +144,16 @@ def fuzz_schema(
     *,
     max_examples: int,
     modes: Sequence[str] = ("positive", "negative"),
-    valid_image: bytes | None = None,
 ) -> int:
     """Property-based requests for every operation of a loaded schemathesis schema ``api``
     (hypothesis-driven, derandomised); ``call(case)`` sends one and checks it. Returns the
-    number of cases sent.
-
-    With ``valid_image``, every other generated body gets that image in place of its random
-    ``image`` (base64 for JSON), so the generated options and prompts reach the models too.
+    number of cases sent. Valid (positive) cases get real pictures and prompts inside them
+    (``serve_fuzz``: register its strategies around the call, :func:`serve_fuzz.registered`).
     """
     import schemathesis
     from hypothesis import HealthCheck, given, settings
     from hypothesis.errors import Unsatisfiable
+    from serve_fuzz import fit_request
 
     sent = 0
     for result in api.get_all_operations():
@@ -148,12 +172,8 @@ def fuzz_schema(
             def run(case: Any) -> None:
                 nonlocal sent
                 sent += 1
-                body = case.body
-                if valid_image is not None and sent % 2 == 0 and isinstance(body, dict):
-                    if "image" in body and case.media_type == "application/json":
-                        body["image"] = base64.b64encode(valid_image).decode()
-                    elif "image" in body:
-                        body["image"] = valid_image
+                if case.meta is not None and case.meta.generation.mode.is_positive:
+                    fit_request(case.body, case.path, case.media_type, case.multipart_content_types)
                 call(case)
 
             try:

@@ -7,25 +7,30 @@ from pathlib import Path
 
 import pytest
 import yaml
+from serve_helpers import save_small_detector
 
-from serve.__main__ import parse_args
+from serve.__main__ import main, parse_args
 from serve.app import build, build_app, deployment_options
 from serve.config import (
     DeploymentConfig,
     DetectorConfig,
     ServeConfig,
     load_serve_config,
-    run_detector_overrides,
 )
 from weaksam.configlib import ConfigError, from_dict, to_dict
+from weaksam.runs import model_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_default_file_loads_and_matches_the_demo_defaults() -> None:
+def test_default_file_loads_and_serves_the_demo_run() -> None:
     cfg = load_serve_config(str(ROOT / "configs/serve_app.yaml"))
     assert (cfg.host, cfg.port) == ("127.0.0.1", 8000)
-    assert cfg.detector.kind == "demo" and cfg.auth.api_key_env == ""
+    assert (cfg.detector.kind, cfg.detector.run) == ("run", "runs/demo")
+    assert cfg.detector == DetectorConfig(
+        batching=cfg.detector.batching, deployment=cfg.detector.deployment
+    )  # the file's detector is the defaults'
+    assert cfg.auth.api_key_env == ""
     assert cfg.segmenter.sam.model_type == "demo" and cfg.segmenter.sam.checkpoint == "builtin"
     assert cfg.segmenter.engine.points_per_side == 16
     assert from_dict(to_dict(cfg), ServeConfig) == cfg  # what the deployments receive
@@ -43,8 +48,10 @@ def test_strict_loading(tmp_path: Path) -> None:
         load_serve_config(str(bad))
     with pytest.raises(ConfigError, match="unknown detector kind"):
         load_serve_config(None, ["detector.kind=yolo"])
-    with pytest.raises(ConfigError, match="needs a checkpoint"):
+    with pytest.raises(ConfigError, match="unknown detector kind 'torchvision'"):
         load_serve_config(None, ["detector.kind=torchvision"])
+    with pytest.raises(ConfigError, match="needs a checkpoint"):
+        load_serve_config(None, ["detector.kind=retrain"])
     with pytest.raises(ConfigError, match="unknown SAM model type"):
         load_serve_config(None, ["segmenter.sam.model_type=vit_z"])
     with pytest.raises(ConfigError, match="max_batch_size"):
@@ -83,8 +90,15 @@ def test_ray_serve_config_file_and_builder(monkeypatch: pytest.MonkeyPatch, tmp_
     (app,) = schema.applications
     assert app.import_path == "serve.app:build"
     assert schema.http_options.host == "127.0.0.1"
+    # the shipped files serve the demo run of the project root: none here
+    monkeypatch.setattr("serve.config.PROJECT_ROOT", tmp_path)
     monkeypatch.chdir(tmp_path)  # the config path resolves against the project root too
-    assert isinstance(build(app.args), Application)
+    args = {**app.args, "config": str(ROOT / app.args["config"])}
+    with pytest.raises(FileNotFoundError, match="run `make demo` first") as err:
+        build(args)
+    assert "\n" not in str(err.value) and "detector.kind=untrained" in str(err.value)
+    save_small_detector(Path(model_path(str(tmp_path / "runs/demo"), "wsis")))
+    assert isinstance(build(args), Application)
     assert isinstance(build_app(ServeConfig()), Application)
     with pytest.raises(ValueError, match="unknown args"):
         build({"config": "configs/serve_app.yaml", "extra": 1})
@@ -97,15 +111,13 @@ def test_main_arguments() -> None:
     assert args.set == ["detector.min_score=0.1"] and args.address == ""
 
 
-def test_run_detector_overrides(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="retrain"):
-        run_detector_overrides(str(tmp_path))
-    (tmp_path / "retrain").mkdir()
-    (tmp_path / "retrain" / "model.pt").write_bytes(b"")
-    assert run_detector_overrides(str(tmp_path))[1].endswith("retrain/model.pt")
-    (tmp_path / "wsis").mkdir()
-    (tmp_path / "wsis" / "model.pt").write_bytes(b"")
-    overrides = run_detector_overrides(str(tmp_path))
-    assert overrides[0] == "detector.kind=retrain" and overrides[1].endswith("wsis/model.pt")
-    cfg = load_serve_config(None, overrides)
-    assert cfg.detector.kind == "retrain"
+def test_main_without_a_trained_run_stops_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing starts (no Ray) when the run has no detector: one line, exit status 2."""
+    assert main(["--run", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"no trained detector in {tmp_path}" in err and "make demo" in err
+    assert main(["--set", "detector.kind=yolo"]) == 2
+    assert "unknown detector kind" in capsys.readouterr().err

@@ -1,120 +1,140 @@
-"""serve.detectors and serve.segmenter: the adapters equal the library calls they wrap."""
+"""serve.detectors and serve.segmenter: the adapters equal the library calls they wrap, and
+every detector is built and loaded by weaksam.detection."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from serve_helpers import make_config, save_tiny_detector, scene
+from serve_helpers import SMALL_MODEL, make_config, save_small_detector, scene
 
-from serve.detectors import (
-    ARCHITECTURES,
-    DetectorCheckpointError,
-    TorchvisionDetector,
-    build_detection_model,
-    load_detector,
-    load_detector_checkpoint,
-)
-from serve.models import ProposalCall, SegmentCall
+from serve.config import detector_checkpoint
+from serve.detectors import RCNNDetector, load_detector
+from serve.models import ModelCard, ProposalCall, SegmentCall
 from serve.segmenter import Segmenter
+from weaksam.data.synth.shapes import SHAPE_CLASSES
+from weaksam.detection.model import init_detector
 from weaksam.io.rle import decode_masks, encode_masks
+from weaksam.runs import file_digest, model_path
 from weaksam.sam.build import SamConfig, build_sam
 from weaksam.sam.engine import SamPromptEngine
 
 
 @pytest.fixture(scope="module")
-def demo() -> TorchvisionDetector:
+def untrained() -> RCNNDetector:
     det = load_detector(make_config())
-    assert isinstance(det, TorchvisionDetector)
+    assert isinstance(det, RCNNDetector)
     return det
 
 
-def test_demo_detector_is_seeded_and_marked_untrained(demo: TorchvisionDetector) -> None:
-    assert demo.card.untrained and demo.card.kind == "demo" and demo.card.masks
-    assert demo.model_id == "demo-tiny_maskrcnn:seed0"
+def test_untrained_detector_is_seeded_and_marked(untrained: RCNNDetector) -> None:
+    card = untrained.card
+    assert card.untrained and card.kind == "untrained" and card.masks and card.digest == ""
+    assert untrained.model_id == "maskrcnn_small_fpn-untrained:seed0"
+    assert untrained.classes == SHAPE_CLASSES
     again = load_detector(make_config())
     image = scene()
-    a, b = demo.predict(image, 0.0, 10), again.predict(image, 0.0, 10)
+    a, b = untrained.predict(image, 0.0, 10), again.predict(image, 0.0, 10)
     np.testing.assert_array_equal(a.boxes, b.boxes)
     assert a.masks == b.masks
 
 
-def test_detections_are_filtered_sorted_and_in_image(demo: TorchvisionDetector) -> None:
+def test_detections_are_filtered_sorted_and_in_image(untrained: RCNNDetector) -> None:
     image = scene()
-    full = demo.predict(image, 0.0, 100)
-    assert len(full) > 3, "the random demo model should give some boxes at threshold 0"
+    full = untrained.predict(image, 0.0, 100)
+    assert len(full) > 3, "the random model should give some boxes at threshold 0"
     assert np.all(np.diff(full.scores) <= 0)
     assert full.boxes.dtype == np.float32 and full.classes.dtype == np.int64
     assert np.all((full.classes >= 0) & (full.classes < 6))
     assert np.all(full.boxes[:, [0, 2]] <= 128) and np.all(full.boxes[:, [1, 3]] <= 96)
     assert full.image_size == (96, 128) and full.masks is not None
     assert decode_masks(full.masks, 96, 128).shape == (len(full), 96, 128)
-    top = demo.predict(image, 0.0, 2)
+    top = untrained.predict(image, 0.0, 2)
     np.testing.assert_array_equal(top.scores, full.scores[:2])
     thr = float(full.scores[len(full) // 2])
-    assert np.all(demo.predict(image, thr, 100).scores >= thr)
+    assert np.all(untrained.predict(image, thr, 100).scores >= thr)
 
 
-def test_batch_equals_single_images(demo: TorchvisionDetector) -> None:
+def test_batch_equals_single_images(untrained: RCNNDetector) -> None:
     images = [scene(seed=s) for s in range(3)]
-    batch = demo.predict_batch(images, [0.0, 0.1, 0.0], [5, 5, 3])
+    batch = untrained.predict_batch(images, [0.0, 0.1, 0.0], [5, 5, 3])
     for im, thr, k, got in zip(images, [0.0, 0.1, 0.0], [5, 5, 3], batch, strict=True):
-        one = demo.predict(im, thr, k)
+        one = untrained.predict(im, thr, k)
         np.testing.assert_allclose(got.boxes, one.boxes, atol=1e-3)
         np.testing.assert_allclose(got.scores, one.scores, atol=1e-5)
         np.testing.assert_array_equal(got.classes, one.classes)
-    assert demo.predict_batch([], [], []) == []
+    assert untrained.predict_batch([], [], []) == []
 
 
-def test_checkpoint_round_trip(tmp_path: Path) -> None:
-    path = save_tiny_detector(tmp_path / "det.pt", architecture="tiny_fasterrcnn")
-    model, config = load_detector_checkpoint(path)
-    assert config["architecture"] == "tiny_fasterrcnn" and len(config["class_names"]) == 6
-    torch.manual_seed(1)  # the weights save_tiny_detector drew
-    reference = build_detection_model("tiny_fasterrcnn", num_classes=7, min_size=128, max_size=128)
-    for key, value in reference.state_dict().items():
-        torch.testing.assert_close(model.state_dict()[key], value)
-    cfg = make_config("detector.kind=torchvision", f"detector.checkpoint={path}")
+def test_run_serves_wsis_else_retrain(tmp_path: Path) -> None:
+    """Kind ``run`` (the default) finds the run's trained detector through weaksam.runs."""
+    run = tmp_path / "run"
+    cfg = make_config("detector.kind=run", f"detector.run={run}")
+    with pytest.raises(FileNotFoundError, match="make demo"):
+        detector_checkpoint(cfg.detector)
+    boxes = save_small_detector(Path(model_path(str(run), "retrain")), masks=False)
+    assert detector_checkpoint(cfg.detector) == boxes
     det = load_detector(cfg)
-    assert det.card.kind == "torchvision" and not det.card.untrained and not det.card.masks
-    assert det.model_id.startswith("tiny_fasterrcnn:") and det.card.checkpoint == path
-    assert det.predict(scene(), 0.0, 5).masks is None
+    assert det.card.kind == "retrain" and not det.card.masks and not det.card.untrained
+    assert det.card.digest == file_digest(boxes)
+    assert det.model_id == f"fasterrcnn_small_fpn-random:{file_digest(boxes)[:12]}"
+    masks = save_small_detector(Path(model_path(str(run), "wsis")), masks=True)
+    assert detector_checkpoint(cfg.detector) == masks
+    assert load_detector(cfg).card.masks
 
 
-def test_checkpoint_errors(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        load_detector_checkpoint(str(tmp_path / "missing.pt"))
-    junk = tmp_path / "junk.pt"
-    junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(DetectorCheckpointError):
-        load_detector_checkpoint(str(junk))
-    pickled = tmp_path / "object.pt"
-    torch.save({"model": {}, "config": {"class_names": ["a"]}, "x": argparse.Namespace()}, pickled)
-    with pytest.raises(DetectorCheckpointError, match="not a valid"):  # weights_only refuses it
-        load_detector_checkpoint(str(pickled))
-    path = save_tiny_detector(tmp_path / "det.pt")
+def test_relative_model_paths_are_under_the_project_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("serve.config.PROJECT_ROOT", tmp_path)
+    monkeypatch.chdir(tmp_path / "..")
+    run = str(tmp_path / "runs" / "demo")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"no trained detector in {run} ")):
+        detector_checkpoint(make_config("detector.kind=run").detector)
+    path = save_small_detector(Path(model_path(run, "retrain")), masks=False)
+    assert detector_checkpoint(make_config("detector.kind=run").detector) == path
+    cfg = make_config("detector.kind=retrain", "detector.checkpoint=runs/demo/retrain/model.pt")
+    assert detector_checkpoint(cfg.detector) == path
+    with pytest.raises(FileNotFoundError, match="detector checkpoint not found"):
+        detector_checkpoint(
+            make_config("detector.kind=retrain", "detector.checkpoint=x.pt").detector
+        )
+
+
+def test_checkpoints_load_weights_only_with_strict_keys(tmp_path: Path) -> None:
+    """The service loads nothing the library would not: weights_only, every key, the format."""
+    path = save_small_detector(tmp_path / "model.pt")
     ckpt = torch.load(path, weights_only=True)
-    ckpt["model"].pop(next(iter(ckpt["model"])))
-    torch.save(ckpt, tmp_path / "missing_key.pt")
-    with pytest.raises(DetectorCheckpointError, match="1 missing keys"):
-        load_detector_checkpoint(str(tmp_path / "missing_key.pt"))
-    ckpt["config"]["architecture"] = "resnet9000"
-    torch.save(ckpt, tmp_path / "arch.pt")
-    with pytest.raises(DetectorCheckpointError, match="unknown detector architecture"):
-        load_detector_checkpoint(str(tmp_path / "arch.pt"))
+
+    def load(name: str, payload: object) -> None:
+        torch.save(payload, tmp_path / name)
+        cfg = make_config("detector.kind=retrain", f"detector.checkpoint={tmp_path / name}")
+        load_detector(cfg)
+
+    with pytest.raises(Exception, match=r"weights_only|Unsupported global"):
+        load("object.pt", {**ckpt, "history": [argparse.Namespace()]})
+    missing = dict(ckpt["model"])
+    missing.pop(next(iter(missing)))
+    with pytest.raises(RuntimeError, match="Missing key"):
+        load("missing_key.pt", {**ckpt, "model": missing})
+    with pytest.raises(RuntimeError, match="Unexpected key"):
+        load("extra_key.pt", {**ckpt, "model": {**ckpt["model"], "extra": torch.zeros(1)}})
+    with pytest.raises(ValueError, match="not a detector checkpoint"):
+        load("other.pt", {"model": ckpt["model"], "config": {}})
+    with pytest.raises(ValueError, match="7 class names for 6 classes"):
+        load("names.pt", {**ckpt, "class_names": [*SHAPE_CLASSES, "extra"]})
 
 
-def test_architecture_table_and_class_count() -> None:
-    with pytest.raises(ValueError, match="known"):
-        build_detection_model("nope", num_classes=3, min_size=64, max_size=64)
-    assert "maskrcnn_resnet50_fpn" in ARCHITECTURES
-    model = build_detection_model("tiny_fasterrcnn", num_classes=3, min_size=64, max_size=64)
-    with pytest.raises(ValueError, match="2 classes"):
-        TorchvisionDetector(model, classes=["a"], model_id="m", architecture="tiny_fasterrcnn")
+def test_class_count_must_match_the_model() -> None:
+    model = init_detector(SMALL_MODEL, 3)
+    card = ModelCard("detector", "retrain", "a", "m", "", ("a",), False, False, "cpu", 0.0, 10)
+    with pytest.raises(ValueError, match="3 classes, 1 names"):
+        RCNNDetector(model, card)
 
 
 # --------------------------------------------------------------------------- segmenter
@@ -135,24 +155,29 @@ def engine(segmenter: Segmenter, sam_checkpoint: str) -> SamPromptEngine:
 
 def test_segmenter_card(segmenter: Segmenter, sam_checkpoint: str) -> None:
     card = segmenter.card
-    assert card.role == "segmenter" and not card.untrained and card.checkpoint == sam_checkpoint
-    assert card.model_id.startswith("sam-demo:")
+    assert card.role == "segmenter" and not card.untrained
+    assert card.digest == file_digest(sam_checkpoint)
+    assert card.model_id == f"sam-demo:{card.digest[:12]}"
 
 
-def test_builtin_sam_falls_back_to_seeded_random_weights(
+def test_sam_random_weights_only_when_asked(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Before the demo SAM is committed, ``builtin`` serves seeded random weights."""
+    """``checkpoint: ""`` serves seeded random weights, reported untrained; a missing builtin
+    file is an error, never a silent fallback."""
+    cfg = make_config("segmenter.sam.checkpoint=''").segmenter
+    a, b = Segmenter.from_config(cfg), Segmenter.from_config(cfg)
+    assert a.card.untrained and a.card.model_id == "sam-demo:seed0" and a.card.digest == ""
+    for (k, v), w in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
+        torch.testing.assert_close(v, w, msg=k)
     missing = str(tmp_path / "demo_sam.pt")
     monkeypatch.setattr(
         "serve.segmenter.resolve_checkpoint",
         lambda c: missing if c.checkpoint == "builtin" else c.checkpoint,
     )
-    cfg = make_config("segmenter.sam.checkpoint=builtin").segmenter
-    a, b = Segmenter.from_config(cfg), Segmenter.from_config(cfg)
-    assert a.card.untrained and a.card.model_id == "sam-demo:seed0"
-    for (k, v), w in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
-        torch.testing.assert_close(v, w, msg=k)
+    monkeypatch.setattr("weaksam.sam.build.resolve_checkpoint", lambda c: missing)
+    with pytest.raises((FileNotFoundError, ValueError)):
+        Segmenter.from_config(make_config("segmenter.sam.checkpoint=builtin").segmenter)
 
 
 def test_segment_boxes_equal_predict_boxes(segmenter: Segmenter, engine: SamPromptEngine) -> None:
@@ -262,44 +287,16 @@ def test_wsod_detector_runs_on_sam_proposals(tmp_path: Path, sam_checkpoint: str
 @pytest.mark.parametrize("masks", [False, True])
 def test_retrain_checkpoint_is_served_as_the_pipeline_predicts(tmp_path: Path, masks: bool) -> None:
     """``kind: retrain`` loads the pipeline's own ``model.pt`` with its own loader."""
-    from weaksam.configlib import to_dict
-    from weaksam.data.synth.shapes import SHAPE_CLASSES
-    from weaksam.detection.config import DetectorModelConfig
     from weaksam.detection.data import image_tensor
-    from weaksam.detection.inference import export_checkpoint
     from weaksam.detection.inference import load_detector as load_pipeline_detector
-    from weaksam.detection.model import build_detector
 
-    model_cfg = DetectorModelConfig(
-        backbone="small_fpn",
-        width=8,
-        fpn_channels=16,
-        min_size=(64,),
-        max_size=96,
-        test_size=64,
-        box_head_dim=32,
-        mask_head_channels=8,
-        mask_head_layers=1,
-    )
-    torch.manual_seed(0)
-    state = {
-        "model": build_detector(model_cfg, 6, masks=masks).state_dict(),
-        "model_config": to_dict(model_cfg),
-        "roi_drop": {},
-        "masks": masks,
-        "num_classes": 6,
-        "class_names": list(SHAPE_CLASSES),
-        "variant": "drop",
-        "step": 0,
-        "history": [],
-    }
-    path = export_checkpoint(state, str(tmp_path / "model.pt"))
+    path = save_small_detector(tmp_path / "model.pt", masks=masks)
     cfg = make_config(
         "detector.kind=retrain", f"detector.checkpoint={path}", "detector.min_score=0"
     )
     det = load_detector(cfg)
     assert det.card.kind == "retrain" and det.card.masks == masks and not det.card.untrained
-    assert det.model_id.startswith(("maskrcnn_small_fpn-drop:", "fasterrcnn_small_fpn-drop:"))
+    assert det.model_id.startswith(("maskrcnn_small_fpn-random:", "fasterrcnn_small_fpn-random:"))
     image = scene()
     got = det.predict(image, 0.0, 100)
     model, _ = load_pipeline_detector(path)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import re
+from typing import Any
 
 import numpy as np
 import pytest
 from serve_helpers import encode, huge_png_header, scene
 
 from serve.config import AuthConfig, LimitsConfig
-from serve.schemas import DetectJsonRequest, DetectOptions, SegmentOptions
+from serve.schemas import DetectJsonRequest, DetectOptions, ProposalsOptions, SegmentOptions
 from serve.validation import (
+    IMAGE_FIELD_PATTERN,
     ApiError,
     check_bearer,
     check_boxes,
@@ -96,11 +99,47 @@ def test_base64_and_data_urls() -> None:
     wrapped = "\n".join(text[i : i + 76] for i in range(0, len(text), 76))
     assert decode_base64_image(wrapped, LIMITS) == (PNG, None)
     assert decode_base64_image("data:image/png;base64," + text, LIMITS) == (PNG, "image/png")
+    assert decode_base64_image("data:image/jpg;base64," + text, LIMITS)[1] == "image/jpg"
     _raises(422, "invalid_image", decode_base64_image, "data:image/png," + text, LIMITS)
+    _raises(422, "invalid_image", decode_base64_image, "data:text/plain;base64," + text, LIMITS)
     _raises(422, "invalid_image", decode_base64_image, "not base64 at all!", LIMITS)
     _raises(
         413, "payload_too_large", decode_base64_image, "A" * (LIMITS.max_body_bytes + 4), LIMITS
     )
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "QUJD",
+        "QQ==",
+        "QUI=",
+        " QU\tJD\r\n",
+        "QQ= =",
+        "data:image/png;base64,QUJD",
+        "data:application/octet-stream;base64,QQ==",
+        "",
+        "QQ",
+        "QQ=",
+        "QQ===",
+        "QQ==QQ==",
+        "=QUJD",
+        "AB=C",
+        "QU\x0bJD",
+        "data:image/png;base64,",
+        "data:IMAGE/PNG;base64,QUJD",
+        "data:image/png;charset=x;base64,QUJD",
+        "QUJDé",
+    ],
+)
+def test_image_field_pattern_is_what_decoding_accepts(text: str) -> None:
+    """The OpenAPI pattern of the JSON ``image`` field and the decoder agree on its syntax."""
+    try:
+        decode_base64_image(text, LIMITS)
+        accepted = True
+    except ApiError:
+        accepted = False
+    assert accepted == bool(re.match(IMAGE_FIELD_PATTERN, text))
 
 
 def test_points_inside_count_and_edges() -> None:
@@ -146,15 +185,29 @@ def test_json_bodies() -> None:
 
 
 def test_form_fields() -> None:
-    opts = parse_form_fields({"score_threshold": "0.3", "overlay": "true"}, DetectOptions)
-    assert opts.score_threshold == 0.3 and opts.overlay is True
-    seg = parse_form_fields({"points": '[{"x": 1, "y": 2, "label": 0}]'}, SegmentOptions)
+    fields = {"score_threshold": ["0.3"], "overlay": ["true"], "max_detections": ["7.0"]}
+    opts = parse_form_fields(fields, DetectOptions)
+    assert opts.score_threshold == 0.3 and opts.overlay is True and opts.max_detections == 7
+    assert parse_form_fields({"masks": ["polygon"]}, DetectOptions).masks == "polygon"
+    seg = parse_form_fields({"points": ['[{"x": 1, "y": 2, "label": 0}]']}, SegmentOptions)
     assert (seg.points[0].x, seg.points[0].label) == (1.0, 0)
-    _raises(422, "invalid_request", parse_form_fields, {"nope": "1"}, DetectOptions)
-    _raises(422, "invalid_request", parse_form_fields, {"points": "[{"}, SegmentOptions)
-    _raises(422, "invalid_request", parse_form_fields, {"max_detections": "many"}, DetectOptions)
-    nan = '[{"x": NaN, "y": 2}]'
-    _raises(422, "invalid_request", parse_form_fields, {"points": nan}, SegmentOptions)
+    props = parse_form_fields({"labels": ["star", "ring"]}, ProposalsOptions)
+    assert props.labels == ["star", "ring"]
+
+    def refused(fields: dict[str, list[str]], model: Any = DetectOptions) -> None:
+        _raises(422, "invalid_request", parse_form_fields, fields, model)
+
+    refused({"nope": ["1"]})
+    refused({"points": ["[{"]}, SegmentOptions)
+    refused({"max_detections": ["many"]})
+    refused({"points": ['[{"x": NaN, "y": 2}]']}, SegmentOptions)
+    # values are JSON of the schema's type, never coerced
+    for overlay in ("0", "1", "True", "yes", '"true"'):
+        refused({"overlay": [overlay]})
+    refused({"score_threshold": ['"0.5"']})
+    refused({"max_detections": ["2.5"]})
+    refused({"points": ['[{"x": 1, "y": 2, "label": true}]']}, SegmentOptions)
+    refused({"overlay": ["true", "false"]})  # repeated
 
 
 def test_api_key() -> None:
