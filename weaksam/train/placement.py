@@ -92,20 +92,20 @@ def decide_gpu(
     have = float(resources.get("GPU", 0.0))
     if have < needed:
         why = f"the cluster has {have:g} GPUs for {needed:g} needed ({_resources_line(resources)})"
-        if mode == "true":
-            raise GPUPolicyError(f"{what}: use_gpu: true, but {why}")
-        decision = GPUDecision(False, f"{what}: CPU (use_gpu: auto; {why})")
-        log.warning("%s", decision.reason)
-        return decision
-    works = (probe or cuda_probe)()
-    if not works:
+        return _without_gpus(mode, what, why)
+    if not (probe or cuda_probe)():
         why = f"the cluster advertises {have:g} GPUs but a task placed on one sees no CUDA device"
-        if mode == "true":
-            raise GPUPolicyError(f"{what}: use_gpu: true, but {why}")
-        decision = GPUDecision(False, f"{what}: CPU (use_gpu: auto; {why})")
-        log.warning("%s", decision.reason)
-        return decision
+        return _without_gpus(mode, what, why)
     decision = GPUDecision(True, f"{what}: GPU (use_gpu: {mode}; {have:g} GPUs in the cluster)")
+    log.warning("%s", decision.reason)
+    return decision
+
+
+def _without_gpus(mode: str, what: str, why: str) -> GPUDecision:
+    """``true``: raise; ``auto``: CPU, logged loudly."""
+    if mode == "true":
+        raise GPUPolicyError(f"{what}: use_gpu: true, but {why}")
+    decision = GPUDecision(False, f"{what}: CPU (use_gpu: auto; {why})")
     log.warning("%s", decision.reason)
     return decision
 
