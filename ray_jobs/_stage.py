@@ -23,7 +23,7 @@ from typing import Any
 
 from ray_jobs._cli import add_config_args, parse
 from weaksam.config import Config, ConfigError, load_run_config, save_resolved, to_dict
-from weaksam.runs import WEIGHT_KEYS, read_success
+from weaksam.runs import read_success, weight_values
 from weaksam.stage import Stage, StageReport
 
 Summary = Callable[[dict[str, Any], float], str]
@@ -54,19 +54,6 @@ def load_checked_config(args: argparse.Namespace) -> Config:
         raise UsageError(f"config error: {exc}") from None
 
 
-def _weight_values(node: Any, prefix: str = "") -> list[tuple[str, str]]:
-    """``(dotted key, value)`` of every weight/checkpoint path in a :func:`to_dict` tree."""
-    out: list[tuple[str, str]] = []
-    if isinstance(node, dict):
-        for key, value in node.items():
-            full = f"{prefix}.{key}" if prefix else str(key)
-            if key in WEIGHT_KEYS and isinstance(value, str):
-                out.append((full, value))
-            else:
-                out += _weight_values(value, full)
-    return out
-
-
 def check_inputs(cfg: Config, stages: Sequence[Stage], selected: Sequence[str]) -> None:
     """Raise :class:`UsageError` when a selected stage's inputs are missing.
 
@@ -95,7 +82,7 @@ def check_inputs(cfg: Config, stages: Sequence[Stage], selected: Sequence[str]) 
                 raise UsageError(f"stage {name!r}: {exc}") from None
         for section in stage.sections:
             tree = {section: to_dict(getattr(cfg, section))}
-            for key, value in _weight_values(tree):
+            for key, value in weight_values(tree):
                 local = value and value != "builtin" and "://" not in value
                 if local and not os.path.isfile(value):
                     raise UsageError(f"{key}: no such file: {value}")

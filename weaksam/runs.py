@@ -41,28 +41,34 @@ def file_digest(path: str) -> str:
     return _digest(os.path.abspath(path), st.st_size, st.st_mtime_ns)
 
 
+def weight_values(node: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """``(dotted key, value)`` of every string under a key of :data:`WEIGHT_KEYS`, at any depth
+    of a :func:`weaksam.configlib.to_dict` tree (lists included), in tree order."""
+    out: list[tuple[str, str]] = []
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            full = f"{prefix}.{key}" if prefix else str(key)
+            if key in WEIGHT_KEYS and isinstance(value, str):
+                out.append((full, value))
+            else:
+                out += weight_values(value, full)
+    elif isinstance(node, list | tuple):
+        for i, value in enumerate(node):
+            out += weight_values(value, f"{prefix}[{i}]")
+    return out
+
+
 def weight_files(section: Any) -> list[str]:
     """The local files a config section (a :func:`weaksam.configlib.to_dict` dict) loads
     weights from: values of the keys in :data:`WEIGHT_KEYS` at any depth that name an existing
     file, and for ``builtin`` every committed asset (``weaksam/assets/*.pt``). Sorted, unique.
     URIs and missing paths are left out (the path itself is in the config hash)."""
     found: set[str] = set()
-
-    def walk(node: Any) -> None:
-        if isinstance(node, Mapping):
-            for key, value in node.items():
-                if key in WEIGHT_KEYS and isinstance(value, str) and value:
-                    if value == "builtin":
-                        found.update(glob.glob(os.path.join(ASSETS_DIR, "*.pt")))
-                    elif os.path.isfile(value):
-                        found.add(os.path.abspath(value))
-                else:
-                    walk(value)
-        elif isinstance(node, list | tuple):
-            for value in node:
-                walk(value)
-
-    walk(section)
+    for _, value in weight_values(section):
+        if value == "builtin":
+            found.update(glob.glob(os.path.join(ASSETS_DIR, "*.pt")))
+        elif value and os.path.isfile(value):
+            found.add(os.path.abspath(value))
     return sorted(found)
 
 
