@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from weaksam.train.placement import GPUPolicyError, decide_gpu, parse_policy
+from weaksam.train.placement import (
+    GPUPolicyError,
+    decide_actor_gpus,
+    decide_gpu,
+    parse_policy,
+    pool_sizes,
+)
 
 NO_GPU = {"CPU": 6.0, "memory": 1e9}
 TWO_GPUS = {"CPU": 6.0, "GPU": 2.0}
@@ -52,3 +58,30 @@ def test_auto_uses_gpus_only_when_enough_and_cuda_works(caplog: pytest.LogCaptur
     assert not fake.use_gpu and "no CUDA device" in fake.reason
     real = decide_gpu("auto", 2, what="x", resources=TWO_GPUS, probe=lambda: True)
     assert real.use_gpu and real.device == "cuda"
+
+
+def test_pool_sizes_grow_on_gpus_and_stay_fixed_on_cpu() -> None:
+    assert pool_sizes(1, 0, on_gpu=True) == (1, None)  # one actor per GPU, grows with nodes
+    assert pool_sizes(2, 0, on_gpu=False) == (2, 2)
+    assert pool_sizes(1, 4, on_gpu=False) == (1, 4)
+    assert pool_sizes(3, 2, on_gpu=True) == (3, 3)  # max never below min
+    with pytest.raises(ValueError, match="min 0"):
+        pool_sizes(0, 0, on_gpu=True)
+
+
+def test_actor_pools_follow_advertised_gpus_and_say_when_cuda_is_missing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # a cluster advertising GPUs without CUDA (simulated nodes): actors still take one GPU
+    # slot each (placement), compute on CPU, and the reason says so loudly
+    with caplog.at_level("WARNING"):
+        d = decide_actor_gpus("auto", 2, what="SAM actors", resources=TWO_GPUS, probe=lambda: False)
+    assert d.use_gpu and "no CUDA device" in d.reason and "compute on CPU" in d.reason
+    assert d.reason in caplog.text
+    with pytest.raises(GPUPolicyError, match="sees no CUDA device"):
+        decide_actor_gpus("true", 2, what="x", resources=TWO_GPUS, probe=lambda: False)
+    with pytest.raises(GPUPolicyError, match="0 GPUs for 1 needed"):
+        decide_actor_gpus("true", 1, what="x", resources=NO_GPU, probe=_never_called)
+    assert not decide_actor_gpus("auto", 1, what="x", resources=NO_GPU, probe=_never_called).use_gpu
+    assert not decide_actor_gpus("false", 1, what="x", resources=TWO_GPUS).use_gpu
+    assert decide_actor_gpus("auto", 2, what="x", resources=TWO_GPUS, probe=lambda: True).use_gpu

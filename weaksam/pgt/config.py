@@ -22,6 +22,8 @@ class PGTMaskJobConfig:
 
     Attributes:
         num_actors / cpus_per_actor / gpus_per_actor: the SAM actor pool (GPUs when used).
+        max_actors: the pool's maximum (0: grow with the cluster on GPUs, fixed on CPU), as
+            in :class:`weaksam.proposals.config.ProposalsConfig`.
         use_gpu: ``auto``, ``true`` or ``false`` (:mod:`weaksam.train.placement`).
         batch_size: images per ``map_batches`` call. decode_cpus: CPUs of each decode task.
         rows_per_file: row cap per Parquet shard. max_pixels: larger images are error rows.
@@ -30,6 +32,7 @@ class PGTMaskJobConfig:
     """
 
     num_actors: int = 1
+    max_actors: int = 0
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 1.0
     use_gpu: str = "auto"
@@ -41,7 +44,7 @@ class PGTMaskJobConfig:
 
     def __post_init__(self) -> None:
         check_at_least(self, 1, "num_actors", "batch_size", "rows_per_file", "max_pixels")
-        check_at_least(self, 0, "cpus_per_actor", "decode_cpus")
+        check_at_least(self, 0, "cpus_per_actor", "decode_cpus", "max_actors")
         check_gpus(self, "gpus_per_actor")
         check_gpu_policy(self, "use_gpu")
 

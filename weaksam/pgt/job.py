@@ -13,11 +13,11 @@ The caller starts or joins Ray first; nothing here starts a cluster.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from weaksam import storage
 from weaksam.configlib import config_hash, to_dict
 from weaksam.io.schemas import error_row
 from weaksam.io.tables import read_table
@@ -37,7 +37,7 @@ def shard_dir_for(
     """``<out_dir>/mask_shards/<key>`` for these rows and settings (module docstring)."""
     boxes = [[str(r["image_id"]), list(r.get("boxes") or [])] for r in rows if not r.get("error")]
     key = config_hash({"sam": to_dict(sam), "engine": to_dict(cfg.engine), "boxes": boxes})
-    return os.path.join(out_dir, MASK_SHARDS, key)
+    return storage.join(out_dir, MASK_SHARDS, key)
 
 
 def generate_pgt_masks(
@@ -56,7 +56,7 @@ def generate_pgt_masks(
     """
     t0 = time.time()
     shard_dir = shard_dir_for(rows, out_dir, sam, cfg)
-    os.makedirs(shard_dir, exist_ok=True)
+    storage.makedirs(shard_dir)
     todo = [r for r in rows if not r.get("error") and r.get("boxes")]
     done = completed_ids(shard_dir)
     items = [
@@ -85,7 +85,7 @@ def merge_masks(
     shard_dir = shard_dir_for(rows, out_dir, sam, cfg)
     shard_rows = (
         read_table(shard_dir, "pgt").to_pylist()
-        if os.path.isdir(shard_dir) and os.listdir(shard_dir)
+        if storage.list_files(shard_dir, ".parquet")
         else []
     )
     by_id: dict[str, dict[str, Any]] = {}

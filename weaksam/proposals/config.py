@@ -15,7 +15,10 @@ class ProposalsConfig:
     Attributes:
         splits: manifest splits to process (empty = all).
         use_points: prompt with the peak points table when it exists.
-        num_actors: size of the fixed SAM actor pool (one per GPU on GPU clusters).
+        num_actors: the SAM actor pool's minimum (and starting) size.
+        max_actors: its maximum; 0 = grow with the cluster on GPUs (one SAM per GPU, more as
+            GPU nodes join), a fixed pool of ``num_actors`` on CPU
+            (:func:`weaksam.train.placement.pool_sizes`).
         cpus_per_actor / gpus_per_actor: resources of each SAM actor (GPUs only when used).
         use_gpu: ``auto`` (GPUs when the cluster has them for every actor and CUDA works),
             ``true`` (fail fast without) or ``false`` (:mod:`weaksam.train.placement`).
@@ -29,6 +32,7 @@ class ProposalsConfig:
     splits: tuple[str, ...] = ()
     use_points: bool = True
     num_actors: int = 1
+    max_actors: int = 0
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 1.0
     use_gpu: str = "auto"
@@ -40,6 +44,7 @@ class ProposalsConfig:
 
     def __post_init__(self) -> None:
         check_at_least(self, 1, "num_actors", "batch_size", "rows_per_file", "max_pixels")
-        check_at_least(self, 0, "cpus_per_actor", "decode_cpus")  # Ray allows 0 CPUs
+        # Ray allows 0 CPUs
+        check_at_least(self, 0, "cpus_per_actor", "decode_cpus", "max_actors")
         check_gpus(self, "gpus_per_actor")
         check_gpu_policy(self, "use_gpu")  # 0: CPU actors even on a GPU cluster

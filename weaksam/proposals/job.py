@@ -14,9 +14,7 @@ The caller starts or joins Ray first; nothing here starts a cluster.
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -25,13 +23,14 @@ from typing import Any, Protocol
 import numpy as np
 import pyarrow.parquet as pq
 
+from weaksam import storage
 from weaksam.configlib import to_dict
 from weaksam.io.tables import read_table
 from weaksam.proposals.config import ProposalsConfig
 from weaksam.proposals.udf import ProposalGenerator, decode_images, pack_points
 from weaksam.sam.build import SamConfig
 from weaksam.sam.engine import EngineConfig
-from weaksam.train.placement import decide_gpu
+from weaksam.train.placement import actor_pool, decide_actor_gpus
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,8 @@ class SamJobSettings(Protocol):
 
     @property
     def num_actors(self) -> int: ...
+    @property
+    def max_actors(self) -> int: ...
     @property
     def cpus_per_actor(self) -> float: ...
     @property
@@ -84,16 +85,22 @@ def write_sam_shards(
 ) -> str:
     """The Ray Data pipeline of both SAM jobs: ``items`` (rows with ``path``) → decode tasks
     (:func:`decode_images`) → an actor pool of ``predictor(sam_config=..., engine_config=...)``
-    (``gpus_per_actor`` GPUs per actor when ``use_gpu``; None: ``cfg.use_gpu``'s policy,
-    :func:`weaksam.train.placement.decide_gpu`) → Parquet shards in ``shard_dir``. The caller
-    has started or joined Ray. Returns where the actors ran and why."""
+    → Parquet shards in ``shard_dir`` (a local folder or a :mod:`weaksam.storage` URI).
+
+    The pool has ``num_actors`` to ``max_actors`` actors
+    (:func:`weaksam.train.placement.pool_sizes`); each asks for ``gpus_per_actor`` GPUs when
+    the pool is placed on GPUs (None: ``cfg.use_gpu``'s policy,
+    :func:`weaksam.train.placement.decide_actor_gpus`). Lost actors are restarted and their
+    batches retried by Ray Data; a rerun resumes from the shards (:func:`completed_ids`). The
+    caller has started or joined Ray. Returns where the actors ran and why."""
     import ray
 
-    what = f"{cfg.num_actors} SAM actors"
+    lo, hi = cfg.num_actors, cfg.max_actors or "one per GPU"
+    what = f"SAM actors (pool {lo}..{hi})"
     if use_gpu is None and cfg.gpus_per_actor <= 0:
         use_gpu, device = False, f"{what}: CPU (gpus_per_actor: 0)"
     elif use_gpu is None:
-        decision = decide_gpu(cfg.use_gpu, cfg.num_actors * cfg.gpus_per_actor, what=what)
+        decision = decide_actor_gpus(cfg.use_gpu, cfg.num_actors * cfg.gpus_per_actor, what=what)
         use_gpu, device = decision.use_gpu, decision.reason
     else:
         device = f"{what}: {'GPU' if use_gpu else 'CPU'} (set by the caller)"
@@ -109,24 +116,27 @@ def write_sam_shards(
     ds = ds.map_batches(
         predictor,
         fn_constructor_kwargs={"sam_config": to_dict(sam), "engine_config": to_dict(cfg.engine)},
-        compute=ray.data.ActorPoolStrategy(size=cfg.num_actors),
+        compute=actor_pool(cfg.num_actors, cfg.max_actors, bool(use_gpu)),
         batch_size=cfg.batch_size,
         num_cpus=cfg.cpus_per_actor,
         num_gpus=cfg.gpus_per_actor if use_gpu else 0,
     )
-    ds.write_parquet(shard_dir, max_rows_per_file=cfg.rows_per_file)
+    fs, path = storage.resolve(shard_dir)
+    ds.write_parquet(path, filesystem=fs, max_rows_per_file=cfg.rows_per_file)
     return device
 
 
 def completed_ids(shard_dir: str) -> set[str]:
     """Image ids in the readable shards of ``shard_dir``; unreadable shards are deleted."""
     done: set[str] = set()
-    for path in sorted(glob.glob(os.path.join(shard_dir, "*.parquet"))):
+    for loc in storage.list_files(shard_dir, ".parquet"):
+        fs, path = storage.resolve(loc)
         try:
-            ids = pq.read_table(path, columns=["image_id"]).column("image_id").to_pylist()
+            tbl = pq.read_table(path, columns=["image_id"], filesystem=fs)
+            ids = tbl.column("image_id").to_pylist()
         except Exception as exc:  # a shard cut off mid-write
-            log.warning("removing unreadable shard %s (%s); its images will be redone", path, exc)
-            os.remove(path)
+            log.warning("removing unreadable shard %s (%s); its images will be redone", loc, exc)
+            storage.remove(loc)
             continue
         done.update(str(i) for i in ids)
     return done
@@ -161,7 +171,7 @@ def work_items(
 
 def load_points(points_path: str | None) -> dict[str, dict[str, Any]]:
     """``image_id -> points row`` from a points table (empty when there is none)."""
-    if not points_path or not os.path.exists(points_path):
+    if not points_path or not storage.exists(points_path):
         return {}
     tbl = read_table(points_path, "points")
     return {str(r["image_id"]): r for r in tbl.to_pylist() if not r.get("error")}
@@ -177,8 +187,8 @@ def generate_proposals(
 ) -> JobStats:
     """Run (or resume) the Ray Data job; shards go to ``<out_dir>/shards``."""
     t0 = time.time()
-    shard_dir = os.path.join(out_dir, SHARDS)
-    os.makedirs(shard_dir, exist_ok=True)
+    shard_dir = storage.join(out_dir, SHARDS)
+    storage.makedirs(shard_dir)
     manifest = read_table(manifest_path, "manifest").to_pylist()
     rows = [r for r in manifest if not cfg.splits or r["split"] in cfg.splits]
     done = completed_ids(shard_dir)
@@ -194,7 +204,7 @@ def generate_proposals(
 
 def summarize_proposals(proposals_dir: str) -> dict[str, Any]:
     """Counts from the shards: images, error rows, proposals per image (mean, median, max)."""
-    tbl = read_table(os.path.join(proposals_dir, SHARDS), "proposals")
+    tbl = read_table(storage.join(proposals_dir, SHARDS), "proposals")
     ids = tbl.column("image_id").to_pylist()
     if len(ids) != len(set(ids)):
         raise RuntimeError(f"{len(ids) - len(set(ids))} images appear twice in {proposals_dir}")

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
+from weaksam import storage
 from weaksam.config import Config
 from weaksam.eval import evaluate, load_manifest_gt
 from weaksam.eval.formats import load_detections_table
@@ -52,7 +52,7 @@ def run_proposals(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     points = points_path(ctx.run_dir)
     ctx.ray_init()
     stats = generate_proposals(
-        manifest, ctx.out_dir, cfg.sam, cfg.proposals, points if os.path.exists(points) else None
+        manifest, ctx.out_dir, cfg.sam, cfg.proposals, points if storage.exists(points) else None
     )
     check_coverage(manifest, proposals_path(ctx.run_dir), cfg.proposals.splits)
     metrics: dict[str, Any] = summarize_proposals(ctx.out_dir)

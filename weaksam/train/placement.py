@@ -20,6 +20,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ray.data import ActorPoolStrategy
 
 log = logging.getLogger(__name__)
 
@@ -126,3 +130,76 @@ def cuda_probe(timeout: float = PROBE_TIMEOUT_S) -> bool:
     except ray.exceptions.GetTimeoutError:
         ray.cancel(ref, force=True)
         return False
+
+
+# --- Actor pools ------------------------------------------------------------------------------
+
+
+def pool_sizes(min_actors: int, max_actors: int, on_gpu: bool) -> tuple[int, int | None]:
+    """``(min_size, max_size)`` of an actor pool (``None``: no upper bound).
+
+    ``max_actors > 0`` is an explicit bound (at least ``min_actors``). ``0`` (the default)
+    means: on GPUs, grow with the cluster (every actor holds its GPUs, so the pool becomes one
+    actor per GPU, and more as GPU nodes join); on CPU, a fixed pool of ``min_actors`` (CPU
+    actors would otherwise take every core from the decode tasks).
+    """
+    if min_actors < 1 or max_actors < 0:
+        raise ValueError(f"actor pool: min {min_actors} must be >= 1 and max {max_actors} >= 0")
+    if max_actors > 0:
+        return min_actors, max(min_actors, max_actors)
+    return (min_actors, None) if on_gpu else (min_actors, min_actors)
+
+
+def actor_pool(min_actors: int, max_actors: int, on_gpu: bool) -> ActorPoolStrategy:
+    """A ``ray.data.ActorPoolStrategy`` with :func:`pool_sizes`. Ray Data restarts a lost
+    actor and retries its batches (``max_restarts=-1``, ``max_task_retries=-1`` are its
+    defaults for actor pools), so a lost node costs time, not rows."""
+    import ray
+
+    lo, hi = pool_sizes(min_actors, max_actors, on_gpu)
+    return ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
+
+
+def decide_actor_gpus(
+    policy: str | bool | None,
+    needed: float,
+    *,
+    what: str,
+    resources: Mapping[str, float] | None = None,
+    probe: Callable[[], bool] | None = None,
+) -> GPUDecision:
+    """Whether the actors of a pool (SAM, inference) *ask for* GPUs.
+
+    Unlike a trainer, whose collective backend must match the device, an actor picks its own
+    device when it starts (``cuda`` when it sees one, else ``cpu``). So under ``auto`` an
+    actor pool is placed on GPUs whenever the cluster advertises ``needed`` of them (one actor
+    per GPU); when a probe task finds no CUDA there, the pool still holds the GPU slots but the
+    reason says loudly that the actors will compute on CPU. ``true`` still fails fast when
+    GPUs are missing or have no CUDA; ``false`` never asks for GPUs.
+    """
+    mode = parse_policy(policy)
+    if mode == "false":
+        return GPUDecision(False, f"{what}: CPU (use_gpu: false)")
+    if resources is None:
+        import ray
+
+        resources = ray.cluster_resources()
+    have = float(resources.get("GPU", 0.0))
+    if have < needed:
+        why = f"the cluster has {have:g} GPUs for {needed:g} needed ({_resources_line(resources)})"
+        return _without_gpus(mode, what, why)
+    if not (probe or cuda_probe)():
+        if mode == "true":
+            raise GPUPolicyError(
+                f"{what}: use_gpu: true, but the cluster advertises {have:g} GPUs and a task "
+                "placed on one sees no CUDA device"
+            )
+        decision = GPUDecision(
+            True,
+            f"{what}: placed one per GPU slot (use_gpu: auto; {have:g} GPUs advertised) but a "
+            "task placed on one sees no CUDA device: the actors compute on CPU",
+        )
+    else:
+        decision = GPUDecision(True, f"{what}: GPU (use_gpu: {mode}; {have:g} GPUs in the cluster)")
+    log.warning("%s", decision.reason)
+    return decision
