@@ -46,13 +46,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def start(cfg: ServeConfig, address: str = "", num_cpus: int | None = None) -> str:
-    """Start Ray (local unless ``address``) and the service; return its base URL."""
+def start_ray(address: str = "", num_cpus: int | None = None) -> None:
+    """Join the cluster at ``address``, else start a private local Ray instance whose
+    listeners (GCS, raylet, object manager, agents) all bind 127.0.0.1."""
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # loopback listeners
     import ray
-    from ray import serve
-
-    from serve.app import build_app
 
     if address:
         ray.init(address=address)
@@ -60,9 +58,19 @@ def start(cfg: ServeConfig, address: str = "", num_cpus: int | None = None) -> s
         ray.init(
             address="local",
             num_cpus=num_cpus,
+            _node_ip_address="127.0.0.1",
             include_dashboard=False,
             configure_logging=True,
         )
+
+
+def start(cfg: ServeConfig, address: str = "", num_cpus: int | None = None) -> str:
+    """Start Ray (local unless ``address``) and the service; return its base URL."""
+    from ray import serve
+
+    from serve.app import build_app
+
+    start_ray(address, num_cpus)
     serve.start(http_options={"host": cfg.host, "port": cfg.port})
     serve.run(build_app(cfg), name=cfg.app_name, route_prefix=cfg.route_prefix)
     return f"http://{cfg.host}:{cfg.port}{cfg.route_prefix.rstrip('/')}"

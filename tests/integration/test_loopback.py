@@ -1,0 +1,65 @@
+"""What a local Ray instance started by the jobs or by the service listens on: loopback only.
+
+Each check runs in its own driver subprocess (a private Ray instance), lists the TCP listening
+sockets of that process and every process it started, and stops them all by PID.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from tests.integration.conftest import REPO, subprocess_env
+
+pytestmark = pytest.mark.ray
+
+PROBE = """
+import json, sys, psutil
+{start}
+me = psutil.Process()
+procs = [me, *me.children(recursive=True)]
+pids = {{p.pid for p in procs}}
+addrs = sorted({{
+    f"{{c.laddr.ip}}:{{c.laddr.port}}"
+    for c in psutil.net_connections(kind="inet")
+    if c.status == psutil.CONN_LISTEN and c.pid in pids
+}})
+print("LISTEN " + json.dumps(addrs), flush=True)
+for p in procs[1:]:
+    try:
+        p.kill()
+    except psutil.NoSuchProcess:
+        pass
+"""
+
+STARTS = {
+    "jobs": "from ray_jobs._ray import init_ray\ninit_ray(num_cpus=1)",
+    "serve": (
+        "from serve.__main__ import start_ray\nstart_ray(num_cpus=1)\n"
+        "from ray import serve\nserve.start(http_options={'host': '127.0.0.1', 'port': 0})"
+    ),
+}
+
+
+@pytest.mark.parametrize("who", sorted(STARTS))
+def test_a_local_instance_listens_on_loopback_only(who: str) -> None:
+    code = PROBE.format(start=STARTS[who])
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("LISTEN ")]
+    assert lines, proc.stdout[-2000:] + proc.stderr[-3000:]
+    addrs = json.loads(lines[-1][len("LISTEN ") :])
+    assert len(addrs) >= 3, addrs  # GCS, raylet, object manager at least
+    loopback = ("127.", "::1:", "::ffff:127.")  # IPv4, IPv6 and IPv4-mapped loopback
+    exposed = [a for a in addrs if not a.startswith(loopback)]
+    assert not exposed, f"{who}: listening beyond loopback: {exposed} (all: {addrs})"
