@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from weaksam import storage
@@ -11,6 +10,7 @@ from weaksam.config import Config
 from weaksam.eval import evaluate, load_manifest_gt
 from weaksam.eval.formats import load_detections_table
 from weaksam.eval.table import format_table
+from weaksam.io.coverage import check_table_covers
 from weaksam.io.tables import read_table
 from weaksam.proposals.job import generate_proposals, summarize_proposals
 from weaksam.runs import manifest_path, points_path, proposals_path
@@ -30,22 +30,6 @@ def proposal_recall(manifest: str, proposals: str, split: str) -> dict[str, Any]
     return dict(res)
 
 
-def check_coverage(manifest: str, proposals: str, splits: Sequence[str] = ()) -> None:
-    """Raise ``RuntimeError`` unless the ``proposals`` table has exactly one row (an error row
-    counts) for every ``manifest`` image of ``splits`` (all when empty) and no other row."""
-    rows = read_table(manifest, columns=["image_id", "split"]).to_pylist()
-    want = {str(r["image_id"]) for r in rows if not splits or r["split"] in splits}
-    ids = read_table(proposals, columns=["image_id"]).column("image_id").to_pylist()
-    got = [str(i) for i in ids]
-    twice = len(got) - len(set(got))
-    missing, extra = want - set(got), set(got) - want
-    if twice or missing or extra:
-        raise RuntimeError(
-            f"proposals table {proposals} does not cover the manifest: {len(missing)} images "
-            f"missing (e.g. {sorted(missing)[:3]}), {twice} written twice, {len(extra)} unknown"
-        )
-
-
 def run_proposals(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Generate (or resume) WeakSAM proposals for the manifest; metrics per split."""
     manifest = manifest_path(ctx.run_dir)
@@ -54,7 +38,7 @@ def run_proposals(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     stats = generate_proposals(
         manifest, ctx.out_dir, cfg.sam, cfg.proposals, points if storage.exists(points) else None
     )
-    check_coverage(manifest, proposals_path(ctx.run_dir), cfg.proposals.splits)
+    check_table_covers(manifest, proposals_path(ctx.run_dir), "proposals", cfg.proposals.splits)
     metrics: dict[str, Any] = summarize_proposals(ctx.out_dir)
     metrics.update(
         images_processed=stats.submitted,
