@@ -14,6 +14,9 @@ Without a config (one-off conversion)::
     python -m ray_jobs.ingest --format voc --root VOCdevkit/VOC2007 \\
         --split trainval --split test --out manifest.parquet
 
+``--root``, ``--annotations``, ``--classes`` and ``--out`` may be local paths or URIs
+(``file://``, ``s3://``).
+
 Exit status: 0 when the manifest was written (error rows are data, not failures); 2 for
 unusable arguments or a missing/invalid annotation file.
 """

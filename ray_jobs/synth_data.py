@@ -7,19 +7,19 @@ Pure numpy, no Ray. Without ``--out``, ``shapes`` is the pipeline's ``data`` sta
 every stage is run: ``<run>/data``, skipped when fresh) and ``blobs`` goes to ``<run>/blobs``.
 Otherwise ``metrics.json`` and, last, ``_SUCCESS`` (with the hash of the ``synth`` config) go
 into the output folder; a folder already complete for the same config is left alone unless
-``--force``.
+``--force``. ``--out`` (like the run folder) may be a local path, ``file://`` or ``s3://``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from ray_jobs._cli import add_config_args, config_from_args, parse
 from ray_jobs._stage import run_command
+from weaksam import storage
 from weaksam.config import config_hash, to_dict
 from weaksam.data.synth import generate_blobs_dataset, generate_shapes_dataset
 from weaksam.runs import clear_success, is_complete, mark_success, write_metrics
@@ -70,12 +70,12 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.synt
         out_dir = args.out
         stamp = config_hash(cfg.synth)
     else:
-        out_dir = args.out or os.path.join(cfg.run_dir, "blobs")
+        out_dir = args.out or storage.join(cfg.run_dir, "blobs")
         stamp = config_hash({"synth": to_dict(cfg.synth), "num_images": args.num_images})
     if not args.force and is_complete(out_dir, stamp):
         print(f"{args.dataset}: up to date in {out_dir} (use --force to regenerate)")
         return 0
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
     clear_success(out_dir)
     if args.dataset == "shapes":
         summary = generate_shapes_dataset(cfg.synth, out_dir, progress=progress)

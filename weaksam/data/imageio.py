@@ -36,6 +36,10 @@ Every stage and the HTTP service decode images here, so these decisions hold pro
   EXIF; for PNG only an ``eXIf`` chunk before the pixel data): microseconds, but a file cut off
   after its header passes.
 
+**Locations.** :func:`load_image` and :func:`probe_image` take a local path or a URI
+(``file://``, ``s3://``, read through :mod:`weaksam.storage`): a remote file is read whole into
+memory and decoded from there, so its pixels are exactly those of the same file on disk.
+
 Every failure raises :class:`ImageDecodeError` whose message is a short reason fit for an
 ``error`` column: ``"file not found"``, ``"empty file"``, ``"not a file (is a directory)"``,
 ``"not an image (cannot identify)"``, ``"truncated image file"``,
@@ -46,6 +50,7 @@ Every failure raises :class:`ImageDecodeError` whose message is a short reason f
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import io
 import os
@@ -59,6 +64,8 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageFile
+
+from weaksam import storage
 
 DEFAULT_MAX_PIXELS = 64_000_000
 _ORIENTATION_TAG = 0x0112
@@ -92,7 +99,7 @@ def load_image(path: str, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[n
     """
     with ExitStack() as stack:
         fp = _open_file(path, stack)
-        return _decode(fp, path, max_pixels)
+        return _decode(fp, _pil_filename(path), max_pixels)
 
 
 def decode_image_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> npt.NDArray[np.uint8]:
@@ -111,14 +118,14 @@ def probe_image(
     """``(height, width)`` of the image at ``path`` as displayed (after EXIF orientation).
 
     Args:
-        path: image file.
+        path: image file (a local path or a URI; a remote file is read whole).
         max_pixels: larger images raise :class:`ImageDecodeError` (checked from the header).
         verify: decode the pixel data too (JPEG at 1/8 scale), so truncated or corrupt files
             raise here as they would in :func:`load_image`. ``False`` reads the header only.
     """
     with ExitStack() as stack:
         fp = _open_file(path, stack)
-        im = _identify(fp, path, max_pixels)
+        im = _identify(fp, _pil_filename(path), max_pixels)
         stack.callback(im.close)
         w, h = im.size  # before ``draft``, which shrinks the reported size
         try:
@@ -135,7 +142,18 @@ def probe_image(
 # --------------------------------------------------------------------------- internals
 
 
+def _pil_filename(path: str) -> str:
+    """The name PIL is given with the open file: the local path, ``""`` for remote files."""
+    if storage.is_remote(path):
+        return ""
+    return storage.resolve(path)[1] if storage.is_uri(path) else path
+
+
 def _open_file(path: str, stack: ExitStack) -> IO[bytes]:
+    if storage.is_remote(path):
+        return _read_remote(path)
+    if storage.is_uri(path):  # file://
+        path = storage.resolve(path)[1]
     try:
         fp = stack.enter_context(open(path, "rb"))  # noqa: SIM115 - closed by the ExitStack
     except FileNotFoundError:
@@ -153,6 +171,28 @@ def _open_file(path: str, stack: ExitStack) -> IO[bytes]:
     if empty:
         raise ImageDecodeError("empty file")
     return fp
+
+
+def _read_remote(loc: str) -> IO[bytes]:
+    """The bytes of an object-store file in memory, with the same error reasons as a local
+    file."""
+    try:
+        data = storage.read_bytes(loc)
+    except FileNotFoundError:
+        is_dir = False
+        with contextlib.suppress(Exception):
+            is_dir = storage.is_dir(loc)
+        raise ImageDecodeError(
+            "not a file (is a directory)" if is_dir else "file not found"
+        ) from None
+    except PermissionError:
+        raise ImageDecodeError("cannot read file: permission denied") from None
+    except (OSError, ValueError) as exc:  # pyarrow: network, credentials, bad bucket name
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ImageDecodeError(f"cannot read file: {text[:200]}") from None
+    if not data:
+        raise ImageDecodeError("empty file")
+    return io.BytesIO(data)
 
 
 def _identify(fp: IO[bytes], filename: str, max_pixels: int) -> ImageFile.ImageFile:

@@ -8,16 +8,19 @@ A training-split image with no labels is an error row (``"no image-level labels"
 ``allow_empty_labels``. Duplicate ``image_index`` values raise ``ValueError``.
 
 Sources: :func:`ingest_coco`, :func:`ingest_voc`, :func:`ingest_folder`; :func:`ingest_splits`
-dispatches on a :class:`~weaksam.config.DataConfig`.
+dispatches on a :class:`~weaksam.config.DataConfig`. Every location (dataset root, annotation
+files, class file, ``data_root``) may be a local path or a URI (``file://``, ``s3://``); files
+are read through :mod:`weaksam.storage` and image paths in the rows keep the location's form.
 """
 
 from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from weaksam import storage
 from weaksam.config import DATA_FORMATS, DataConfig
 from weaksam.data.ingest_coco import ingest_coco
 from weaksam.data.ingest_core import NO_LABELS, check_unique_index, error_kind
@@ -81,7 +84,8 @@ def ingest_splits(
     }
 
     def path(p: str) -> str:
-        return os.path.join(data_root, p) if data_root and not os.path.isabs(p) else p
+        relative = not storage.is_uri(p) and not os.path.isabs(p)
+        return storage.join(data_root, p) if data_root and relative else p
 
     def per_split(template: str, split: str) -> str:
         return path(template.replace("{split}", split))
@@ -90,8 +94,8 @@ def ingest_splits(
     if cfg.format == "synthetic":
         if not data_root:
             raise ValueError("format 'synthetic' needs data_root (the run's data folder)")
-        anns = [os.path.join(data_root, "annotations", f"instances_{s}.json") for s in splits]
-        return _coco_splits(os.path.join(data_root, "images"), splits, anns, None, opts)
+        anns = [storage.join(data_root, "annotations", f"instances_{s}.json") for s in splits]
+        return _coco_splits(storage.join(data_root, "images"), splits, anns, None, opts)
     if cfg.format == "coco":
         _require(cfg, "annotations", "root")
         anns = [per_split(cfg.annotations, s) for s in splits]
@@ -155,7 +159,8 @@ def _coco_splits(
 
 def check_data_config(cfg: DataConfig) -> None:
     """Check, without decoding any image, that ``cfg`` can be ingested: its settings are
-    complete and the files it names exist (label CSV headers are read). Raises ``ValueError``
+    complete and the files it names exist (label CSV headers are read); locations may be local
+    paths or URIs (``s3://``: asked of the object store). Raises ``ValueError``
     or ``FileNotFoundError`` with a one-line message. ``synthetic`` data is made by the run's
     ``data`` stage and is not checked here."""
     if cfg.format not in FORMATS:
@@ -165,7 +170,7 @@ def check_data_config(cfg: DataConfig) -> None:
     if cfg.format == "synthetic":
         return
     _require(cfg, "root", *(("annotations",) if cfg.format in ("coco", "folder") else ()))
-    if not os.path.isdir(cfg.root):
+    if not _probe(storage.is_dir, cfg.root, "data.root"):
         raise FileNotFoundError(f"data.root: no such folder: {cfg.root}")
     files = [("data.classes_file", cfg.classes_file)] if cfg.classes_file else []
     for split in cfg.splits:
@@ -174,11 +179,21 @@ def check_data_config(cfg: DataConfig) -> None:
         if cfg.image_labels:
             files.append(("data.image_labels", cfg.image_labels.replace("{split}", split)))
     for key, path in files:
-        if not os.path.isfile(path):
+        if not _probe(storage.is_file, path, key):
             raise FileNotFoundError(f"{key}: no such file: {path}")
     if cfg.format == "folder":
         for split in cfg.splits:
             read_labels_csv(cfg.annotations.replace("{split}", split))
+
+
+def _probe(test: Callable[[str], bool], loc: str, key: str) -> bool:
+    """``test(loc)``; an unusable scheme or an unreachable store is a one-line ``ValueError``."""
+    storage.check_location(loc, key)
+    try:
+        return test(loc)
+    except OSError as exc:
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"{key}: cannot check {loc}: {text}") from exc
 
 
 def _require(cfg: DataConfig, *keys: str) -> None:

@@ -1,7 +1,8 @@
 """Ingest a COCO-format dataset (``instances_*.json``) into MANIFEST rows.
 
-* ``image_id`` = ``str(id)``, ``image_index`` = the COCO image id, ``path`` = absolute path of
-  ``<images_root>/<file_name>``.
+* ``image_id`` = ``str(id)``, ``image_index`` = the COCO image id, ``path`` = absolute path (or
+  URI) of ``<images_root>/<file_name>``. The json and the images may be local or on an object
+  store (``s3://``, through :mod:`weaksam.storage`).
 * Classes: :meth:`ClassMap.from_coco_categories` (project ids follow sorted COCO ids; the COCO
   ids travel in the class map).
 * Image-level labels: the categories of the image's instances (crowd regions included), or,
@@ -24,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from weaksam import storage
 from weaksam.data.imageio import DEFAULT_MAX_PIXELS
-from weaksam.data.ingest_core import ImageRecord, build_rows, check_unique_index
+from weaksam.data.ingest_core import ImageRecord, build_rows, check_unique_index, image_location
 from weaksam.data.ingest_core import is_training_split as _is_training_split
 from weaksam.geometry.boxes import xywh_to_xyxy
 from weaksam.io.classes import ClassMap
@@ -35,10 +37,10 @@ log = logging.getLogger(__name__)
 
 
 def read_json(path: str, what: str) -> Any:
-    """Load a json file; ``FileNotFoundError``/``ValueError`` naming ``what`` and the path."""
+    """Load a json file (a local path or a URI); ``FileNotFoundError``/``ValueError`` naming
+    ``what`` and the path."""
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return json.loads(storage.read_bytes(path).decode("utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{what} not found: {path}") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -95,7 +97,7 @@ def ingest_coco(
         rec = ImageRecord(
             image_id=str(img["id"]),
             image_index=int(img["id"]),
-            path=os.path.abspath(os.path.join(images_root, file_name)),
+            path=image_location(images_root, file_name),
             split=split,
         )
         h, w = int(img.get("height") or 0), int(img.get("width") or 0)

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from weaksam import storage
 from weaksam.data.imageio import DEFAULT_MAX_PIXELS, ImageDecodeError, probe_image
 from weaksam.io.schemas import empty_row, error_row
 
@@ -34,7 +35,8 @@ class ImageRecord:
     Attributes:
         image_id: the dataset's own id (string).
         image_index: unique integer id (COCO image id, numeric VOC id, or a running index).
-        path: absolute path of the image file.
+        path: absolute location of the image file (a local path or a URI, see
+            :func:`image_location`).
         split: split name.
         labels: image-level class ids (0-based project ids; duplicates allowed, sorted later).
         gt_boxes: ``Nx4`` float32 XYXY boxes in pixels (continuous convention), or ``None``.
@@ -68,6 +70,16 @@ def default_num_workers() -> int:
 def is_training_split(split: str) -> bool:
     """Default guess when the caller does not say: names starting with ``train``."""
     return split.lower().startswith("train")
+
+
+def image_location(root: str, file: str) -> str:
+    """Where ``file`` (relative to the folder ``root``, or absolute, or a URI) is: an absolute
+    local path (as ``os.path.abspath`` gives it) or a normalized URI."""
+    if storage.is_uri(file):
+        return storage.normalize(file)
+    if not storage.is_uri(root) or os.path.isabs(file):
+        return os.path.abspath(os.path.join(root, file))
+    return storage.normalize(storage.join(root, file.replace("\\", "/")))
 
 
 _NUMERIC_ID = re.compile(r"\d+(_\d+)*")

@@ -12,18 +12,21 @@ The CSV has a header with the columns ``file`` and ``labels`` (others are ignore
 The class list is the given :class:`ClassMap` or the sorted union of all names in the CSV; a
 name outside the given list makes an error row naming it. There is no ground truth.
 ``image_id`` is the file's relative path without its extension; ``image_index`` is
-``index_base`` + the row's position in the CSV.
+``index_base`` + the row's position in the CSV. The CSV and the image root may be local or URIs
+(``s3://``, through :mod:`weaksam.storage`); a ``file`` entry may itself be a URI.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from typing import Any
 
+from weaksam import storage
 from weaksam.data.imageio import DEFAULT_MAX_PIXELS
-from weaksam.data.ingest_core import ImageRecord, build_rows, check_unique_index
+from weaksam.data.ingest_core import ImageRecord, build_rows, check_unique_index, image_location
 from weaksam.data.ingest_core import is_training_split as _is_training_split
 from weaksam.io.classes import ClassMap
 
@@ -37,10 +40,10 @@ def read_labels_csv(path: str) -> list[tuple[str, list[str]]]:
     ``file`` cell or a file listed twice.
     """
     try:
-        fh = open(path, encoding="utf-8-sig", newline="")  # noqa: SIM115 - closed below
+        data = storage.read_bytes(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"labels CSV not found: {path}") from None
-    with fh:
+    with io.StringIO(data.decode("utf-8-sig"), newline="") as fh:
         reader = csv.DictReader(fh)
         header = [h.strip() for h in reader.fieldnames or []]
         if "file" not in header or "labels" not in header:
@@ -102,7 +105,7 @@ def ingest_folder(
         rec = ImageRecord(
             image_id=os.path.splitext(rel)[0],
             image_index=index_base + pos,
-            path=os.path.abspath(os.path.join(root, file)),
+            path=image_location(root, file),
             split=split,
         )
         for name in names:

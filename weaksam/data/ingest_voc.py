@@ -10,22 +10,30 @@
 * ``image_index``: ``int(id)`` for numeric ids (VOC2012's ``2008_000002`` reads as
   ``2008000002``), else ``index_base`` + the id's position in the split file.
 * An object of an unknown class, or a missing or unparsable xml, makes an error row.
+* ``voc_root`` may be a local folder or a URI (``s3://``, through :mod:`weaksam.storage`);
+  on an object store the xml files are fetched by a few threads and the image folder is listed
+  once instead of asking for each file.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 
+from weaksam import storage
 from weaksam.data.imageio import DEFAULT_MAX_PIXELS
 from weaksam.data.ingest_core import (
     ImageRecord,
     build_rows,
     check_unique_index,
+    default_num_workers,
+    image_location,
     is_training_split,
     parse_index,
 )
@@ -35,12 +43,12 @@ from weaksam.io.classes import VOC_CLASSES, ClassMap
 
 def read_split_ids(voc_root: str, split: str) -> list[str]:
     """Ids listed in ``ImageSets/Main/<split>.txt`` (first token per non-empty line)."""
-    path = os.path.join(voc_root, "ImageSets", "Main", f"{split}.txt")
+    path = storage.join(voc_root, "ImageSets", "Main", f"{split}.txt")
     try:
-        with open(path, encoding="utf-8") as fh:
-            return [ln.split()[0] for ln in fh if ln.strip()]
+        text = storage.read_text(path)
     except FileNotFoundError:
         raise FileNotFoundError(f"VOC split file not found: {path}") from None
+    return [ln.split()[0] for ln in io.StringIO(text) if ln.strip()]
 
 
 def ingest_voc(
@@ -70,10 +78,18 @@ def ingest_voc(
         FileNotFoundError: the split file is missing. ``ValueError``: duplicate image indices.
     """
     cmap = classes if isinstance(classes, ClassMap) else ClassMap.from_names(list(classes))
-    records = [
-        _read_record(voc_root, image_id, split, cmap, index_base + pos)
-        for pos, image_id in enumerate(read_split_ids(voc_root, split))
-    ]
+    ids = read_split_ids(voc_root, split)
+    exists = _exists_fn(voc_root)
+
+    def one(pos: int) -> ImageRecord:
+        return _read_record(voc_root, ids[pos], split, cmap, index_base + pos, exists)
+
+    if storage.is_remote(voc_root) and len(ids) > 1:  # one request per xml: overlap them
+        workers = default_num_workers() if num_workers is None else max(1, num_workers)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="voc-xml") as pool:
+            records = list(pool.map(one, range(len(ids))))
+    else:
+        records = [one(pos) for pos in range(len(ids))]
     rows = build_rows(
         records,
         training=is_training_split(split) if training is None else training,
@@ -88,19 +104,42 @@ def ingest_voc(
     return rows, cmap
 
 
+def _exists_fn(voc_root: str) -> Callable[[str], bool]:
+    """Whether an image location exists: ``os.path.exists`` locally; on an object store,
+    membership in one listing of ``JPEGImages``."""
+    if not storage.is_remote(voc_root):
+        return lambda loc: os.path.exists(storage.resolve(loc)[1] if storage.is_uri(loc) else loc)
+    images = storage.join(voc_root, "JPEGImages")
+    listed = {storage.normalize(f) for f in storage.list_files(images, recursive=True)}
+    return lambda loc: (
+        loc in listed or (storage.basename(loc).startswith(("_", ".")) and storage.exists(loc))
+    )
+
+
+def _parse_xml(xml_path: str) -> ET.Element:
+    if not storage.is_uri(xml_path):
+        return ET.parse(xml_path).getroot()
+    return ET.fromstring(storage.read_bytes(xml_path))
+
+
 def _read_record(
-    voc_root: str, image_id: str, split: str, classes: ClassMap, fallback_index: int
+    voc_root: str,
+    image_id: str,
+    split: str,
+    classes: ClassMap,
+    fallback_index: int,
+    exists: Callable[[str], bool] = os.path.exists,
 ) -> ImageRecord:
-    images = os.path.join(voc_root, "JPEGImages")
+    images = storage.join(voc_root, "JPEGImages")
     rec = ImageRecord(
         image_id=image_id,
         image_index=parse_index(image_id, fallback_index),
-        path=os.path.abspath(os.path.join(images, f"{image_id}.jpg")),
+        path=image_location(images, f"{image_id}.jpg"),
         split=split,
     )
-    xml_path = os.path.join(voc_root, "Annotations", f"{image_id}.xml")
+    xml_path = storage.join(voc_root, "Annotations", f"{image_id}.xml")
     try:
-        root = ET.parse(xml_path).getroot()
+        root = _parse_xml(xml_path)
     except FileNotFoundError:
         rec.error = f"annotation file not found: Annotations/{image_id}.xml"
         return rec
@@ -109,10 +148,9 @@ def _read_record(
         return rec
 
     filename = (root.findtext("filename") or "").strip()
-    if filename and (
-        os.path.exists(os.path.join(images, filename)) or not os.path.exists(rec.path)
-    ):
-        rec.path = os.path.abspath(os.path.join(images, filename))
+    named = image_location(images, filename) if filename else ""
+    if named and (exists(named) or not exists(rec.path)):
+        rec.path = named
     width = _number(root.findtext("size/width"))
     height = _number(root.findtext("size/height"))
     if width > 0 and height > 0:  # some VOC xmls say 0x0; then the image alone decides

@@ -6,9 +6,12 @@ A :class:`ClassMap` is stored as JSON in the Parquet schema metadata of every ta
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from weaksam import storage
 
 META_CLASSES = b"weaksam.classes"
 
@@ -94,8 +97,9 @@ class ClassMap:
 
 
 def read_class_file(path: str) -> ClassMap:
-    """A class list file: one name per line (blank lines and ``#`` comments ignored)."""
-    with open(path, encoding="utf-8") as fh:
+    """A class list file (a local path or a URI): one name per line (blank lines and ``#``
+    comments ignored)."""
+    with io.StringIO(storage.read_text(path)) as fh:
         names = [ln.strip() for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
     if not names:
         raise ValueError(f"class file {path} lists no classes")

@@ -20,7 +20,9 @@ Every model embeds a ``img_size // 16`` square grid (64x64 for the real ones, 16
 Checkpoints load with ``torch.load(..., weights_only=True)`` and a strict key and shape check
 (SAM 2's loader does the same). Our own training job saves ``{"model": state_dict,
 "config": {...}, ...}`` with :func:`save_sam_checkpoint`; the published ``.pth`` files are raw
-state dicts; :func:`load_sam_checkpoint` accepts both.
+state dicts; :func:`load_sam_checkpoint` accepts both. A checkpoint location may be a local path
+or a URI (``file://``, ``s3://``, through :mod:`weaksam.storage`; a remote one is read whole
+into memory); local files are read and written exactly as before.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from segment_anything.modeling import (
     TwoWayTransformer,
 )
 
+from weaksam import storage
 from weaksam.configlib import FieldError, check_choice
 from weaksam.train.checkpoint import atomic_torch_save
 
@@ -55,7 +58,7 @@ class SamConfig:
 
     Attributes:
         model_type: one of ``vit_h``, ``vit_l``, ``vit_b``, ``demo``.
-        checkpoint: path of a checkpoint to load; ``builtin`` is the committed demo-SAM
+        checkpoint: path or URI of a checkpoint to load; ``builtin`` is the committed demo-SAM
             checkpoint (``weaksam/assets/demo_sam.pt``, demo model only); ``""`` keeps the
             random initialisation (only meaningful for tests).
         device: ``auto`` (CUDA when available), ``cpu`` or ``cuda`` (``cuda:1`` also works).
@@ -277,10 +280,15 @@ def load_sam_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str]) ->
             or keys / shapes that do not match ``model`` (the message lists the first few).
     """
     path = os.fspath(path)
-    if not os.path.exists(path):
+    remote = storage.is_uri(path)
+    if not (storage.exists(path) if remote else os.path.exists(path)):
         raise FileNotFoundError(f"SAM checkpoint not found: {path}")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        if remote:
+            with storage.open_input(path) as fh:
+                obj = torch.load(fh, map_location="cpu", weights_only=True)
+        else:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # zip / pickle / EOF / weights_only refusal: all mean "invalid"
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SamCheckpointError(
@@ -371,4 +379,9 @@ def save_sam_checkpoint(
         payload[str(k)] = v
     payload = _to_plain(payload, "checkpoint")
     payload["model"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    path = os.fspath(path)
+    if storage.is_uri(path):  # written whole when the upload completes
+        with storage.open_output(path) as fh:
+            torch.save(payload, fh)
+        return
     atomic_torch_save(payload, path)

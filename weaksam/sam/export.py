@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from weaksam import storage
 from weaksam.configlib import from_dict
 from weaksam.sam.build import SamConfig, build_sam_model, save_sam_checkpoint
 from weaksam.train.reporting import STATE_FILE
 
 
 def export_trained_sam(checkpoint_dir: str, out_path: str) -> dict[str, Any]:
-    """Read ``state.pt`` of a training checkpoint and write a SAM checkpoint at ``out_path``.
+    """Read ``state.pt`` of a training checkpoint and write a SAM checkpoint at ``out_path``
+    (either may be a local path or a URI).
 
     Returns ``{"step": int, "history": list of metric dicts}``.
     """
-    state = torch.load(
-        os.path.join(checkpoint_dir, STATE_FILE), map_location="cpu", weights_only=True
-    )
+    if storage.is_uri(checkpoint_dir):
+        with storage.open_input(storage.join(checkpoint_dir, STATE_FILE)) as fh:
+            state = torch.load(fh, map_location="cpu", weights_only=True)
+    else:
+        state = torch.load(
+            os.path.join(checkpoint_dir, STATE_FILE), map_location="cpu", weights_only=True
+        )
     sam_cfg = from_dict(state["sam_config"], SamConfig)
     model = build_sam_model(sam_cfg.model_type)
     prefix = "sam."
@@ -41,7 +48,7 @@ def export_trained_sam(checkpoint_dir: str, out_path: str) -> dict[str, Any]:
 
 
 def plot_history(history: Sequence[dict[str, float]], path: str) -> None:
-    """PNG of loss and validation mIoU against step."""
+    """PNG of loss and validation mIoU against step, at a local path or a URI."""
     if not history:
         return
     import matplotlib
@@ -62,5 +69,10 @@ def plot_history(history: Sequence[dict[str, float]], path: str) -> None:
     axes[1].set_title("point-prompt mIoU on held-out blobs")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    if storage.is_uri(path):
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=110, format="png")
+        storage.write_bytes(path, buf.getvalue())
+    else:
+        fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -13,12 +13,16 @@
 
 COCO image ids are unique across splits: train images are ``1..num_train``, test images follow.
 Files are overwritten in place; files of a previous, larger run are not removed.
+
+``out_dir`` may be a local path, ``file://`` or ``s3://`` (every file goes through
+:mod:`weaksam.storage`; on an object store the VOC copy of a PNG is a second upload of the same
+bytes). Local output is byte-for-byte what it always was.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 import shutil
 import time
@@ -31,6 +35,7 @@ import numpy.typing as npt
 from PIL import Image
 from tqdm import tqdm
 
+from weaksam import storage
 from weaksam.config import SynthConfig
 from weaksam.data.synth.blobs import render_blobs_image
 from weaksam.data.synth.scene import SyntheticImage, image_rng, render_shapes_image
@@ -106,15 +111,41 @@ def _link_or_copy(src: str, dst: str) -> None:
         shutil.copyfile(src, dst)
 
 
-def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh)
-    os.replace(tmp, path)
+def _write_json(loc: str, obj: Any) -> None:
+    """Compact json (``json.dump``'s defaults), written atomically."""
+    storage.write_json(loc, obj, indent=None)
+
+
+def _png_bytes(image: npt.NDArray[np.uint8]) -> bytes:
+    """The PNG :func:`weaksam.viz.draw.save_png` writes, encoded in memory."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(np.asarray(image)[..., :3])).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _save_png(loc: str, image: npt.NDArray[np.uint8]) -> str:
+    """``save_png`` for local paths (unchanged bytes); an upload of the same PNG for URIs."""
+    if storage.is_remote(loc):
+        storage.write_bytes(loc, _png_bytes(image))
+    else:
+        save_png(storage.resolve(loc)[1] if storage.is_uri(loc) else loc, image)
+    return loc
+
+
+def _csv_text(header: tuple[str, ...], rows: list[tuple[str, str]]) -> str:
+    buf = io.StringIO(newline="")
+    writer = csv.writer(buf)
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
 
 
 def disk_usage(path: str) -> int:
-    """Bytes of all files under ``path``, counting hard-linked files once."""
+    """Bytes of all files under ``path``, counting hard-linked files once (a URI: the sum of
+    its objects' sizes)."""
+    if storage.is_remote(path):
+        return sum(storage.size(f) for f in storage.list_files(path, recursive=True))
+    path = storage.resolve(path)[1] if storage.is_uri(path) else path
     seen: set[tuple[int, int]] = set()
     total = 0
     for folder, _, files in os.walk(path):
@@ -150,12 +181,12 @@ def generate_shapes_dataset(
     """
     start = time.perf_counter()
     class_map = ClassMap.from_names(SHAPE_CLASSES)
-    os.makedirs(os.path.join(out_dir, "annotations"), exist_ok=True)
-    with open(os.path.join(out_dir, "classes.txt"), "w", encoding="utf-8") as fh:
-        fh.write("\n".join(SHAPE_CLASSES) + "\n")
+    remote = storage.is_remote(out_dir)
+    storage.makedirs(storage.join(out_dir, "annotations"))
+    storage.write_text(storage.join(out_dir, "classes.txt"), "\n".join(SHAPE_CLASSES) + "\n")
     if cfg.export_voc:
-        for sub in ("Annotations", "JPEGImages", os.path.join("ImageSets", "Main")):
-            os.makedirs(os.path.join(out_dir, "voc", sub), exist_ok=True)
+        for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+            storage.makedirs(storage.join(out_dir, "voc", *sub.split("/")))
     counts = {"train": cfg.num_train, "test": cfg.num_test}
     images: dict[str, int] = {}
     instances: dict[str, int] = {}
@@ -165,7 +196,7 @@ def generate_shapes_dataset(
     next_image_id, next_ann_id = 1, 1
     for split in SPLITS:
         n = int(counts[split])
-        os.makedirs(os.path.join(out_dir, "images", split), exist_ok=True)
+        storage.makedirs(storage.join(out_dir, "images", split))
         coco_images: list[dict[str, Any]] = []
         coco_anns: list[dict[str, Any]] = []
         rows: list[tuple[str, str]] = []
@@ -175,7 +206,13 @@ def generate_shapes_dataset(
             sample = render_shapes_image(image_rng(cfg.seed, split, index), cfg)
             stem = image_stem(split, index)
             rel = f"{split}/{stem}.png"
-            path = save_png(os.path.join(out_dir, "images", rel), sample.image)
+            path = storage.join(out_dir, "images", split, f"{stem}.png")
+            png = b""
+            if remote:  # encoded once: the VOC copy is the same bytes
+                png = _png_bytes(sample.image)
+                storage.write_bytes(path, png)
+            else:
+                _save_png(path, sample.image)
             h, w = sample.image.shape[:2]
             coco_images.append({"id": next_image_id, "file_name": rel, "width": w, "height": h})
             anns = coco_annotations(sample, next_image_id, next_ann_id, class_map)
@@ -187,10 +224,13 @@ def generate_shapes_dataset(
             for c in sample.classes.tolist():
                 per_class[c] += 1
             if cfg.export_voc:
-                _link_or_copy(path, os.path.join(out_dir, "voc", "JPEGImages", f"{stem}.png"))
-                xml_path = os.path.join(out_dir, "voc", "Annotations", f"{stem}.xml")
-                with open(xml_path, "w", encoding="utf-8") as fh:
-                    fh.write(voc_xml(sample, f"{stem}.png", SHAPE_CLASSES))
+                voc_png = storage.join(out_dir, "voc", "JPEGImages", f"{stem}.png")
+                if remote:
+                    storage.write_bytes(voc_png, png)
+                else:
+                    _link_or_copy(storage.resolve(path)[1], storage.resolve(voc_png)[1])
+                xml_path = storage.join(out_dir, "voc", "Annotations", f"{stem}.xml")
+                storage.write_text(xml_path, voc_xml(sample, f"{stem}.png", SHAPE_CLASSES))
                 stems.append(stem)
             if split == "train" and len(sheet) < 12:
                 sheet.append(sample)
@@ -202,22 +242,21 @@ def generate_shapes_dataset(
             "annotations": coco_anns,
             "categories": class_map.coco_categories(),
         }
-        _write_json(os.path.join(out_dir, "annotations", f"instances_{split}.json"), coco)
-        with open(
-            os.path.join(out_dir, f"labels_{split}.csv"), "w", newline="", encoding="utf-8"
-        ) as fh:
-            writer = csv.writer(fh)
-            writer.writerow(("file", "labels"))
-            writer.writerows(rows)
+        _write_json(storage.join(out_dir, "annotations", f"instances_{split}.json"), coco)
+        storage.write_text(
+            storage.join(out_dir, f"labels_{split}.csv"), _csv_text(("file", "labels"), rows)
+        )
         if cfg.export_voc:
-            with open(os.path.join(out_dir, "voc", "ImageSets", "Main", f"{split}.txt"), "w") as fh:
-                fh.write("".join(f"{s}\n" for s in stems))
+            storage.write_text(
+                storage.join(out_dir, "voc", "ImageSets", "Main", f"{split}.txt"),
+                "".join(f"{s}\n" for s in stems),
+            )
         images[split] = n
         instances[split] = len(coco_anns)
     sheet_path = ""
     if sheet:
-        sheet_path = save_png(
-            os.path.join(out_dir, CONTACT_SHEET), render_sheet(sheet, sheet_titles)
+        sheet_path = _save_png(
+            storage.join(out_dir, CONTACT_SHEET), render_sheet(sheet, sheet_titles)
         )
     return {
         "images": images,
@@ -242,14 +281,14 @@ def generate_blobs_dataset(
     ``seconds`` and ``out_dir``.
     """
     start = time.perf_counter()
-    os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
+    storage.makedirs(storage.join(out_dir, "images"))
     coco_images: list[dict[str, Any]] = []
     coco_anns: list[dict[str, Any]] = []
     it = tqdm(range(int(num_images)), desc="blobs", disable=not progress, unit="img")
     for index in it:
         image, masks = render_blobs_image(image_rng(seed, "blobs", index), size)
         rel = f"blobs_{index:05d}.png"
-        save_png(os.path.join(out_dir, "images", rel), image)
+        _save_png(storage.join(out_dir, "images", rel), image)
         image_id = index + 1
         coco_images.append({"id": image_id, "file_name": rel, "width": size, "height": size})
         for counts, mask in zip(encode_masks(masks), masks, strict=True):
@@ -272,7 +311,7 @@ def generate_blobs_dataset(
         "annotations": coco_anns,
         "categories": [{"id": 1, "name": "object", "supercategory": "object"}],
     }
-    _write_json(os.path.join(out_dir, BLOBS_JSON), coco)
+    _write_json(storage.join(out_dir, BLOBS_JSON), coco)
     return {
         "images": len(coco_images),
         "masks": len(coco_anns),
@@ -287,13 +326,15 @@ def iter_blobs(
     data_dir: str,
 ) -> Iterator[tuple[npt.NDArray[np.uint8], npt.NDArray[np.bool_]]]:
     """Yield ``(image HxWx3 uint8, masks KxHxW bool)`` of a ``blobs`` folder, in image-id order."""
-    with open(os.path.join(data_dir, BLOBS_JSON), encoding="utf-8") as fh:
-        coco = json.load(fh)
+    coco = storage.read_json(storage.join(data_dir, BLOBS_JSON))
     by_image: dict[int, list[bytes]] = {img["id"]: [] for img in coco["images"]}
     for ann in sorted(coco["annotations"], key=lambda a: a["id"]):
         by_image[ann["image_id"]].append(from_json_rle(ann["segmentation"])[0])
     for img in sorted(coco["images"], key=lambda i: i["id"]):
-        with Image.open(os.path.join(data_dir, "images", img["file_name"])) as pil:
+        with (
+            storage.open_input(storage.join(data_dir, "images", img["file_name"])) as fh,
+            Image.open(fh) as pil,
+        ):
             image = np.asarray(pil.convert("RGB"), dtype=np.uint8)
         masks = decode_masks(by_image[img["id"]], int(img["height"]), int(img["width"]))
         yield image, masks
