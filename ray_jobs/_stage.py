@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ray_jobs._cli import add_config_args, parse
+from weaksam import storage
 from weaksam.config import Config, ConfigError, load_run_config, save_resolved, to_dict
 from weaksam.runs import read_success, weight_values
 from weaksam.stage import Stage, StageReport
@@ -70,7 +71,7 @@ def check_inputs(cfg: Config, stages: Sequence[Stage], selected: Sequence[str]) 
         for dep in stage.deps:
             if dep in selected or not by_name[dep].enabled(cfg):
                 continue
-            if read_success(os.path.join(cfg.run_dir, dep)) is None:
+            if read_success(storage.join(cfg.run_dir, dep)) is None:
                 raise UsageError(
                     f"stage {name!r} reads the outputs of {dep!r}, which has not completed in "
                     f"{cfg.run_dir} (run `weaksam {dep}` or `weaksam run` with this config first)"
@@ -83,7 +84,7 @@ def check_inputs(cfg: Config, stages: Sequence[Stage], selected: Sequence[str]) 
         for section in stage.sections:
             tree = {section: to_dict(getattr(cfg, section))}
             for key, value in weight_values(tree):
-                local = value and value != "builtin" and "://" not in value
+                local = value and value != "builtin" and not storage.is_uri(value)
                 if local and not os.path.isfile(value):
                     raise UsageError(f"{key}: no such file: {value}")
 

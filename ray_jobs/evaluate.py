@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from ray_jobs._cli import parse
+from weaksam import storage
 from weaksam.eval import (
     METRICS,
     IdMismatchError,
@@ -67,7 +67,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         return _fail(f"unknown metric(s) {unknown}; known: {sorted(METRICS)}")
     for path in (args.gt, args.detections):
-        if "://" not in path and not os.path.exists(path):
+        try:
+            found = storage.exists(path)
+        except (ValueError, OSError) as exc:  # an unknown scheme, an unreachable store
+            return _fail(f"{path}: {exc}")
+        if not found:
             return _fail(f"no such file or folder: {path}")
     try:
         gt = load_ground_truth(args.gt, split=args.split)
@@ -112,12 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "images_without_detections": missing,
             "metrics": results,
         }
-        parent = os.path.dirname(os.path.abspath(args.out))
-        os.makedirs(parent, exist_ok=True)
-        tmp = args.out + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            json.dump(to_jsonable(payload), fh, indent=2, allow_nan=False)
-        os.replace(tmp, args.out)
+        text = json.dumps(to_jsonable(payload), indent=2, allow_nan=False)
+        storage.write_text(args.out, text)  # parents made for local paths; atomic
         print(f"\nwrote {args.out}")
     return 0
 

@@ -77,6 +77,29 @@ def test_resolved_round_trip_and_hash(tmp_path) -> None:
     assert isinstance(Config(), Config)
 
 
+def test_run_dir_on_every_store(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert load_config(None, ["run_root=runs/", "name=x"]).run_dir == str(tmp_path / "runs" / "x")
+    assert load_config(None, ["run_root=/", "name=x"]).run_dir == "/x"
+    assert load_config(None, ["run_root=s3://b", "name=x"]).run_dir == "s3://b/x"
+    assert load_config(None, ["run_root=s3://b/a/r", "name=x"]).run_dir == "s3://b/a/r/x"
+    assert load_config(None, ["run_root=file:///d/r/", "name=x"]).run_dir == "file:///d/r/x"
+    with pytest.raises((ConfigError, ValueError), match="gs"):
+        load_config(None, ["run_root=gs://b/r"])
+    with pytest.raises((ConfigError, ValueError), match="bucket"):
+        load_config(None, ["run_root=s3:///r"])
+
+
+def test_save_resolved_on_s3(s3_bucket: str) -> None:
+    from weaksam import storage
+
+    cfg = load_config(None, [f"run_root={s3_bucket}/runs", "name=t", "synth.num_test=4"])
+    path = save_resolved(cfg)
+    assert path == f"{s3_bucket}/runs/t/config.resolved.yaml"
+    with storage.local_file(path) as local:
+        assert load_config(local) == cfg
+
+
 @dataclasses.dataclass(frozen=True)
 class _Inner:
     kind: str = "big"

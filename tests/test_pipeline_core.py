@@ -178,3 +178,50 @@ def test_weight_files_finds_paths_and_builtin_assets(tmp_path) -> None:
     assert all(p.endswith(".pt") and os.path.isfile(p) for p in found)
     assert weight_files({"classifier": {"weights": ""}}) == []
     assert file_digest(str(f)) == "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881"
+
+
+def test_runner_on_s3(s3_bucket: str) -> None:
+    """With ``run_root`` in a bucket the runner writes its markers and metrics there, skips
+    the fresh stages on a second call, resumes partial outputs of the same key and
+    discards them when forced."""
+    from weaksam import storage
+    from weaksam.runs import read_metrics, read_success, started_key
+
+    cfg = load_config(None, [f"run_root={s3_bucket}/runs", "name=t"])
+    assert cfg.run_dir == f"{s3_bucket}/runs/t"
+    calls: list[str] = []
+    reports = run_stages(cfg, _stages(calls))
+    assert calls == ["a", "b", "c"]
+    assert [r.action for r in reports] == ["ran", "ran", "ran", "disabled"]
+    for name in ("a", "b", "c"):
+        out = f"{cfg.run_dir}/{name}"
+        marker = read_success(out)
+        assert marker and marker["key"] and started_key(out) == marker["key"]
+        assert read_metrics(out) == {"stage": name}
+    assert not storage.exists(f"{cfg.run_dir}/off")
+
+    calls.clear()
+    reports = run_stages(cfg, _stages(calls))
+    assert calls == [] and [r.action for r in reports[:3]] == ["skipped"] * 3
+    assert reports[2].metrics == {"stage": "c"}
+
+    seen: list[bool] = []
+
+    def writes(fail: bool):
+        def run(cfg: Config, ctx: StageContext) -> dict[str, Any]:
+            assert ctx.out_dir == f"{cfg.run_dir}/p"
+            shard = storage.join(ctx.out_dir, "shard-0.parquet")
+            seen.append(storage.exists(shard))
+            storage.write_bytes(shard, b"partial")
+            if fail:
+                raise RuntimeError("interrupted")
+            return {}
+
+        return run
+
+    with pytest.raises(RuntimeError):
+        run_stages(cfg, [Stage("p", writes(True))])
+    assert read_success(f"{cfg.run_dir}/p") is None
+    run_stages(cfg, [Stage("p", writes(False))])
+    run_stages(cfg, [Stage("p", writes(False))], force=True)
+    assert seen == [False, True, False]  # resumed the same key; a forced run starts empty

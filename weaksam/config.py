@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from weaksam import storage
 from weaksam.cam.config import ClassifierConfig, PeakStageConfig
 from weaksam.configlib import (
     ConfigError,
@@ -188,7 +189,8 @@ class Config:
 
     Attributes:
         name: run name; outputs go to ``<run_root>/<name>/``.
-        run_root: local folder or pyarrow filesystem URI holding runs.
+        run_root: the folder holding runs: a local path, ``file://...`` or
+            ``s3://bucket/prefix`` (see :mod:`weaksam.storage`).
         seed: global seed.
     """
 
@@ -216,15 +218,15 @@ class Config:
             )
         if not self.run_root:
             raise ValueError("run_root must not be empty")
+        storage.check_location(self.run_root, "run_root")
 
     @property
     def run_dir(self) -> str:
         """``<run_root>/<name>``, absolute for a local ``run_root`` (Ray workers run in other
         working directories, so relative paths must not reach them)."""
-        root = self.run_root.rstrip("/")
-        if "://" not in root:
-            root = os.path.abspath(root)
-        return f"{root}/{self.name}"
+        if storage.is_uri(self.run_root):
+            return storage.join(self.run_root, self.name)
+        return os.path.join(os.path.abspath(self.run_root), self.name)
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
@@ -258,10 +260,7 @@ def load_run_config(path: str | None, overrides: Sequence[str] = ()) -> Config:
 def save_resolved(cfg: Config, run_dir: str | None = None) -> str:
     """Write ``config.resolved.yaml`` into the run folder; return its path."""
     out_dir = run_dir or cfg.run_dir
-    os.makedirs(out_dir, exist_ok=True)
+    storage.makedirs(out_dir)
     out = resolved_config_path(out_dir)
-    tmp = out + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(dump_yaml(cfg))
-    os.replace(tmp, out)
+    storage.write_text(out, dump_yaml(cfg))
     return out

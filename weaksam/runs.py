@@ -2,6 +2,8 @@
 
 Each stage folder holds its outputs, a ``metrics.json`` and a ``_SUCCESS`` marker written last;
 the marker records the hash of the stage's resolved config so a pipeline can skip fresh stages.
+A run folder is a local path, ``file://`` or ``s3://`` location; every path helper, marker and
+metrics file here goes through :mod:`weaksam.storage` (local bytes as before).
 """
 
 from __future__ import annotations
@@ -9,12 +11,13 @@ from __future__ import annotations
 import functools
 import glob
 import hashlib
-import json
 import os
 import time
 import uuid
 from collections.abc import Mapping
 from typing import Any
+
+from weaksam import storage
 
 SUCCESS = "_SUCCESS"
 STARTED = "_STARTED"
@@ -82,38 +85,38 @@ RESULTS = "results.json"
 
 def data_dir(run_dir: str) -> str:
     """``<run>/data``: the synthetic dataset the ``data`` stage generates."""
-    return os.path.join(run_dir, "data")
+    return storage.join(run_dir, "data")
 
 
 def manifest_path(run_dir: str) -> str:
     """``<run>/ingest/manifest.parquet``: the ``manifest`` table."""
-    return os.path.join(run_dir, "ingest", "manifest.parquet")
+    return storage.join(run_dir, "ingest", "manifest.parquet")
 
 
 def classifier_path(run_dir: str) -> str:
     """``<run>/classify/classifier.pt``: the trained CAM classifier."""
-    return os.path.join(run_dir, "classify", "classifier.pt")
+    return storage.join(run_dir, "classify", "classifier.pt")
 
 
 def points_path(run_dir: str) -> str:
     """``<run>/peaks/points.parquet``: the ``points`` table (a folder of Parquet parts)."""
-    return os.path.join(run_dir, "peaks", "points.parquet")
+    return storage.join(run_dir, "peaks", "points.parquet")
 
 
 def proposals_path(run_dir: str) -> str:
     """``<run>/proposals/shards``: the ``proposals`` table (a folder of Parquet parts)."""
-    return os.path.join(run_dir, "proposals", "shards")
+    return storage.join(run_dir, "proposals", "shards")
 
 
 def detections_file(folder: str, split: str) -> str:
     """``<folder>/detections_<split>.parquet``: a detector's ``detections`` table of ``split``
     in its output folder (a stage folder, or ``wsod/compare/<method>``)."""
-    return os.path.join(folder, f"detections_{split}.parquet")
+    return storage.join(folder, f"detections_{split}.parquet")
 
 
 def detections_path(run_dir: str, stage: str, split: str) -> str:
     """``<run>/<stage>/detections_<split>.parquet``: a stage's ``detections`` table."""
-    return detections_file(os.path.join(run_dir, stage), split)
+    return detections_file(storage.join(run_dir, stage), split)
 
 
 PGT_TABLE = "pgt.parquet"
@@ -122,32 +125,32 @@ PGT_COCO = "pgt_coco.json"
 
 def pgt_path(run_dir: str) -> str:
     """``<run>/pgt/pgt.parquet``: the ``pgt`` table."""
-    return os.path.join(run_dir, "pgt", PGT_TABLE)
+    return storage.join(run_dir, "pgt", PGT_TABLE)
 
 
 def pgt_coco_path(run_dir: str) -> str:
     """``<run>/pgt/pgt_coco.json``: the PGT as COCO instances for training."""
-    return os.path.join(run_dir, "pgt", PGT_COCO)
+    return storage.join(run_dir, "pgt", PGT_COCO)
 
 
 def model_file(folder: str) -> str:
     """``<folder>/model.pt``: an exported detector in its output folder."""
-    return os.path.join(folder, "model.pt")
+    return storage.join(folder, "model.pt")
 
 
 def model_path(run_dir: str, stage: str) -> str:
     """``<run>/<stage>/model.pt``: the exported model of ``wsod``, ``retrain`` or ``wsis``."""
-    return model_file(os.path.join(run_dir, stage))
+    return model_file(storage.join(run_dir, stage))
 
 
 def resolved_config_path(run_dir: str) -> str:
     """``<run>/config.resolved.yaml``: the config the run's stages ran with."""
-    return os.path.join(run_dir, RESOLVED_CONFIG)
+    return storage.join(run_dir, RESOLVED_CONFIG)
 
 
 def results_path(run_dir: str) -> str:
     """``<run>/results.json``: the pipeline's headline figures."""
-    return os.path.join(run_dir, RESULTS)
+    return storage.join(run_dir, RESULTS)
 
 
 def relative_to_run(path: str, run_dir: str) -> str:
@@ -158,9 +161,10 @@ def relative_to_run(path: str, run_dir: str) -> str:
     """
     if not path:
         return path
-    if "://" in path or "://" in run_dir:
-        root = run_dir.rstrip("/") + "/"
-        return path[len(root) :] if path.startswith(root) else path
+    if storage.is_uri(path) or storage.is_uri(run_dir):
+        root = storage.normalize(run_dir).rstrip("/") + "/"
+        full = storage.normalize(path) if storage.is_uri(path) else path
+        return full[len(root) :] if full.startswith(root) else path
     full, root = os.path.abspath(path), os.path.abspath(run_dir)
     if full.startswith(root.rstrip(os.sep) + os.sep):
         return os.path.relpath(full, root)
@@ -169,27 +173,23 @@ def relative_to_run(path: str, run_dir: str) -> str:
 
 def resolve_in_run(path: str, run_dir: str) -> str:
     """The inverse of :func:`relative_to_run`: a relative ``path`` is joined to ``run_dir``."""
-    if not path or "://" in path or os.path.isabs(path):
+    if not path or storage.is_uri(path) or os.path.isabs(path):
         return path
-    if "://" in run_dir:
-        return run_dir.rstrip("/") + "/" + path
+    if storage.is_uri(run_dir):
+        return storage.normalize(storage.join(run_dir, path))
     return os.path.join(run_dir, path)
 
 
 def write_metrics(out_dir: str, metrics: dict[str, Any], name: str = METRICS) -> str:
     """Write ``metrics`` as pretty JSON into ``out_dir``; return the path."""
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, name)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(metrics, fh, indent=2, sort_keys=True, default=_json_default)
-    os.replace(tmp, path)
+    storage.makedirs(out_dir)
+    path = storage.join(out_dir, name)
+    storage.write_json(path, metrics, indent=2, default=_json_default)
     return path
 
 
 def read_metrics(out_dir: str, name: str = METRICS) -> dict[str, Any]:
-    with open(os.path.join(out_dir, name), encoding="utf-8") as fh:
-        out: dict[str, Any] = json.load(fh)
+    out: dict[str, Any] = storage.read_json(storage.join(out_dir, name))
     return out
 
 
@@ -203,16 +203,20 @@ def mark_success(out_dir: str, config_hash: str = "", **info: Any) -> None:
         "finished_at": time.time(),
         **info,
     }
-    _write_json_atomic(os.path.join(out_dir, SUCCESS), payload)
+    _write_marker(storage.join(out_dir, SUCCESS), payload)
+
+
+def _read_marker(path: str) -> Any:
+    """The JSON at ``path``; None when missing or unreadable."""
+    try:
+        return storage.read_json(path)
+    except (OSError, ValueError):  # missing, unreadable, not UTF-8, not JSON
+        return None
 
 
 def read_success(out_dir: str) -> dict[str, Any] | None:
     """The ``_SUCCESS`` marker of ``out_dir`` (None when missing or unreadable)."""
-    try:
-        with open(os.path.join(out_dir, SUCCESS), encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, json.JSONDecodeError):
-        return None
+    data = _read_marker(storage.join(out_dir, SUCCESS))
     return data if isinstance(data, dict) else None
 
 
@@ -226,39 +230,29 @@ def is_complete(out_dir: str, config_hash: str | None = None) -> bool:
 
 def mark_started(out_dir: str, key: str) -> None:
     """Record that a run of the stage with ``key`` began writing into ``out_dir``."""
-    _write_json_atomic(os.path.join(out_dir, STARTED), {"key": key, "started_at": time.time()})
+    _write_marker(storage.join(out_dir, STARTED), {"key": key, "started_at": time.time()})
 
 
 def started_key(out_dir: str) -> str | None:
     """The key of the last run that began in ``out_dir`` (None if unknown)."""
-    try:
-        with open(os.path.join(out_dir, STARTED), encoding="utf-8") as fh:
-            value = json.load(fh).get("key")
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
+    data = _read_marker(storage.join(out_dir, STARTED))
+    value = data.get("key") if isinstance(data, dict) else None
     return str(value) if value is not None else None
 
 
-def _write_json_atomic(path: str, payload: dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(payload, fh, default=_json_default)
-    os.replace(tmp, path)
+def _write_marker(path: str, payload: dict[str, Any]) -> None:
+    """Compact JSON (keys in insertion order), written atomically."""
+    storage.write_json(path, payload, indent=None, default=_json_default)
 
 
 def reset_stage_dir(out_dir: str) -> None:
     """Delete everything in ``out_dir`` (outputs of another config or a forced rerun)."""
-    import shutil
-
-    if os.path.isdir(out_dir):
-        shutil.rmtree(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
+    storage.remove_tree(out_dir)
+    storage.makedirs(out_dir)
 
 
 def clear_success(out_dir: str) -> None:
-    path = os.path.join(out_dir, SUCCESS)
-    if os.path.exists(path):
-        os.remove(path)
+    storage.remove(storage.join(out_dir, SUCCESS))
 
 
 def _json_default(obj: Any) -> Any:

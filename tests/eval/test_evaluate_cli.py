@@ -117,3 +117,29 @@ def test_cli_notes_when_most_images_have_no_detections(tmp_path, capsys) -> None
     _write_coco(tmp_path, gts[:1], [_det(0)])
     assert main(argv) == 0
     assert "pass --split" not in capsys.readouterr().out
+
+
+def test_cli_on_s3(s3_bucket: str, tmp_path) -> None:
+    """COCO json and Parquet inputs in a bucket, the metrics written there (same bytes as a
+    local ``--out``); a missing object and an unknown scheme are one-line refusals."""
+    from weaksam import storage
+
+    gt, res = _write_coco_pair(tmp_path)
+    s3_gt, s3_res = f"{s3_bucket}/in/gt.json", f"{s3_bucket}/in/res.json"
+    storage.upload_file(gt, s3_gt)
+    storage.upload_file(res, s3_res)
+    local_out, s3_out = tmp_path / "m.json", f"{s3_bucket}/out/metrics.json"
+    argv = ["--detections", s3_res, "--metric", "voc07", "--metric", "corloc"]
+    assert main(["--gt", s3_gt, *argv, "--out", s3_out]) == 0
+    assert main(["--gt", gt, "--detections", res, *argv[2:], "--out", str(local_out)]) == 0
+    remote = storage.read_json(s3_out)
+    assert remote["metrics"] == json.loads(local_out.read_text())["metrics"]
+    assert remote["gt"] == s3_gt and remote["metrics"]["corloc"]["overall"]["CorLoc"] == 1.0
+
+    dets = [{"image_id": "5", "image_index": 5, "height": 50, "width": 50,
+             "boxes": [0, 0, 20, 20], "scores": [0.9], "classes": [0]}]  # fmt: skip
+    write_table(dets, f"{s3_bucket}/dets/part-0.parquet", "detections", CLASSES)
+    assert main(["--gt", s3_gt, "--detections", f"{s3_bucket}/dets", "--metric", "voc07"]) == 0
+
+    assert main(["--gt", f"{s3_bucket}/in/nope.json", *argv]) == 2
+    assert main(["--gt", "gs://b/gt.json", *argv]) == 2

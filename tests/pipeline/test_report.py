@@ -235,7 +235,37 @@ def test_timings_from_results_json_and_markers(tmp_path: Path) -> None:
 
 
 def test_try_write_report_never_raises(tmp_path: Path) -> None:
-    assert try_write_report("s3://bucket/run").startswith("not written (ValueError")
+    assert try_write_report("gs://bucket/run").startswith("not written (ValueError")
     run = tmp_path / "fake"
     _fabricate(run)
     assert try_write_report(str(run), REPORTS, RESULTS, ("train", "test")) == str(run / "report.md")
+
+
+def test_report_of_a_run_folder_on_s3(s3_bucket: str, tmp_path: Path) -> None:
+    """The same run folder copied to a bucket: the report, its figures and the timings from
+    the markers are read and written there (sample images stay local files)."""
+    import pyarrow.fs as pafs
+
+    from weaksam import storage
+
+    local = tmp_path / "fake"
+    _fabricate(local)
+    run = f"{s3_bucket}/runs/fake"
+    fs, dst = storage.resolve(run)
+    pafs.copy_files(str(local), dst, destination_filesystem=fs)
+    rows = {t.name: t for t in stage_timings(run)}
+    assert set(rows) == {"ingest", "proposals", "pgt", "retrain", "wsis"}
+    assert rows["proposals"].seconds == 2.0
+
+    paths = write_report(run, REPORTS, RESULTS, splits=("train", "test"))
+    assert paths.markdown == f"{run}/report.md" and paths.html == f"{run}/report.html"
+    md = storage.read_text(paths.markdown)
+    assert "# weaksam run report: fake" in md
+    assert "| proposals | skipped | 2.0 (earlier run) | - |" in md
+    assert "Resolved config: `config.resolved.yaml`." in md
+    assert set(paths.figures) == {f"report/{n}.png" for n in DRAWN}
+    for rel in paths.figures:
+        with Image.open(io.BytesIO(storage.read_bytes(f"{run}/{rel}"))) as im:
+            assert im.format == "PNG"
+    page = storage.read_text(paths.html)
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == len(DRAWN)

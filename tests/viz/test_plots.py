@@ -43,3 +43,23 @@ def test_plots_write_pngs(tmp_path: Path) -> None:
             assert im.format == "PNG" and im.size[0] > 100
     with pytest.raises(ValueError):
         plot_stage_seconds(["x"], [1.0, 2.0], [False], str(tmp_path / "u.png"), "")
+
+
+def test_figures_on_s3_are_the_bytes_of_local_ones(s3_bucket: str, tmp_path: Path) -> None:
+    """PNGs and charts written to a bucket hold the same bytes as the local files."""
+    from weaksam import storage
+    from weaksam.viz.draw import save_png
+
+    img = np.random.default_rng(0).integers(0, 255, (20, 30, 3), dtype=np.uint8)
+    panels = [PRPanel("p", [PRCurve("c", np.array([0.0, 1.0]), np.array([1.0, 0.5]), 1)])]
+    for name, draw in (
+        ("img.png", lambda loc: save_png(loc, img)),
+        (
+            "bars.png",
+            lambda loc: plot_stage_seconds(["a", "b"], [1.0, 2.0], [False, True], loc, "t"),
+        ),
+        ("pr.png", lambda loc: plot_pr_curves(panels, loc)),
+    ):
+        local, remote = str(tmp_path / "sub" / name), f"{s3_bucket}/figs/{name}"
+        assert draw(local) == local and draw(remote) == remote
+        assert storage.read_bytes(remote) == Path(local).read_bytes(), name

@@ -15,7 +15,6 @@ A COCO image's ``image_id`` string is ``str(id)``. An annotation is difficult wh
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from weaksam import storage
 from weaksam.eval.records import (
     Detections,
     DetectionSet,
@@ -43,9 +43,10 @@ def _as_table(tbl_or_path: pa.Table | str) -> pa.Table:
 
 
 def _load_json(obj_or_path: Any) -> Any:
+    """A parsed json object as is; a path or ``file://`` / ``s3://`` location read through
+    :mod:`weaksam.storage`."""
     if isinstance(obj_or_path, str | os.PathLike):
-        with open(obj_or_path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return storage.read_json(os.fspath(obj_or_path))
     return obj_or_path
 
 

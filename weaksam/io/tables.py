@@ -1,4 +1,5 @@
-"""Reading and writing the contract's tables as Parquet (local paths or pyarrow URIs)."""
+"""Reading and writing the contract's tables as Parquet (local paths, ``file://`` or ``s3://``
+locations, all through :mod:`weaksam.storage`)."""
 
 from __future__ import annotations
 
@@ -12,24 +13,10 @@ import pyarrow.dataset as pads
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from weaksam import storage
 from weaksam.io.classes import ClassMap
 from weaksam.io.schemas import META_PATH_BASE, META_TABLE, rows_to_table, validate_table
 from weaksam.runs import relative_to_run, resolve_in_run
-
-
-def _fs_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
-    if "://" in uri:
-        fs, path = pafs.FileSystem.from_uri(uri)
-        return fs, path
-    return pafs.LocalFileSystem(), os.path.abspath(uri)
-
-
-def _is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def _parent(path: str) -> str:
-    return posixpath.dirname(path.rstrip("/")) if _is_uri(path) else os.path.dirname(path)
 
 
 def relative_paths(rows: Sequence[Mapping[str, Any]], root: str) -> list[dict[str, Any]]:
@@ -61,23 +48,34 @@ def write_table(
     meta = dict(classes.to_metadata()) if classes is not None else {}
     if path_root is not None and not isinstance(rows, pa.Table):
         rows = relative_paths(rows, path_root)
-        base = path_root if _is_uri(path_root) else os.path.abspath(path_root)
-        folder = _parent(path if _is_uri(path) else os.path.abspath(path))
-        meta[META_PATH_BASE] = (
-            posixpath.relpath(base, folder) if _is_uri(base) else os.path.relpath(base, folder)
-        ).encode()
+        meta[META_PATH_BASE] = _path_base(path_root, path).encode()
     if isinstance(rows, pa.Table):
         tbl = validate_table(rows, table)
         if meta:
             tbl = tbl.replace_schema_metadata({**(tbl.schema.metadata or {}), **meta})
     else:
         tbl = rows_to_table(rows, table, meta or None)
-    fs, p = _fs_and_path(path)
-    parent = os.path.dirname(p)
-    if parent:
-        fs.create_dir(parent, recursive=True)
+    fs, p = storage.resolve(path)
+    storage.makedirs(storage.parent(storage.absolute(path)))
     pq.write_table(tbl, p, filesystem=fs)
     return tbl
+
+
+def _path_base(root: str, path: str) -> str:
+    """Where ``root`` lies relative to the folder of the table ``path`` (both on one store;
+    ``file://`` counts as local)."""
+
+    def split(loc: str) -> tuple[str, str]:
+        if storage.is_remote(loc):
+            return storage.scheme(loc), storage.normalize(loc).split("://", 1)[1]
+        return "", storage.resolve(loc)[1]
+
+    (root_store, base), (path_store, file) = split(root), split(path)
+    if root_store != path_store:
+        raise ValueError(f"path_root {root!r} and the table {path!r} are on different stores")
+    if not root_store:
+        return os.path.relpath(base, os.path.dirname(file))
+    return posixpath.relpath(base, posixpath.dirname(file))
 
 
 def read_table(
@@ -87,7 +85,7 @@ def read_table(
 
     Files whose names start with ``_`` or ``.`` (markers, metrics) are skipped.
     """
-    fs, p = _fs_and_path(path)
+    fs, p = storage.resolve(path)
     info = fs.get_file_info(p)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"no table at {path}")
@@ -102,7 +100,8 @@ def read_table(
         tbl = pq.read_table(p, filesystem=fs, columns=list(columns) if columns else None)
     if table is not None and columns is None:
         tbl = validate_table(tbl, table)
-    return _resolve_paths(tbl, path if info.type == pafs.FileType.Directory else _parent(path))
+    folder = path if info.type == pafs.FileType.Directory else storage.parent(path)
+    return _resolve_paths(tbl, folder)
 
 
 def _resolve_paths(tbl: pa.Table, folder: str) -> pa.Table:
@@ -111,8 +110,8 @@ def _resolve_paths(tbl: pa.Table, folder: str) -> pa.Table:
     base_rel = (tbl.schema.metadata or {}).get(META_PATH_BASE)
     if base_rel is None or "path" not in tbl.column_names:
         return tbl
-    if _is_uri(folder):
-        base = posixpath.normpath(posixpath.join(folder, base_rel.decode()))
+    if storage.is_uri(folder):
+        base = storage.normalize(storage.join(folder, base_rel.decode()))
     else:
         base = os.path.normpath(os.path.join(os.path.abspath(folder), base_rel.decode()))
     values = [resolve_in_run(p, base) if p else p for p in tbl.column("path").to_pylist()]
@@ -130,7 +129,7 @@ def table_name(tbl: pa.Table) -> str | None:
 def read_classes(tbl_or_path: pa.Table | str) -> ClassMap:
     """The class map stored with a table (or the table at a path)."""
     if isinstance(tbl_or_path, str):
-        fs, p = _fs_and_path(tbl_or_path)
+        fs, p = storage.resolve(tbl_or_path)
         if fs.get_file_info(p).type == pafs.FileType.Directory:
             shards = sorted(
                 f.path

@@ -18,8 +18,10 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from weaksam import storage
 from weaksam.config import Config, config_hash, to_dict
 from weaksam.runs import (
+    METRICS,
     clear_success,
     file_digest,
     mark_started,
@@ -114,9 +116,17 @@ def _inputs(run_dir: str, stage: Stage) -> dict[str, str | None]:
     """The run ids of the markers of ``stage``'s dependencies (None: no marker)."""
     out: dict[str, str | None] = {}
     for dep in stage.deps:
-        marker = read_success(os.path.join(run_dir, dep))
+        marker = read_success(storage.join(run_dir, dep))
         out[dep] = str(marker.get("run_id")) if marker and marker.get("run_id") else None
     return out
+
+
+def _has_outputs(out_dir: str) -> bool:
+    """True when ``out_dir`` holds anything but markers (local: any entry not starting with
+    ``_``; object store: any object not named ``_*`` / ``.*``)."""
+    if not storage.is_remote(out_dir):
+        return any(not f.startswith("_") for f in os.listdir(storage.resolve(out_dir)[1]))
+    return bool(storage.list_files(out_dir, recursive=True))
 
 
 def run_stages(
@@ -145,16 +155,16 @@ def run_stages(
         if not stage.enabled(cfg):
             reports.append(StageReport(stage.name, "disabled"))
             continue
-        out_dir = os.path.join(cfg.run_dir, stage.name)
+        out_dir = storage.join(cfg.run_dir, stage.name)
         key = config_hash({"stage": hashes[stage.name], "inputs": _inputs(cfg.run_dir, stage)})
         marker = read_success(out_dir)
         if not force and marker is not None and marker.get("key") == key:
-            has_metrics = os.path.exists(os.path.join(out_dir, "metrics.json"))
+            has_metrics = storage.exists(storage.join(out_dir, METRICS))
             metrics = read_metrics(out_dir) if has_metrics else {}
             log.info("stage %-18s fresh, skipped", stage.name)
             reports.append(StageReport(stage.name, "skipped", metrics=metrics))
             continue
-        os.makedirs(out_dir, exist_ok=True)
+        storage.makedirs(out_dir)
         # Partial outputs are kept only to resume an interrupted run of the same key (the
         # proposal and mask jobs skip images already written, Ray Train resumes from its
         # checkpoints). Outputs of another config or of other inputs must not be resumed
@@ -163,7 +173,7 @@ def run_stages(
         clear_success(out_dir)
         if not resume:
             reset_stage_dir(out_dir)
-        elif any(not f.startswith("_") for f in os.listdir(out_dir)):
+        elif _has_outputs(out_dir):
             log.info("stage %-18s resuming an interrupted run", stage.name)
         mark_started(out_dir, key)
         log.info("stage %-18s running", stage.name)

@@ -9,6 +9,7 @@ from the run folder with :mod:`weaksam.io.tables`; nothing here trains, infers o
 A part whose stage did not run (or whose file is missing) is left out with a line saying so;
 a part that fails to draw is replaced by a line with the error. Markdown paths are relative to
 the run folder; the HTML embeds every PNG as a base64 data URI, so it can be mailed alone.
+The run folder may be a local path, ``file://`` or ``s3://`` location (:mod:`weaksam.storage`).
 """
 
 from __future__ import annotations
@@ -16,15 +17,18 @@ from __future__ import annotations
 import base64
 import functools
 import html
-import json
 import logging
 import os
+import posixpath
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow.fs as pafs
+
+from weaksam import storage
 from weaksam.eval.table import format_value
 from weaksam.pipeline.report_figures import FigureOptions, SampleContext, Section
 from weaksam.pipeline.report_figures import sections as figure_sections
@@ -97,19 +101,27 @@ class StageTiming:
 
 
 def _marker(run_dir: str, stage: str) -> dict[str, Any] | None:
-    path = os.path.join(run_dir, stage, SUCCESS)
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    except (OSError, json.JSONDecodeError):
+        data = storage.read_json(storage.join(run_dir, stage, SUCCESS))
+    except (OSError, ValueError):  # missing, unreadable or not JSON
         return None
     return data if isinstance(data, dict) else {}
+
+
+def _entries(run_dir: str) -> list[str]:
+    """Names of the entries directly in the folder ``run_dir`` (none when it is missing)."""
+    if not storage.is_remote(run_dir):
+        local = storage.resolve(run_dir)[1]
+        return os.listdir(local) if os.path.isdir(local) else []
+    fs, p = storage.resolve(run_dir)
+    infos = fs.get_file_info(pafs.FileSelector(p, allow_not_found=True))
+    return [posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.Directory]
 
 
 def _marked_stages(run_dir: str) -> list[tuple[str, float | None]]:
     """``(stage, seconds)`` of every folder of ``run_dir`` with a marker, oldest first."""
     found = []
-    for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
+    for name in sorted(_entries(run_dir)):
         marker = _marker(run_dir, name)
         if marker is not None:
             found.append((float(marker.get("finished_at") or 0.0), name, marker.get("seconds")))
@@ -204,7 +216,7 @@ def _timing_section(run_dir: str, timings: Sequence[StageTiming]) -> list[Block]
             [t.name for t in timed],
             [float(t.seconds or 0.0) for t in timed],
             [t.action != "ran" for t in timed],
-            os.path.join(run_dir, rel),
+            storage.join(run_dir, rel),
             f"wall time per stage ({ran:.1f} s in this invocation)",
         )
         blocks.append(Figure(rel, "Wall time per stage."))
@@ -242,7 +254,7 @@ def build_report(
     """The report's blocks; draws the missing figures into ``<run_dir>/report/``.
 
     Args:
-        run_dir: a local run folder.
+        run_dir: the run folder (a local path or a ``file://`` / ``s3://`` location).
         reports: what :func:`weaksam.pipeline.core.run_stages` returned (timings and peak
             memory of this invocation); None rebuilds the timings from ``results``.
         results: the flat results (:func:`weaksam.pipeline.results.collect_results`); None
@@ -251,13 +263,10 @@ def build_report(
             and ``test`` when the manifest has them, else its first and last split.
         options: what the sample figures show.
     """
-    if "://" in run_dir:
-        raise ValueError(f"the report needs a local run folder, got {run_dir}")
     if results is None:
         path = results_path(run_dir)
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as fh:
-                results = json.load(fh)
+        if storage.exists(path):
+            results = storage.read_json(path)
     timings = stage_timings(run_dir, reports, results)
     by_name = {t.name: t for t in timings}
     ctx = SampleContext(
@@ -267,13 +276,13 @@ def build_report(
         splits=tuple(splits) if splits else None,
         missing=lambda stage: _missing_reason(run_dir, stage, by_name),
     )
-    name = os.path.basename(os.path.normpath(run_dir))
+    name = storage.basename(storage.normalize(run_dir))
     total = (results or {}).get("total_seconds")
     intro = f"Run folder `{run_dir}`, report written {time.strftime('%Y-%m-%d %H:%M:%S')}"
     if total is not None:
         intro += f"; the pipeline invocation took {float(total):.1f} s"
     blocks: list[Block] = [Heading(1, f"weaksam run report: {name}"), Paragraph(intro + ".")]
-    if os.path.exists(resolved_config_path(run_dir)):
+    if storage.exists(resolved_config_path(run_dir)):
         blocks.append(Paragraph("Resolved config: `config.resolved.yaml`."))
     blocks += _guarded("Results", lambda: _results_section(results))
     blocks += _guarded("Stage timings", lambda: _timing_section(run_dir, timings))
@@ -328,10 +337,10 @@ def _inline(text: str) -> str:
 
 def _data_uri(path: str) -> str | None:
     try:
-        with open(path, "rb") as fh:
-            return "data:image/png;base64," + base64.b64encode(fh.read()).decode("ascii")
+        data = storage.read_bytes(path)
     except OSError:
         return None
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
 def render_html(blocks: Sequence[Block], run_dir: str) -> str:
@@ -357,7 +366,7 @@ def render_html(blocks: Sequence[Block], run_dir: str) -> str:
                 rows.append(f"<tr>{cells}</tr>")
             body.append(f"<table><tr>{head}</tr>{''.join(rows)}</table>")
         else:
-            src = _data_uri(os.path.join(run_dir, b.path)) or html.escape(b.path)
+            src = _data_uri(storage.join(run_dir, b.path)) or html.escape(b.path)
             alt = html.escape(b.caption)
             body.append(
                 f'<figure><img src="{src}" alt="{alt}"><figcaption>{_inline(b.caption)}'
@@ -381,16 +390,13 @@ def write_report(
     """Build the report (:func:`build_report`) and write ``report.md`` and ``report.html``
     into ``run_dir``; returns their paths and the figures they refer to."""
     blocks = build_report(run_dir, reports, results, splits, options)
-    md_path = os.path.join(run_dir, REPORT_MD)
-    html_path = os.path.join(run_dir, REPORT_HTML)
+    md_path = storage.join(run_dir, REPORT_MD)
+    html_path = storage.join(run_dir, REPORT_HTML)
     for path, text in (
         (md_path, render_markdown(blocks)),
         (html_path, render_html(blocks, run_dir)),
     ):
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        storage.write_text(path, text)
     figures = tuple(b.path for b in blocks if isinstance(b, Figure))
     return ReportPaths(md_path, html_path, figures)
 

@@ -9,8 +9,6 @@ are shrunk to ``max_side`` before drawing so labels stay readable.
 from __future__ import annotations
 
 import functools
-import json
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +18,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from weaksam import storage
 from weaksam.data.imageio import ImageDecodeError, load_image
 from weaksam.eval.formats import load_detections_table, load_manifest_gt
 from weaksam.eval.mask_ap import mask_pr_curves
@@ -107,12 +106,13 @@ class SampleContext:
     missing: Callable[[str], str | None]
 
     def path(self, rel: str) -> str:
-        return os.path.join(self.run_dir, rel)
+        """The location of ``rel`` (``/``-separated) inside the run folder."""
+        return storage.join(self.run_dir, rel)
 
     def need(self, stage: str, rel: str) -> str | None:
         """None when ``stage`` completed and ``rel`` exists, else why not."""
         reason = self.missing(stage)
-        if reason is None and not os.path.exists(self.path(rel)):
+        if reason is None and not storage.exists(self.path(rel)):
             reason = f"`{rel}` is missing"
         return reason
 
@@ -239,9 +239,8 @@ def _save(
 def data_section(ctx: SampleContext) -> Section:
     sec = Section("Data")
     metrics_path = ctx.path("ingest/metrics.json")
-    if ctx.need("ingest", MANIFEST) is None and os.path.exists(metrics_path):
-        with open(metrics_path, encoding="utf-8") as fh:
-            m = json.load(fh)
+    if ctx.need("ingest", MANIFEST) is None and storage.exists(metrics_path):
+        m = storage.read_json(metrics_path)
         splits = ", ".join(
             f"{k} {v.get('images', 0)} images ({v.get('errors', 0)} error rows)"
             for k, v in (m.get("splits") or {}).items()

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from weaksam import storage
 from weaksam.eval.table import format_table
 from weaksam.runs import results_path
 from weaksam.stage import StageReport
@@ -117,11 +117,10 @@ def collect_results(
 
 
 def write_results(run_dir: str, results: Mapping[str, Any]) -> str:
+    """Write ``results.json`` into the run folder (keys in :data:`RESULT_KEYS` order, not
+    sorted); return its location."""
     path = results_path(run_dir)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(results, fh, indent=2)
-    os.replace(tmp, path)
+    storage.write_text(path, json.dumps(results, indent=2))
     return path
 
 

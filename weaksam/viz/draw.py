@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import colorsys
 import functools
-import os
+import io
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageDraw, ImageFont
+
+from weaksam import storage
 
 Color = tuple[int, int, int]
 UInt8Image = npt.NDArray[np.uint8]
@@ -251,10 +253,16 @@ def fit_masks(masks: npt.ArrayLike, height: int, width: int) -> npt.NDArray[np.b
     return out
 
 
+def png_bytes(image: npt.ArrayLike) -> bytes:
+    """``image`` (``HxW`` or ``HxWx3`` uint8) encoded as PNG (what :func:`save_png` writes)."""
+    buf = io.BytesIO()
+    Image.fromarray(_rgb(image)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def save_png(path: str, image: npt.ArrayLike) -> str:
-    """Write ``image`` (``HxW`` or ``HxWx3`` uint8) as PNG, creating folders; returns ``path``."""
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    Image.fromarray(_rgb(image)).save(path, format="PNG")
+    """Write ``image`` (``HxW`` or ``HxWx3`` uint8) as PNG at ``path`` (a local path, creating
+    folders, or a ``file://`` / ``s3://`` location; written atomically through
+    :mod:`weaksam.storage`); returns ``path``."""
+    storage.write_bytes(path, png_bytes(image))
     return path

@@ -1,8 +1,13 @@
-"""Matplotlib charts (Agg backend, PNG files): precision-recall curves and stage timings."""
+"""Matplotlib charts (Agg backend, PNG files): precision-recall curves and stage timings.
+
+Each chart is rendered in memory and written through :mod:`weaksam.storage`, so ``path`` may
+be a local path, ``file://`` or ``s3://`` location.
+"""
 
 from __future__ import annotations
 
-import os
+import io
+import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from weaksam import storage
 from weaksam.viz.draw import class_color
 
 
@@ -40,10 +46,14 @@ def _pyplot() -> Any:
     return plt
 
 
-def _parent(path: str) -> None:
-    parent = os.path.dirname(path)
-    if parent:
-        os.makedirs(parent, exist_ok=True)
+def save_figure(fig: Any, path: str, dpi: int = 100) -> str:
+    """Render ``fig`` in the format of ``path``'s extension (PNG without one) and write it to
+    ``path`` atomically (parents created for local paths); returns ``path``."""
+    ext = posixpath.splitext(storage.basename(path))[1].lstrip(".").lower()
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format=ext or "png")
+    storage.write_bytes(path, buf.getvalue())
+    return path
 
 
 def plot_pr_curves(panels: Sequence[PRPanel], path: str, ncols: int = 3) -> str:
@@ -77,9 +87,10 @@ def plot_pr_curves(panels: Sequence[PRPanel], path: str, ncols: int = 3) -> str:
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     fig.tight_layout()
-    _parent(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -123,7 +134,8 @@ def plot_stage_seconds(
             loc="lower right",
         )
     fig.tight_layout()
-    _parent(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
     return path
