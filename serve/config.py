@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from weaksam import storage
 from weaksam.configlib import load_into
 from weaksam.data.synth.shapes import SHAPE_CLASSES
 from weaksam.detection.config import DetectorModelConfig
@@ -290,13 +291,15 @@ def resolve_path(path: str) -> str:
 
 
 def project_path(path: str) -> str:
-    """``path`` when absolute, else relative to the project root (a model path in the config
-    names the same file whatever the working directory)."""
-    return path if os.path.isabs(path) else str(PROJECT_ROOT / path)
+    """``path`` when absolute or a URI (``file://``, ``s3://``), else relative to the project
+    root (a model path in the config names the same file whatever the working directory)."""
+    return path if storage.is_uri(path) or os.path.isabs(path) else str(PROJECT_ROOT / path)
 
 
 def detector_checkpoint(det: DetectorConfig) -> str:
-    """The file the detector of ``det`` loads (``""`` for ``untrained``).
+    """The file the detector of ``det`` loads (``""`` for ``untrained``): a local path or a
+    location of :mod:`weaksam.storage` (a run or checkpoint at ``file://`` or ``s3://``; the
+    loaders read it through ``storage.open_input``).
 
     Raises:
         FileNotFoundError: with a one-line message saying what to do, when kind ``run`` finds
@@ -308,7 +311,7 @@ def detector_checkpoint(det: DetectorConfig) -> str:
         run = project_path(det.run)
         for stage in RUN_STAGES:
             path = model_path(run, stage)
-            if os.path.isfile(path):
+            if storage.is_file(path):
                 return path
         raise FileNotFoundError(
             f"no trained detector in {run} (neither wsis/model.pt nor retrain/model.pt): run "
@@ -317,7 +320,7 @@ def detector_checkpoint(det: DetectorConfig) -> str:
             "untrained model (--set detector.kind=untrained)"
         )
     path = project_path(det.checkpoint)
-    if not os.path.isfile(path):
+    if not storage.is_file(path):
         raise FileNotFoundError(f"detector checkpoint not found: {path}")
     return path
 
@@ -327,7 +330,7 @@ def check_model_files(cfg: ServeConfig) -> None:
     would load is missing (run before starting anything)."""
     detector_checkpoint(cfg.detector)
     sam = cfg.segmenter.sam.to_sam_config()
-    if sam.checkpoint and not os.path.isfile(resolve_checkpoint(sam)):
+    if sam.checkpoint and not storage.is_file(resolve_checkpoint(sam)):
         raise FileNotFoundError(f"SAM checkpoint not found: {resolve_checkpoint(sam)}")
 
 

@@ -44,7 +44,7 @@ def det_run(tmp_path_factory: pytest.TempPathFactory) -> str:
         SynthConfig(image_size=96, num_train=6, num_test=3, seed=7), str(data), progress=False
     )
     rows, classes = ingest_splits(DataConfig(format="synthetic"), str(data))
-    write_table(rows, manifest_path(run), "manifest", classes)
+    write_table(rows, manifest_path(str(run)), "manifest", classes)
     train = [r for r in rows if r["split"] == "train"]
     pgt = [
         empty_row(

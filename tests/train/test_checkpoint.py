@@ -64,3 +64,33 @@ def test_outside_ray_train_one_worker_and_no_wrapping() -> None:
     assert prepare_ddp(model) is model
     assert prepare_ddp(model, find_unused_parameters=True) is model
     assert unwrap(model) is model
+
+
+def test_atomic_save_and_load_at_s3_and_file_uri(s3_bucket: str, tmp_path: Path) -> None:
+    from weaksam import storage
+    from weaksam.train.checkpoint import torch_load
+    from weaksam.train.export import export_checkpoint, read_checkpoint
+
+    loc = storage.join(s3_bucket, "run", "classify", "state.pt")
+    assert atomic_torch_save({"x": torch.arange(4), "step": 1}, loc) == loc
+    atomic_torch_save({"x": torch.zeros(3), "step": 2}, loc)  # replaced whole
+    state = torch_load(loc)
+    assert state["step"] == 2 and torch.equal(state["x"], torch.zeros(3))
+    assert storage.list_files(storage.parent(loc)) == [loc]  # nothing but the object
+    # a failed save leaves the old object, as locally
+    with pytest.raises(RuntimeError, match="cannot be saved"):
+        atomic_torch_save({"bad": _Unsaveable()}, loc)
+    assert torch_load(loc)["step"] == 2
+    # file:// is the local file system (the temporary-file path)
+    uri = f"file://{tmp_path}/sub/state.pt"
+    assert atomic_torch_save({"step": 3}, uri) == uri
+    assert os.listdir(tmp_path / "sub") == ["state.pt"]
+    assert torch_load(uri) == {"step": 3}
+    # inference exports at URIs
+    model = storage.join(s3_bucket, "run", "wsod", "model.pt")
+    export_checkpoint(
+        {"model": {"w": torch.ones(2)}, "step": 4, "optimizer": {}}, model, ["model", "step"]
+    )
+    assert read_checkpoint(model, ["model", "step"], "a test checkpoint")["step"] == 4
+    with pytest.raises(ValueError, match="is not a test checkpoint"):
+        read_checkpoint(model, ["model", "history"], "a test checkpoint")

@@ -28,7 +28,7 @@ def wsod_run(tmp_path_factory: pytest.TempPathFactory) -> str:
         SynthConfig(image_size=96, num_train=6, num_test=3, seed=5), str(data), progress=False
     )
     rows, classes = ingest_splits(DataConfig(format="synthetic"), str(data))
-    write_table(rows, manifest_path(run), "manifest", classes)
+    write_table(rows, manifest_path(str(run)), "manifest", classes)
     rng = np.random.default_rng(0)
     props = []
     for i, r in enumerate(rows):

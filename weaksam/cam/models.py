@@ -30,7 +30,9 @@ from torch import nn
 from torchvision.models import ResNet, resnet18, resnet50
 from torchvision.models.vision_transformer import VisionTransformer, vit_b_16
 
+from weaksam import storage
 from weaksam.cam.config import POOLINGS, ClassifierConfig
+from weaksam.train.checkpoint import torch_load
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -291,7 +293,7 @@ def resolve_weights(cfg: ClassifierConfig) -> str:
     directory, so resolve in the driver (Ray workers run in other directories)."""
     if cfg.weights == BUILTIN:
         return DEMO_BACKBONE
-    return os.path.abspath(cfg.weights) if cfg.weights else ""
+    return storage.absolute(cfg.weights) if cfg.weights else ""
 
 
 def read_backbone_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -301,9 +303,9 @@ def read_backbone_file(path: str) -> tuple[dict[str, torch.Tensor], dict[str, An
     ``model`` (the metadata is then the rest of that dict, e.g. :func:`export_backbone`'s
     ``backbone`` and ``width``).
     """
-    if not os.path.isfile(path):
+    if not storage.is_file(path):
         raise FileNotFoundError(f"backbone weights not found: {path}")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = torch_load(path)  # a local path, file:// or s3://
     if not isinstance(blob, dict):
         raise ValueError(f"weights {path}: expected a state dict, got {type(blob).__name__}")
     if "model" in blob and isinstance(blob["model"], dict):

@@ -9,18 +9,17 @@ images, and :func:`export_backbone` keeps its backbone â€” not its class head â€
 
 from __future__ import annotations
 
+import io
 import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
+from weaksam import storage
 from weaksam.cam.models import backbone_state, read_backbone_file
 from weaksam.cam.training import load_classifier
 from weaksam.configlib import to_dict
 from weaksam.runs import file_digest
-from weaksam.train.checkpoint import atomic_torch_save
+from weaksam.train.checkpoint import atomic_torch_save, torch_load
 
 PROVENANCE_KEYS = (
     "backbone", "width", "input_size", "epoch", "pool_test_map", "train_seconds", "trained_on",
@@ -32,7 +31,7 @@ def export_backbone(
     classifier: str, out_path: str, extra: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     """Write the backbone of ``classifier`` (a ``classify``-stage ``classifier.pt``) to
-    ``out_path``.
+    ``out_path`` (both locations: local, ``file://`` or ``s3://``).
 
     The file, loadable with ``weights_only=True``, holds ``model`` (the backbone state dict,
     key names as :func:`weaksam.cam.models.load_backbone_weights` expects; no class head),
@@ -41,7 +40,7 @@ def export_backbone(
     Returns that dict without ``model``, plus ``parameters`` and ``bytes``.
     """
     model, cfg, names = load_classifier(classifier)
-    blob = torch.load(classifier, map_location="cpu", weights_only=True)
+    blob = torch_load(classifier)
     state = backbone_state(model, cfg)
     meta: dict[str, Any] = {
         "backbone": cfg.backbone,
@@ -56,7 +55,7 @@ def export_backbone(
     }
     atomic_torch_save({"model": state, **meta}, out_path)
     meta["parameters"] = int(sum(v.numel() for k, v in state.items() if v.is_floating_point()))
-    meta["bytes"] = os.path.getsize(out_path)
+    meta["bytes"] = storage.size(out_path)
     return meta
 
 
@@ -68,22 +67,23 @@ def provenance(weights: str) -> dict[str, Any] | None:
         return None
     _, meta = read_backbone_file(weights)
     return {
-        "file": os.path.basename(weights),
+        "file": storage.basename(weights),
         "sha256": file_digest(weights),
         **{k: meta[k] for k in PROVENANCE_KEYS if k in meta},
     }
 
 
 def write_summary(meta: Mapping[str, Any], path: str) -> str:
-    """``meta`` (as returned by :func:`export_backbone`) as indented JSON at ``path``."""
-    with open(path, "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=1, sort_keys=False, default=float)
-        fh.write("\n")
+    """``meta`` (as returned by :func:`export_backbone`) as indented JSON at the location
+    ``path`` (written whole)."""
+    text = json.dumps(meta, indent=1, sort_keys=False, default=float)
+    storage.write_text(path, text + "\n")
     return path
 
 
 def plot_history(history: Sequence[Mapping[str, float]], path: str, title: str = "") -> None:
-    """PNG of the training loss and the held-out validation mAP against epoch."""
+    """PNG of the training loss and the held-out validation mAP against epoch at the location
+    ``path`` (written whole)."""
     if not history:
         return
     import matplotlib
@@ -103,5 +103,9 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str, title: str =
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+    storage.write_bytes(path, buf.getvalue())

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 from typing import Any
 
 import numpy as np
 import torch
 
+from weaksam import storage
 from weaksam.cam.data import label_matrix, read_label_rows
 from weaksam.cam.extractor import INPUT_COLUMNS, PeakExtractor
 from weaksam.cam.maps import image_probs
@@ -43,11 +43,12 @@ log = logging.getLogger(__name__)
 
 
 def _manifest(run_dir: str) -> str:
-    return os.path.abspath(manifest_path(run_dir))
+    # absolute: the location travels to Ray workers, which may run on other nodes
+    return storage.absolute(manifest_path(run_dir))
 
 
 def _ingest_hash(run_dir: str) -> str:
-    marker = read_success(os.path.dirname(manifest_path(run_dir)))
+    marker = read_success(storage.parent(manifest_path(run_dir)))
     return str(marker.get("config_hash", "")) if marker else ""
 
 
@@ -88,7 +89,7 @@ def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     )
     if result.checkpoint is None:
         raise RuntimeError(f"classifier training produced no checkpoint ({result.error})")
-    with result.checkpoint.as_directory() as d:
+    with result.checkpoint.as_directory() as d:  # a local folder (a copy for remote storage)
         state = torch.load(os.path.join(d, "state.pt"), map_location="cpu", weights_only=True)
     path = classifier_path(ctx.run_dir)
     export_classifier(state, path, list(classes.names))
@@ -158,7 +159,7 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
 
     ctx.ray_init()
     manifest = _manifest(ctx.run_dir)
-    checkpoint = os.path.abspath(classifier_path(ctx.run_dir))
+    checkpoint = storage.absolute(classifier_path(ctx.run_dir))
     classes = read_classes(manifest)
     train_split = cfg.data.splits[0]
     pcfg = cfg.peaks
@@ -167,8 +168,10 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         if r["split"] != train_split:
             r["labels"] = None
     out = points_path(ctx.run_dir)
-    if os.path.exists(out):
-        shutil.rmtree(out) if os.path.isdir(out) else os.remove(out)
+    if storage.is_dir(out):
+        storage.remove_tree(out)
+    else:
+        storage.remove(out)
     device = decide_gpu(pcfg.use_gpu, pcfg.actors, what="peaks: actors")
     ds = ray.data.from_items(items).map_batches(
         PeakExtractor,
@@ -187,7 +190,8 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     )
     # min and max: shards of rows_per_file rows, not one small file per batch
     n = pcfg.rows_per_file
-    ds.write_parquet(out, min_rows_per_file=n, max_rows_per_file=n)
+    fs, fs_path = storage.resolve(out)  # the run's filesystem (s3:// through its settings)
+    ds.write_parquet(fs_path, filesystem=fs, min_rows_per_file=n, max_rows_per_file=n)
     points = read_table(out, "points")
     if points.num_rows != len(items):
         raise RuntimeError(f"points table has {points.num_rows} rows for {len(items)} images")
@@ -196,7 +200,7 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     metrics["device"] = device.reason
     try:
         sheet = render_peaks_sheet(checkpoint, manifest, pcfg, cfg.data.splits[-1])
-        metrics["picture"] = save_png(os.path.join(ctx.out_dir, "peaks.png"), sheet)
+        metrics["picture"] = save_png(storage.join(ctx.out_dir, "peaks.png"), sheet)
     except Exception as exc:  # the picture is a convenience; never fail the stage for it
         log.warning("peaks.png not drawn: %s", exc)
     log.info("peak-point quality:\n%s", peaks_table(metrics))

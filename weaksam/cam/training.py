@@ -35,7 +35,7 @@ from weaksam.cam.data import (
 from weaksam.cam.metrics import mean_ap, multilabel_ap
 from weaksam.cam.models import CAMClassifier, build_classifier
 from weaksam.configlib import from_dict, to_dict
-from weaksam.train.checkpoint import atomic_torch_save, restore_training_state
+from weaksam.train.checkpoint import atomic_torch_save, restore_training_state, torch_load
 from weaksam.train.distributed import prepare_ddp, unwrap, world_rank, world_size
 from weaksam.train.reporting import load_resume_state, report
 from weaksam.train.schedule import lr_factor
@@ -237,7 +237,7 @@ def load_classifier(
 ) -> tuple[CAMClassifier, ClassifierConfig, list[str]]:
     """The eval-mode classifier, its config and class names from :func:`export_classifier`'s
     file (``weights_only=True``, strict keys). The config's ``weights`` path is not reloaded."""
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = torch_load(path)  # a local path, file:// or s3://
     cfg = from_dict(blob["config"], ClassifierConfig)
     model = build_classifier(from_dict({**blob["config"], "weights": ""}, ClassifierConfig),
                              int(blob["num_classes"]))  # fmt: skip

@@ -34,6 +34,7 @@ from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 from weaksam.detection.config import DetectorModelConfig
+from weaksam.train.checkpoint import torch_load
 
 RESNET_STAGES = ("layer4", "layer3", "layer2", "layer1", "conv1")
 _RETURN_LAYERS = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
@@ -48,7 +49,7 @@ def load_imagenet_weights(module: nn.Module, path: str) -> None:
     def ours(key: str) -> bool:
         return not key.startswith("fc.") and not key.endswith("num_batches_tracked")
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = torch_load(path)  # a local path, file:// or s3://
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     state = {k: v for k, v in state.items() if ours(k)}

@@ -17,7 +17,6 @@ row. It runs without Ray too (tests call it directly).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -25,6 +24,7 @@ import pyarrow as pa
 import torch
 from torchvision.models.detection import FasterRCNN
 
+from weaksam import storage
 from weaksam.configlib import from_dict, to_dict
 from weaksam.data.imageio import ImageDecodeError, load_image
 from weaksam.detection.config import DetectorModelConfig, RoIDropConfig
@@ -198,7 +198,7 @@ def predict_with_ray_data(
     ds = ds.map_batches(
         DetectorBatchPredictor,
         fn_constructor_kwargs={
-            "checkpoint": os.path.abspath(checkpoint),
+            "checkpoint": storage.absolute(checkpoint),
             "device": "cuda" if use_gpu else "cpu",
             "threads": max(1, int(cpus_per_actor)),
             "mask_threshold": mask_threshold,

@@ -18,7 +18,6 @@ from its latest checkpoint and a changed input starts a new one.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from weaksam import storage
 from weaksam.config import Config, config_hash, to_dict
 from weaksam.detection.config import DetectorTestConfig, RetrainConfig, RoIDropConfig, WSISConfig
 from weaksam.detection.inference import (
@@ -47,6 +47,7 @@ from weaksam.runs import detections_file, manifest_path, model_file, pgt_path
 from weaksam.stage import Stage, StageContext
 from weaksam.train.placement import decide_gpu
 from weaksam.train.reporting import STATE_FILE
+from weaksam.train.trainer import input_fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -62,24 +63,17 @@ class Variant:
     drop: RoIDropConfig
 
 
-def _fingerprint(paths: Sequence[str]) -> list[Any]:
-    out: list[Any] = []
-    for p in paths:
-        files = sorted(os.path.join(p, f) for f in os.listdir(p)) if os.path.isdir(p) else [p]
-        out += [(os.path.basename(f), os.path.getsize(f), int(os.path.getmtime(f))) for f in files]
-    return out
-
-
 def train_variant(
     section: RetrainConfig | WSISConfig,
     variant: Variant,
     job: TrainJob,
-    storage: str,
+    storage_path: str,
     run_name: str,
     use_gpu: bool = False,
 ) -> dict[str, Any]:
     """Train (or resume) one variant under Ray Train (on GPUs when ``use_gpu``, as decided by
-    :func:`weaksam.train.placement.decide_gpu`); the final checkpoint state."""
+    :func:`weaksam.train.placement.decide_gpu`) with its checkpoints under the location
+    ``storage_path``; the final checkpoint state."""
     import torch
 
     # ray_jobs._ray is the project's one TorchTrainer wrapper (DDP: gloo on CPU, nccl on GPU);
@@ -91,7 +85,7 @@ def train_variant(
         train_loop_per_worker,
         loop_config(section.model, tc, variant.drop, job),
         name=run_name,
-        storage_path=storage,
+        storage_path=storage_path,
         num_workers=tc.num_workers,
         use_gpu=use_gpu,
         cpus_per_worker=tc.cpus_per_worker,
@@ -99,7 +93,7 @@ def train_variant(
     )
     if result.checkpoint is None:
         raise RuntimeError(f"{variant.name} training produced no checkpoint")
-    with result.checkpoint.as_directory() as d:
+    with result.checkpoint.as_directory() as d:  # a local folder (a copy for remote storage)
         state: dict[str, Any] = torch.load(
             os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True
         )
@@ -116,7 +110,8 @@ def detect_split(
     classes: ClassMap,
 ) -> str:
     """Detections of ``rows`` (one split of the manifest) into ``detections_<split>.parquet``
-    (every row: detections or an error row) and ``coco_results_<split>.json``."""
+    (every row: detections or an error row) and ``coco_results_<split>.json`` in the location
+    ``out_dir``."""
     dets: pa.Table = predict_with_ray_data(
         inference_inputs(list(rows)),
         checkpoint,
@@ -142,8 +137,7 @@ def detect_split(
     path = detections_file(out_dir, split)
     write_table(out, path, "detections", classes)
     coco = detections_to_coco_results(load_detections_table(path).records, classes)
-    with open(os.path.join(out_dir, f"coco_results_{split}.json"), "w", encoding="utf-8") as fh:
-        json.dump(coco, fh)
+    storage.write_json(storage.join(out_dir, f"coco_results_{split}.json"), coco, indent=None)
     return path
 
 
@@ -176,7 +170,7 @@ def run_detector_stage(
     """Train, detect and evaluate each variant; the first is the main one (stage folder)."""
     manifest = manifest_path(ctx.run_dir)
     pgt = pgt_path(ctx.run_dir)
-    if any(v.source == "pgt" for v in variants) and not os.path.exists(pgt):
+    if any(v.source == "pgt" for v in variants) and not storage.exists(pgt):
         raise FileNotFoundError(f"no pseudo ground truth at {pgt} (run the pgt stage)")
     if masks and any(v.source == "pgt" for v in variants):
         has = read_table(pgt, "pgt", columns=["masks"]).column("masks").to_pylist()
@@ -190,37 +184,37 @@ def run_detector_stage(
         if r["split"] == test_split
     ]
     ctx.ray_init()
-    stage = os.path.basename(ctx.out_dir)
+    stage = storage.basename(ctx.out_dir)
     tc = section.train
     train = decide_gpu(tc.use_gpu, tc.num_workers, what=f"{stage}: training workers")
     infer = decide_gpu(
         section.test.use_gpu, section.test.num_actors, what=f"{stage}: inference actors"
     )
     use_gpu = infer.use_gpu
-    storage = os.path.join(ctx.out_dir, "ray_train")
+    ray_train = storage.join(ctx.out_dir, "ray_train")
     metrics: dict[str, Any] = {
         "variants": {},
         "train_device": train.reason,
         "inference_device": infer.reason,
     }
     for k, v in enumerate(variants):
-        out_dir = ctx.out_dir if k == 0 else os.path.join(ctx.out_dir, "compare", v.name)
-        os.makedirs(out_dir, exist_ok=True)
-        job = TrainJob(
+        out_dir = ctx.out_dir if k == 0 else storage.join(ctx.out_dir, "compare", v.name)
+        storage.makedirs(out_dir)
+        job = TrainJob(  # absolute locations: the workers may run on other nodes
             v.name,
             masks,
             classes.num_classes,
             tuple(classes.names),
-            os.path.abspath(manifest),
-            os.path.abspath(pgt) if v.source == "pgt" else "",
+            storage.absolute(manifest),
+            storage.absolute(pgt) if v.source == "pgt" else "",
             v.source,
             train_split,
         )
         inputs = [manifest, pgt] if v.source == "pgt" else [manifest]
         key = {"section": to_dict(section), "roi_drop": to_dict(v.drop), "seed": cfg.seed}
-        name = f"{v.name}-{config_hash({**key, 'inputs': _fingerprint(inputs)})}"
+        name = f"{v.name}-{config_hash({**key, 'inputs': input_fingerprint(inputs)})}"
         t0 = time.time()
-        state = train_variant(section, v, job, storage, name, use_gpu=train.use_gpu)
+        state = train_variant(section, v, job, ray_train, name, use_gpu=train.use_gpu)
         train_s = time.time() - t0
         ckpt = export_checkpoint(state, model_file(out_dir))
         t0 = time.time()

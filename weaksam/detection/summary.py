@@ -9,17 +9,17 @@ run did not produce are shown as ``-``.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any
 
+from weaksam import storage
 from weaksam.eval.table import format_table
-from weaksam.runs import read_metrics
+from weaksam.runs import METRICS, read_metrics
 
 
 def _stage(run_dir: str, name: str) -> dict[str, Any]:
-    path = os.path.join(run_dir, name)
-    return read_metrics(path) if os.path.exists(os.path.join(path, "metrics.json")) else {}
+    path = storage.join(run_dir, name)
+    return read_metrics(path) if storage.exists(storage.join(path, METRICS)) else {}
 
 
 def _get(node: Any, *path: str) -> Any:

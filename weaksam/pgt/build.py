@@ -15,7 +15,6 @@ manifest of all splits).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from weaksam import storage
 from weaksam.geometry.boxes import as_boxes, xywh_to_xyxy
 from weaksam.io.classes import ClassMap
 from weaksam.io.schemas import empty_row, error_row
@@ -66,12 +66,9 @@ def read_detections_table(path: str, classes: ClassMap) -> dict[str, ImageDetect
 
 def read_coco_detections(obj_or_path: Any, labels: LabelSet) -> dict[str, ImageDetections]:
     """``image_id → detections`` of a COCO results json (``image_id`` = the labels'
-    ``image_index``, ``category_id`` a source id of the labels' class map, ``bbox`` XYWH)."""
-    if isinstance(obj_or_path, str):
-        with open(obj_or_path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    else:
-        data = obj_or_path
+    ``image_index``, ``category_id`` a source id of the labels' class map, ``bbox`` XYWH);
+    a path is a location (local, ``file://`` or ``s3://``)."""
+    data = storage.read_json(obj_or_path) if isinstance(obj_or_path, str) else obj_or_path
     if not isinstance(data, list):
         raise ValueError("a COCO results json is a list of detections")
     by_index = labels.by_index()

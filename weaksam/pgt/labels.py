@@ -9,12 +9,12 @@ not looked at).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from weaksam import storage
 from weaksam.io.classes import ClassMap
 from weaksam.io.tables import read_classes, read_table
 
@@ -70,13 +70,10 @@ def read_coco_labels(obj_or_path: Mapping[str, Any] | str, image_root: str = "")
     """Labels of a COCO instances json: an image's tags are the categories of its annotations.
 
     ``image_id`` is ``str(id)`` and ``image_index`` the COCO id; ``path`` is ``file_name``
-    joined to ``image_root`` (when given and the name is relative).
+    joined to ``image_root`` (when given and the name is relative). The json and the root are
+    locations (local, ``file://`` or ``s3://``).
     """
-    if isinstance(obj_or_path, str):
-        with open(obj_or_path, encoding="utf-8") as fh:
-            data = json.load(fh)
-    else:
-        data = obj_or_path
+    data = storage.read_json(obj_or_path) if isinstance(obj_or_path, str) else obj_or_path
     classes = ClassMap.from_coco_categories(data.get("categories", []))
     tags: dict[int, set[int]] = {int(img["id"]): set() for img in data.get("images", [])}
     for ann in data.get("annotations", []):
@@ -88,7 +85,8 @@ def read_coco_labels(obj_or_path: Mapping[str, Any] | str, image_root: str = "")
     for img in data.get("images", []):
         idx = int(img["id"])
         name = str(img.get("file_name", ""))
-        path = os.path.join(image_root, name) if image_root and not os.path.isabs(name) else name
+        relative = not (os.path.isabs(name) or storage.is_uri(name))
+        path = storage.join(image_root, name) if image_root and relative else name
         images[str(idx)] = ImageLabels(
             str(idx),
             idx,

@@ -14,15 +14,14 @@ the written table and the hidden GT; nothing computed from GT flows back into th
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from weaksam import storage
 from weaksam.config import Config
 from weaksam.eval.formats import load_detections_table, load_ground_truth
 from weaksam.eval.table import format_table
@@ -51,7 +50,8 @@ def make_pgt_outputs(
     ray_init: Callable[[], None] = lambda: None,
     path_root: str | None = None,
 ) -> dict[str, Any]:
-    """Write ``pgt.parquet`` and ``pgt_coco.json`` into ``out_dir``; return counts.
+    """Write ``pgt.parquet`` and ``pgt_coco.json`` into the location ``out_dir`` (local,
+    ``file://`` or ``s3://``); return counts.
 
     Masks are made when ``cfg.masks`` and ``sam`` is given (``ray_init`` is called first).
     With ``path_root`` (the run folder), the COCO ``file_name`` of an image inside it is
@@ -72,16 +72,15 @@ def make_pgt_outputs(
             mask_seconds=round(stats.seconds, 2),
             mask_device=stats.device or "no images left to process",
         )
-    os.makedirs(out_dir, exist_ok=True)
-    write_table(rows, os.path.join(out_dir, PGT_TABLE), "pgt", labels.classes)
+    storage.makedirs(out_dir)
+    write_table(rows, storage.join(out_dir, PGT_TABLE), "pgt", labels.classes)
     paths = {
         im.image_id: relative_to_run(im.path, path_root) if path_root else im.path
         for im in labels.images.values()
         if im.path
     }
     coco = pgt_to_coco(rows, labels.classes, cfg.bbox_source, paths)
-    with open(os.path.join(out_dir, PGT_COCO), "w", encoding="utf-8") as fh:
-        json.dump(coco, fh)
+    storage.write_json(storage.join(out_dir, PGT_COCO), coco, indent=None)
     good = [r for r in rows if not r["error"]]
     counts = np.asarray([len(r["scores"] or []) for r in good], dtype=np.float64)
     metrics.update(
@@ -99,7 +98,7 @@ def make_pgt_outputs(
 def evaluate_pgt(out_dir: str, ground_truth: str, split: str | None = None) -> dict[str, Any]:
     """PGT precision/recall of ``out_dir/pgt.parquet`` against a manifest or COCO json GT."""
     gt = load_ground_truth(ground_truth, split=split)
-    pgt = load_detections_table(os.path.join(out_dir, PGT_TABLE))
+    pgt = load_detections_table(storage.join(out_dir, PGT_TABLE))
     ids = {d.image_id for d in pgt.records}
     return pgt_quality(pgt.records, [g for g in gt.records if g.image_id in ids], gt.classes)
 
@@ -117,7 +116,7 @@ def run_pgt(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     train_split = cfg.data.splits[0]
     manifest = manifest_path(ctx.run_dir)
     detections = detections_path(ctx.run_dir, "wsod", train_split)
-    if not os.path.exists(detections):
+    if not storage.exists(detections):
         raise FileNotFoundError(f"no WSOD detections at {detections} (run the wsod stage)")
     labels = read_labels(manifest, split=train_split)
     metrics = make_pgt_outputs(
@@ -129,7 +128,7 @@ def run_pgt(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         ray_init=ctx.ray_init,
         path_root=ctx.run_dir,
     )
-    metrics["detections"] = os.path.relpath(detections, ctx.run_dir)
+    metrics["detections"] = relative_to_run(detections, ctx.run_dir)
     try:
         metrics["quality"] = evaluate_pgt(ctx.out_dir, manifest, split=train_split)
     except ValueError as exc:  # a manifest without ground truth

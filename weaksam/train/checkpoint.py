@@ -1,4 +1,6 @@
-"""Training states on disk and back: an atomic ``torch.save``, and a loop's resume from a state.
+"""Training states on disk and back: an atomic ``torch.save`` (to any location of
+:mod:`weaksam.storage`: a local path, ``file://`` or ``s3://``), its ``torch.load``, and a loop's
+resume from a state.
 
 A training state is the dict a loop reports (``model``, ``optimizer``, its counter ``step`` or
 ``epoch``, ``history``, plus the configs it was built from).
@@ -12,15 +14,25 @@ from typing import Any
 
 import torch
 
+from weaksam import storage
 from weaksam.train.distributed import unwrap
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> str:
-    """``torch.save(obj)`` to ``path`` (parent folders created) through a temporary file in
-    the same folder and ``os.replace``, so a reader (or a rerun after a crash) sees the old
-    file or the new one, never half of one. Returns ``path`` as a string.
+    """``torch.save(obj)`` to the location ``path`` so that a reader (or a rerun after a crash)
+    sees the old file or the new one, never half of one. Returns ``path`` as a string.
+
+    A local path (or ``file://``): parent folders created, a temporary file in the same folder
+    and ``os.replace``. An object store (``s3://``): the bytes are serialised in memory and
+    uploaded whole (the object appears when the upload completes; nothing is written when
+    ``torch.save`` raises).
     """
-    path = os.fspath(path)
+    loc = os.fspath(path)
+    if storage.is_remote(loc):
+        with storage.open_output(loc) as fh:
+            torch.save(obj, fh)
+        return loc
+    path = storage.resolve(loc)[1] if storage.is_uri(loc) else loc
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     # a unique name: two writers of one path must not share a temporary file
@@ -31,7 +43,14 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> str:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    return path
+    return loc
+
+
+def torch_load(loc: str, *, weights_only: bool = True) -> Any:
+    """``torch.load(map_location="cpu")`` of the file at the location ``loc`` (a local path,
+    ``file://`` or ``s3://``; a remote file is read whole into memory)."""
+    with storage.open_input(loc) as fh:
+        return torch.load(fh, map_location="cpu", weights_only=weights_only)
 
 
 def restore_training_state(

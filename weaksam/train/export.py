@@ -10,21 +10,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
-from weaksam.train.checkpoint import atomic_torch_save
+from weaksam.train.checkpoint import atomic_torch_save, torch_load
 
 
 def export_checkpoint(state: Mapping[str, Any], path: str, keys: Sequence[str]) -> str:
-    """Write ``{k: state[k] for k in keys}`` to ``path`` atomically (parent folders created);
-    return it."""
+    """Write ``{k: state[k] for k in keys}`` to the location ``path`` (local, ``file://`` or
+    ``s3://``) atomically (local parent folders created); return it."""
     return atomic_torch_save({k: state[k] for k in keys}, path)
 
 
 def read_checkpoint(path: str, keys: Sequence[str], kind: str) -> dict[str, Any]:
-    """The dict saved by :func:`export_checkpoint` (on CPU). Raises ``ValueError`` naming the
-    ``kind`` ("a WSOD checkpoint") when one of ``keys`` is missing."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    """The dict saved by :func:`export_checkpoint` (on CPU) at the location ``path``. Raises
+    ``ValueError`` naming the ``kind`` ("a WSOD checkpoint") when one of ``keys`` is missing."""
+    ckpt = torch_load(path)
     missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise ValueError(f"{path} is not {kind} (missing {missing})")

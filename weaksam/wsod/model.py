@@ -22,13 +22,14 @@ original-image coordinates.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torchvision.ops import roi_align, roi_pool
 
+from weaksam import storage
+from weaksam.train.checkpoint import torch_load
 from weaksam.wsod.backbones import (
     Backbone,
     build_backbone,
@@ -236,9 +237,9 @@ def build_wsod_model(cfg: WSODModelConfig, num_classes: int, method: str) -> WSO
         load_sam_encoder(backbone, cfg.weights)
     elif cfg.weights:
         path = resolve_backbone_file(cfg.backbone, cfg.weights)
-        if not os.path.isfile(path):
+        if not storage.is_file(path):
             raise FileNotFoundError(f"backbone weights not found: {path}")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch_load(path)  # a local path, file:// or s3://
         for key in ("state_dict", "model"):  # wrapped state dicts (ours keep it in "model")
             if isinstance(state, dict) and isinstance(state.get(key), dict):
                 state = state[key]

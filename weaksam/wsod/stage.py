@@ -17,7 +17,6 @@ sizes and times), so rerunning after a kill resumes the same run from its latest
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from weaksam import storage
 from weaksam.config import Config, config_hash, to_dict
 from weaksam.eval import detections_to_coco_results, evaluate, load_manifest_gt, to_jsonable
 from weaksam.eval.formats import load_detections_table
@@ -38,6 +38,7 @@ from weaksam.runs import proposals_path as run_proposals_path
 from weaksam.stage import Stage, StageContext
 from weaksam.train.placement import decide_gpu
 from weaksam.train.reporting import STATE_FILE
+from weaksam.train.trainer import input_fingerprint
 from weaksam.wsod.config import WSODConfig
 from weaksam.wsod.data import SplitData, join_proposals, read_weak_manifest
 from weaksam.wsod.inference import INPUT_COLUMNS, WSODBatchPredictor, export_checkpoint
@@ -52,22 +53,12 @@ def proposals_path(run_dir: str, cfg: WSODConfig) -> str:
     if cfg.proposals == "grid":
         return ""
     path = run_proposals_path(run_dir)
-    if os.path.isdir(path) and any(f.endswith(".parquet") for f in os.listdir(path)):
+    if storage.list_files(path, ".parquet"):
         return path
     raise FileNotFoundError(
         f"no proposals under {run_dir}/proposals (run the proposals stage, or set "
         "wsod.proposals: grid for plumbing)"
     )
-
-
-def _fingerprint(paths: Sequence[str]) -> list[Any]:
-    out: list[Any] = []
-    for p in paths:
-        if not p:
-            continue
-        files = sorted(os.path.join(p, f) for f in os.listdir(p)) if os.path.isdir(p) else [p]
-        out += [(os.path.basename(f), os.path.getsize(f), int(os.path.getmtime(f))) for f in files]
-    return out
 
 
 def run_name(cfg: Config, method: str, inputs: Sequence[str]) -> str:
@@ -78,16 +69,17 @@ def run_name(cfg: Config, method: str, inputs: Sequence[str]) -> str:
         "proposals": w.proposals,
         "seed": cfg.seed,
         "method": method,
-        "inputs": _fingerprint(inputs),
+        "inputs": input_fingerprint(inputs),
     }
     return f"{method}-{config_hash(key)}"
 
 
 def train_method(
-    cfg: Config, job: TrainJob, storage: str, name: str, use_gpu: bool = False
+    cfg: Config, job: TrainJob, storage_path: str, name: str, use_gpu: bool = False
 ) -> dict[str, Any]:
     """Train (or resume) ``job.method`` under Ray Train (on GPUs when ``use_gpu``, as decided by
-    :func:`weaksam.train.placement.decide_gpu`); return the final checkpoint state."""
+    :func:`weaksam.train.placement.decide_gpu`) with its checkpoints under the location
+    ``storage_path``; return the final checkpoint state."""
     import torch
 
     # ray_jobs._ray is the project's one TorchTrainer wrapper (DDP: gloo on CPU, nccl on GPU);
@@ -99,7 +91,7 @@ def train_method(
         train_loop_per_worker,
         {"wsod": to_dict(cfg.wsod), "job": {**job.__dict__, "class_names": list(job.class_names)}},
         name=name,
-        storage_path=storage,
+        storage_path=storage_path,
         num_workers=tc.num_workers,
         use_gpu=use_gpu,
         cpus_per_worker=tc.cpus_per_worker,
@@ -107,7 +99,7 @@ def train_method(
     )
     if result.checkpoint is None:
         raise RuntimeError(f"{job.method} training produced no checkpoint")
-    with result.checkpoint.as_directory() as d:
+    with result.checkpoint.as_directory() as d:  # a local folder (a copy for remote storage)
         state: dict[str, Any] = torch.load(
             os.path.join(d, STATE_FILE), map_location="cpu", weights_only=True
         )
@@ -150,7 +142,7 @@ def predict_with_ray_data(
     ds = ray.data.from_arrow(blocks).map_batches(
         WSODBatchPredictor,
         fn_constructor_kwargs={
-            "checkpoint": os.path.abspath(checkpoint),
+            "checkpoint": storage.absolute(checkpoint),
             "test": to_dict(test),
             "max_side": cfg.data.max_side,
             "device": "cuda" if use_gpu else "cpu",
@@ -175,7 +167,8 @@ def write_split_outputs(
     classes: ClassMap,
 ) -> str:
     """``detections_<split>.parquet`` (every manifest row of the split: detections or an error
-    row) and ``coco_results_<split>.json``; returns the Parquet path."""
+    row) and ``coco_results_<split>.json`` in the location ``out_dir``; returns the Parquet
+    path."""
     ids = {str(r["image_id"]) for r in manifest_rows if r["split"] == split}
     by_id = {r["image_id"]: r for r in dets.to_pylist() if r["image_id"] in ids}
     rows = []
@@ -200,8 +193,7 @@ def write_split_outputs(
     path = detections_file(out_dir, split)
     write_table(rows, path, "detections", classes)
     coco = detections_to_coco_results(load_detections_table(path).records, classes)
-    with open(os.path.join(out_dir, f"coco_results_{split}.json"), "w", encoding="utf-8") as fh:
-        json.dump(coco, fh)
+    storage.write_json(storage.join(out_dir, f"coco_results_{split}.json"), coco, indent=None)
     return path
 
 
@@ -212,7 +204,7 @@ def evaluate_method(
     out: dict[str, Any] = {}
     for split, metrics in ((test_split, ("voc07", "voc")), (train_split, ("corloc",))):
         path = detections_file(out_dir, split)
-        if not os.path.exists(path):
+        if not storage.exists(path):
             continue
         gt = load_manifest_gt(manifest, split=split)
         res = evaluate(gt.records, load_detections_table(path).records, metrics, gt.classes)
@@ -247,21 +239,26 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     use_gpu = infer.use_gpu
     metrics.update(train_device=train.reason, inference_device=infer.reason)
     inputs = inference_inputs(data)
-    storage = os.path.join(ctx.out_dir, "ray_train")
+    ray_train = storage.join(ctx.out_dir, "ray_train")
     for method in wcfg.methods:
         out_dir = (
-            ctx.out_dir if method == wcfg.method else os.path.join(ctx.out_dir, "compare", method)
+            ctx.out_dir if method == wcfg.method else storage.join(ctx.out_dir, "compare", method)
         )
-        os.makedirs(out_dir, exist_ok=True)
-        job = TrainJob(
-            method, classes.num_classes, tuple(classes.names), manifest, proposals, train_split
+        storage.makedirs(out_dir)
+        job = TrainJob(  # absolute locations: the workers may run on other nodes
+            method,
+            classes.num_classes,
+            tuple(classes.names),
+            storage.absolute(manifest),
+            storage.absolute(proposals) if proposals else "",
+            train_split,
         )
         t0 = time.time()
         name = run_name(cfg, method, [manifest, proposals])
-        state = train_method(cfg, job, storage, name, use_gpu=train.use_gpu)
+        state = train_method(cfg, job, ray_train, name, use_gpu=train.use_gpu)
         train_s = time.time() - t0
         ckpt = export_checkpoint(state, model_file(out_dir))
-        plot_curves(state["history"], os.path.join(out_dir, "curves.png"), method)
+        plot_curves(state["history"], storage.join(out_dir, "curves.png"), method)
         t0 = time.time()
         dets = predict_with_ray_data(inputs, ckpt, wcfg, use_gpu)
         for split in splits:

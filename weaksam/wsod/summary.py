@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from weaksam import storage
 from weaksam.eval.table import format_table
 
 TABLE_HEADERS = (
@@ -18,7 +20,8 @@ TABLE_HEADERS = (
 
 
 def plot_curves(history: Sequence[Mapping[str, float]], path: str, title: str = "") -> bool:
-    """PNG of the loss terms and the learning rate against step; False when empty."""
+    """PNG of the loss terms and the learning rate against step at the location ``path``
+    (local, ``file://`` or ``s3://``; written whole); False when empty."""
     if not history:
         return False
     import matplotlib
@@ -44,8 +47,12 @@ def plot_curves(history: Sequence[Mapping[str, float]], path: str, title: str = 
     axes[1].set_xlabel("step")
     axes[1].set_title("learning rate")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, dpi=110, format="png")
+    finally:
+        plt.close(fig)
+    storage.write_bytes(path, buf.getvalue())
     return True
 
 
