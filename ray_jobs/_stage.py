@@ -136,6 +136,24 @@ def check_gpus(requests: Sequence[tuple[str, float]], ray_init: Callable[[], Non
             raise UsageError(str(exc)) from None
 
 
+def check_cluster_storage(cfg: Config, ray_init: Callable[[], None]) -> None:
+    """On a cluster (``RAY_ADDRESS`` set): connect, and fail fast (:class:`UsageError`, one
+    line) when the run folder is not visible from every alive node or ``run_root`` is
+    relative (``ray_jobs._ray.check_run_root``). A private local instance is one node: nothing
+    to check, and Ray still starts only when a stage needs it."""
+    import os
+
+    from ray_jobs._ray import StorageError, check_run_root
+
+    if not os.environ.get("RAY_ADDRESS"):
+        return
+    ray_init()
+    try:
+        check_run_root(cfg.run_root, cfg.run_dir)
+    except StorageError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def execute(
     cfg: Config,
     *,
@@ -154,6 +172,7 @@ def execute(
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     check_inputs(cfg, STAGES, selected)
+    check_cluster_storage(cfg, init_ray)
     check_gpus(gpu_requests(cfg, STAGES, selected), init_ray)
     save_resolved(cfg)
     return run_stages(cfg, STAGES, ray_init=init_ray, only=only, from_stage=from_stage, force=force)

@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 
 from serve.config import DEFAULT_CONFIG, ServeConfig, check_model_files, load_serve_config
+from weaksam import storage
 from weaksam.configlib import ConfigError
 
 log = logging.getLogger("serve")
@@ -81,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     overrides = []
     if args.run:  # a path on the command line is relative to the working directory
-        overrides = ["detector.kind=run", f"detector.run={os.path.abspath(args.run)}"]
+        overrides = ["detector.kind=run", f"detector.run={storage.absolute(args.run)}"]
     overrides += args.set
     if args.host is not None:
         overrides.append(f"host={args.host}")

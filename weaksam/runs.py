@@ -29,7 +29,7 @@ ASSETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets")
 @functools.lru_cache(maxsize=64)
 def _digest(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with storage.open_input(path) as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
@@ -40,6 +40,12 @@ def file_digest(path: str) -> str:
     2.5 GB SAM checkpoint is read once per process."""
     if not path:
         return ""
+    if storage.is_remote(path):  # an object store: its size and last-modified time
+        fs, p = storage.resolve(path)
+        info = fs.get_file_info(p)
+        if info.type != storage.pafs.FileType.File:
+            raise FileNotFoundError(f"no file at {path}")
+        return _digest(path, int(info.size or 0), int(info.mtime_ns or 0))
     st = os.stat(path)
     return _digest(os.path.abspath(path), st.st_size, st.st_mtime_ns)
 

@@ -35,6 +35,10 @@ def _always(cfg: Config) -> bool:
     return True
 
 
+def _no_tables(cfg: Config, run_dir: str) -> list[tuple[str, tuple[str, ...]]]:
+    return []
+
+
 @dataclass(frozen=True)
 class Stage:
     """One step of the pipeline.
@@ -49,6 +53,11 @@ class Stage:
         check: ``check(cfg)`` raises ``ValueError`` / ``FileNotFoundError`` (one line) when
             the stage's external inputs (dataset files, settings that only make sense
             together) rule out a run; called before anything in the run folder changes.
+        covers: ``covers(cfg, run_dir) -> [(table location, splits), ...]``: the per-image
+            tables the stage writes, each of which must hold exactly one row (an error row
+            counts) for every manifest image of ``splits`` (all when empty) and no other.
+            The runner checks them (:func:`weaksam.io.coverage.check_table_covers`) before it
+            writes ``_SUCCESS``.
     """
 
     name: str
@@ -57,6 +66,7 @@ class Stage:
     deps: tuple[str, ...] = ()
     enabled: Callable[[Config], bool] = field(default=_always)
     check: Callable[[Config], None] | None = None
+    covers: Callable[[Config, str], list[tuple[str, tuple[str, ...]]]] = field(default=_no_tables)
 
 
 @dataclass(frozen=True)

@@ -111,8 +111,9 @@ def absolute(loc: str) -> str:
     return loc if is_uri(loc) else os.path.abspath(loc)
 
 
-def join(loc: str, *parts: str) -> str:
+def join(loc: str | os.PathLike[str], *parts: str) -> str:
     """``os.path.join`` for local paths; ``/``-joining for URIs."""
+    loc = os.fspath(loc)
     if not is_uri(loc):
         return os.path.join(loc, *parts)
     out = loc.rstrip("/")

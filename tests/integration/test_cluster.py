@@ -262,13 +262,15 @@ def test_lost_worker_nodes_during_training_and_proposals(tiny_run: TinyRun, tmp_
     assert sorted(ids) == sorted(want) and len(set(ids)) == len(ids)
 
 
-def test_use_gpu_true_fails_fast_on_a_cluster_without_gpus(
-    tiny_run: TinyRun, tmp_path: Path
-) -> None:
+def test_refusals_on_a_cluster_fail_fast_in_one_line(tiny_run: TinyRun, tmp_path: Path) -> None:
+    """``use_gpu: true`` on a cluster without GPUs, and a relative ``run_root`` on several
+    nodes: exit status 2, one line, nothing written."""
     tiny_run.copy_to(tmp_path)
+    workdir = tmp_path / "cwd"
+    workdir.mkdir()
     with sim_cluster(workers=2, worker_cpus=1, head_cpus=1) as cluster:
         t0 = time.monotonic()
-        done = driver(
+        gpu = driver(
             cluster,
             "ray_jobs.generate_proposals",
             [
@@ -279,10 +281,17 @@ def test_use_gpu_true_fails_fast_on_a_cluster_without_gpus(
                 "--set",
                 "proposals.use_gpu=true",
             ],
-            tmp_path,
+            workdir,
         )
         seconds = time.monotonic() - t0
-    assert done.returncode == 2, _explain(done)
-    lines = [ln for ln in done.stderr.splitlines() if "use_gpu: true" in ln]
-    assert len(lines) == 1 and "0 GPUs" in lines[0] and "CPU=" in lines[0], done.stderr[-2000:]
+        relative = driver(
+            cluster, "ray_jobs.pipeline", ["--config", CONFIG, "--set", "run_root=runs"], workdir
+        )
+    assert gpu.returncode == 2, _explain(gpu)
+    lines = [ln for ln in gpu.stderr.splitlines() if "use_gpu: true" in ln]
+    assert len(lines) == 1 and "0 GPUs" in lines[0] and "CPU=" in lines[0], gpu.stderr[-2000:]
     assert seconds < 120
+    assert relative.returncode == 2, _explain(relative)
+    lines = [ln for ln in relative.stderr.splitlines() if "relative path" in ln]
+    assert len(lines) == 1 and "3 nodes" in lines[0], relative.stderr[-2000:]
+    assert sorted(os.listdir(workdir)) == []  # the relative run folder was never made

@@ -285,4 +285,12 @@ def peaks_table(metrics: dict[str, Any]) -> str:
 
 
 CLASSIFY_STAGE = Stage("classify", run_classify, sections=("classifier",), deps=("ingest",))
-PEAKS_STAGE = Stage("peaks", run_peaks, sections=("peaks",), deps=("classify",))
+
+
+def _points_table(cfg: Config, run_dir: str) -> list[tuple[str, tuple[str, ...]]]:
+    return [(points_path(run_dir), ())]  # one row per manifest image, every split
+
+
+PEAKS_STAGE = Stage(
+    "peaks", run_peaks, sections=("peaks",), deps=("classify",), covers=_points_table
+)

@@ -64,7 +64,13 @@ def run_evaluate(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     return {"baseline": to_jsonable(res)}
 
 
-BASELINE_STAGE = Stage("baseline", run_baseline, sections=(), deps=("ingest",))
+def _baseline_tables(cfg: Config, run_dir: str) -> list[tuple[str, tuple[str, ...]]]:
+    return [(detections_path(run_dir, "baseline", s), (s,)) for s in dict.fromkeys(cfg.data.splits)]
+
+
+BASELINE_STAGE = Stage(
+    "baseline", run_baseline, sections=(), deps=("ingest",), covers=_baseline_tables
+)
 EVALUATE_STAGE = Stage(
     "evaluate", run_evaluate, sections=("evaluate",), deps=("baseline", "ingest")
 )

@@ -129,6 +129,20 @@ def _has_outputs(out_dir: str) -> bool:
     return bool(storage.list_files(out_dir, recursive=True))
 
 
+def check_stage_coverage(stage: Stage, cfg: Config) -> dict[str, int]:
+    """Check every per-image table ``stage`` declares (:attr:`Stage.covers`) against the
+    manifest (:func:`weaksam.io.coverage.check_table_covers`); ``{table name: rows}``.
+    Raises :class:`weaksam.io.coverage.CoverageError` before the stage can be marked done."""
+    from weaksam.io.coverage import check_table_covers
+    from weaksam.runs import manifest_path
+
+    out: dict[str, int] = {}
+    for table, splits in stage.covers(cfg, cfg.run_dir):
+        rows = check_table_covers(manifest_path(cfg.run_dir), table, stage.name, splits)
+        out[storage.basename(table)] = rows
+    return out
+
+
 def run_stages(
     cfg: Config,
     stages: Sequence[Stage],
@@ -181,6 +195,9 @@ def run_stages(
         with _PeakRSS() as mem:
             metrics = stage.run(cfg, StageContext(cfg.run_dir, out_dir, ray_init))
         seconds = time.time() - t0
+        covered = check_stage_coverage(stage, cfg)
+        if covered:
+            metrics = {**metrics, "rows_checked": covered}
         write_metrics(out_dir, metrics)
         mark_success(out_dir, hashes[stage.name], key=key, seconds=seconds)
         log.info("stage %-18s done in %.1f s", stage.name, seconds)

@@ -10,7 +10,6 @@ from weaksam.config import Config
 from weaksam.eval import evaluate, load_manifest_gt
 from weaksam.eval.formats import load_detections_table
 from weaksam.eval.table import format_table
-from weaksam.io.coverage import check_table_covers
 from weaksam.io.tables import read_table
 from weaksam.proposals.job import generate_proposals, summarize_proposals
 from weaksam.runs import manifest_path, points_path, proposals_path
@@ -38,7 +37,6 @@ def run_proposals(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     stats = generate_proposals(
         manifest, ctx.out_dir, cfg.sam, cfg.proposals, points if storage.exists(points) else None
     )
-    check_table_covers(manifest, proposals_path(ctx.run_dir), "proposals", cfg.proposals.splits)
     metrics: dict[str, Any] = summarize_proposals(ctx.out_dir)
     metrics.update(
         images_processed=stats.submitted,
@@ -66,6 +64,15 @@ def run_proposals(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     return metrics
 
 
+def proposals_tables(cfg: Config, run_dir: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The ``proposals`` table: one row per manifest image of ``proposals.splits``."""
+    return [(proposals_path(run_dir), tuple(cfg.proposals.splits))]
+
+
 PROPOSALS_STAGE = Stage(
-    "proposals", run_proposals, sections=("sam", "proposals"), deps=("ingest", "peaks")
+    "proposals",
+    run_proposals,
+    sections=("sam", "proposals"),
+    deps=("ingest", "peaks"),
+    covers=proposals_tables,
 )

@@ -33,7 +33,7 @@ from weaksam.eval.formats import load_detections_table
 from weaksam.io.classes import ClassMap
 from weaksam.io.schemas import error_row, rows_to_table
 from weaksam.io.tables import read_classes, write_table
-from weaksam.runs import detections_file, manifest_path, model_file
+from weaksam.runs import detections_file, detections_path, manifest_path, model_file
 from weaksam.runs import proposals_path as run_proposals_path
 from weaksam.stage import Stage, StageContext
 from weaksam.train.placement import decide_gpu
@@ -288,4 +288,11 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     return metrics
 
 
-WSOD_STAGE = Stage("wsod", run_wsod, sections=("wsod",), deps=("ingest", "proposals"))
+def _wsod_tables(cfg: Config, run_dir: str) -> list[tuple[str, tuple[str, ...]]]:
+    splits = list(cfg.wsod.test.splits or cfg.data.splits)
+    return [(detections_path(run_dir, "wsod", s), (s,)) for s in dict.fromkeys(splits)]
+
+
+WSOD_STAGE = Stage(
+    "wsod", run_wsod, sections=("wsod",), deps=("ingest", "proposals"), covers=_wsod_tables
+)
