@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.integration.conftest import REPO, subprocess_env
+from .conftest import REPO, subprocess_env
 
 pytestmark = pytest.mark.ray
 
