@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= configs/demo.yaml
 
-.PHONY: install demo test lint format typecheck unit bench clean
+.PHONY: install demo test lint format typecheck unit bench clean test-faults
 
 # (Re)install when pyproject.toml changes. torch/torchvision come from this machine's local disk.
 $(STAMP): pyproject.toml
@@ -27,6 +27,10 @@ typecheck: install
 
 unit: install
 	$(VENV)/bin/pytest -q
+
+# Node-failure tests on a simulated cluster (timing-sensitive on 2 cores; not yet in `make test`).
+test-faults: install
+	$(VENV)/bin/pytest -q -m faults tests/integration/test_cluster.py
 
 test: lint typecheck unit
 

@@ -35,6 +35,7 @@ def ray_local() -> Iterator[None]:
         yield
         return
     ray.init(
+        address="local",  # never join a cluster another test (or anyone) left on this machine
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
