@@ -9,7 +9,6 @@ images, and :func:`export_backbone` keeps its backbone â€” not its class head â€
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -91,6 +90,8 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str, title: str =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from weaksam.viz.plots import save_figure
+
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     axes[0].plot(epochs, [h["loss"] for h in history])
@@ -103,9 +104,7 @@ def plot_history(history: Sequence[Mapping[str, float]], path: str, title: str =
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    buf = io.BytesIO()
     try:
-        fig.savefig(buf, dpi=110, format="png")
+        save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
-    storage.write_bytes(path, buf.getvalue())

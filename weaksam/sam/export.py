@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -56,6 +55,8 @@ def plot_history(history: Sequence[dict[str, float]], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from weaksam.viz.plots import save_figure
+
     steps = [h["step"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     axes[0].plot(steps, [h["loss"] for h in history], label="train loss")
@@ -69,10 +70,7 @@ def plot_history(history: Sequence[dict[str, float]], path: str) -> None:
     axes[1].set_title("point-prompt mIoU on held-out blobs")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    if storage.is_uri(path):
-        buf = io.BytesIO()
-        fig.savefig(buf, dpi=110, format="png")
-        storage.write_bytes(path, buf.getvalue())
-    else:
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=110)
+    finally:
+        plt.close(fig)

@@ -76,6 +76,7 @@ def decide_gpu(
     what: str,
     resources: Mapping[str, float] | None = None,
     probe: Callable[[], bool] | None = None,
+    place_without_cuda: bool = False,
 ) -> GPUDecision:
     """Decide whether ``what`` (e.g. ``"proposals: 2 SAM actors"``) runs on GPUs.
 
@@ -85,6 +86,9 @@ def decide_gpu(
         resources: the cluster's total resources (default: ``ray.cluster_resources()``).
         probe: returns whether a task placed on a GPU sees CUDA (default: :func:`cuda_probe`);
             only called when the cluster advertises enough GPUs.
+        place_without_cuda: under ``auto``, still place the work on the advertised GPUs when
+            the probe finds no CUDA (actors, which pick their device themselves; see
+            :func:`decide_actor_gpus`); the reason says they compute on CPU.
     """
     mode = parse_policy(policy)
     if mode == "false":
@@ -98,8 +102,18 @@ def decide_gpu(
         why = f"the cluster has {have:g} GPUs for {needed:g} needed ({_resources_line(resources)})"
         return _without_gpus(mode, what, why)
     if not (probe or cuda_probe)():
-        why = f"the cluster advertises {have:g} GPUs but a task placed on one sees no CUDA device"
-        return _without_gpus(mode, what, why)
+        if not (place_without_cuda and mode == "auto"):
+            why = (
+                f"the cluster advertises {have:g} GPUs but a task placed on one sees no CUDA device"
+            )
+            return _without_gpus(mode, what, why)
+        decision = GPUDecision(
+            True,
+            f"{what}: placed one per GPU slot (use_gpu: auto; {have:g} GPUs advertised) but a "
+            "task placed on one sees no CUDA device: the actors compute on CPU",
+        )
+        log.warning("%s", decision.reason)
+        return decision
     decision = GPUDecision(True, f"{what}: GPU (use_gpu: {mode}; {have:g} GPUs in the cluster)")
     log.warning("%s", decision.reason)
     return decision
@@ -177,29 +191,6 @@ def decide_actor_gpus(
     reason says loudly that the actors will compute on CPU. ``true`` still fails fast when
     GPUs are missing or have no CUDA; ``false`` never asks for GPUs.
     """
-    mode = parse_policy(policy)
-    if mode == "false":
-        return GPUDecision(False, f"{what}: CPU (use_gpu: false)")
-    if resources is None:
-        import ray
-
-        resources = ray.cluster_resources()
-    have = float(resources.get("GPU", 0.0))
-    if have < needed:
-        why = f"the cluster has {have:g} GPUs for {needed:g} needed ({_resources_line(resources)})"
-        return _without_gpus(mode, what, why)
-    if not (probe or cuda_probe)():
-        if mode == "true":
-            raise GPUPolicyError(
-                f"{what}: use_gpu: true, but the cluster advertises {have:g} GPUs and a task "
-                "placed on one sees no CUDA device"
-            )
-        decision = GPUDecision(
-            True,
-            f"{what}: placed one per GPU slot (use_gpu: auto; {have:g} GPUs advertised) but a "
-            "task placed on one sees no CUDA device: the actors compute on CPU",
-        )
-    else:
-        decision = GPUDecision(True, f"{what}: GPU (use_gpu: {mode}; {have:g} GPUs in the cluster)")
-    log.warning("%s", decision.reason)
-    return decision
+    return decide_gpu(
+        policy, needed, what=what, resources=resources, probe=probe, place_without_cuda=True
+    )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from weaksam import storage
 from weaksam.eval.table import format_table
 
 TABLE_HEADERS = (
@@ -29,6 +27,8 @@ def plot_curves(history: Sequence[Mapping[str, float]], path: str, title: str = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from weaksam.viz.plots import save_figure
+
     steps = [h["step"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
     for key, label in (
@@ -47,12 +47,10 @@ def plot_curves(history: Sequence[Mapping[str, float]], path: str, title: str = 
     axes[1].set_xlabel("step")
     axes[1].set_title("learning rate")
     fig.tight_layout()
-    buf = io.BytesIO()
     try:
-        fig.savefig(buf, dpi=110, format="png")
+        save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
-    storage.write_bytes(path, buf.getvalue())
     return True
 
 
