@@ -178,9 +178,11 @@ class PeakStageConfig:
             with probability >= this, and always the top-1 class (never from labels or GT).
             The probabilities are those of the logits averaged over ``scales`` x ``flip``, as
             the ``classify`` stage's test mAP is measured.
-        actors / batch_size / actor_cpus: the Ray Data actor pool, images per batch and CPUs
-            reserved per actor. use_gpu: one GPU per actor (``auto``/``true``/``false``,
-            :mod:`weaksam.train.placement`).
+        actors / batch_size / actor_cpus: the Ray Data actor pool's minimum (and starting)
+            size, images per batch and CPUs reserved per actor. max_actors: the pool's maximum
+            (0 = grow with the cluster on GPUs, a fixed pool of ``actors`` on CPU;
+            :func:`weaksam.train.placement.pool_sizes`). use_gpu: one GPU per actor
+            (``auto``/``true``/``false``, :func:`weaksam.train.placement.decide_actor_gpus`).
         rows_per_file: rows per Parquet shard (the last one may hold fewer).
         picture_images: test images drawn in ``peaks.png``.
     """
@@ -197,6 +199,7 @@ class PeakStageConfig:
     kernel_ref_side: int = 0
     class_threshold: float = 0.5
     actors: int = 1
+    max_actors: int = 0
     batch_size: int = 8
     actor_cpus: float = 1.0
     use_gpu: str = "auto"
@@ -213,6 +216,7 @@ class PeakStageConfig:
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise FieldError("kernel", "{kernel} must be odd and >= 1, got {value}", self.kernel)
         check_at_least(self, 1, "top_k", "actors", "batch_size", "rows_per_file")
+        check_at_least(self, 0, "max_actors")
         check_at_least(self, 0, "refine_iters", "kernel_ref_side", "actor_cpus", "picture_images")
         check_fraction(self, "threshold")  # above 1 no peak passes
         check_at_least(self, 0, "class_threshold")  # above 1: the top-1 class only

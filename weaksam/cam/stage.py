@@ -36,7 +36,7 @@ from weaksam.io.rle import decode_masks
 from weaksam.io.tables import read_classes, read_table
 from weaksam.runs import classifier_path, file_digest, manifest_path, points_path, read_success
 from weaksam.stage import Stage, StageContext
-from weaksam.train.placement import decide_gpu
+from weaksam.train.placement import actor_pool, decide_actor_gpus, decide_gpu
 from weaksam.viz.draw import save_png
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,7 @@ def run_classify(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         classifier=path,
         train_split=train_split,
         epochs=int(state["epoch"]),
+        resumed_from_epoch=int(state.get("resumed_from", 0)),
         final_val_map=history[-1]["val_map"] if history else None,
         train_seconds=float(sum(h["seconds"] for h in history)),
         history=history,
@@ -172,7 +173,7 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         storage.remove_tree(out)
     else:
         storage.remove(out)
-    device = decide_gpu(pcfg.use_gpu, pcfg.actors, what="peaks: actors")
+    device = decide_actor_gpus(pcfg.use_gpu, pcfg.actors, what="peaks: actors")
     ds = ray.data.from_items(items).map_batches(
         PeakExtractor,
         fn_constructor_kwargs={
@@ -182,7 +183,7 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
             "classes": classes.to_json(),
             "threads": max(1, int(pcfg.actor_cpus)),
         },
-        compute=ray.data.ActorPoolStrategy(size=pcfg.actors),
+        compute=actor_pool(pcfg.actors, pcfg.max_actors, device.use_gpu),
         batch_size=pcfg.batch_size,
         batch_format="pyarrow",  # keeps nulls (numpy batches turn a null string into NaN)
         num_gpus=1 if device.use_gpu else 0,

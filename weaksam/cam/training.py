@@ -188,9 +188,9 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
                 done, cfg.epochs, metrics["loss"], metrics["val_map"], metrics["seconds"],
             )  # fmt: skip
         if done % cfg.checkpoint_every == 0 or done == cfg.epochs:
-            ckpt = _state(model, opt, done, history, cfg, num_classes)
+            ckpt = _state(model, opt, done, history, cfg, num_classes, start)
             report(metrics, ckpt)
-    return ckpt or _state(model, opt, cfg.epochs, history, cfg, num_classes)
+    return ckpt or _state(model, opt, cfg.epochs, history, cfg, num_classes, start)
 
 
 def _state(
@@ -200,11 +200,13 @@ def _state(
     history: list[dict[str, float]],
     cfg: ClassifierConfig,
     num_classes: int,
+    resumed_from: int = 0,
 ) -> dict[str, Any]:
     return {
         "model": unwrap(model).state_dict(),
         "optimizer": opt.state_dict(),
         "epoch": epoch,
+        "resumed_from": resumed_from,  # the epoch this process started after (0: from scratch)
         "history": history,
         "classifier_config": to_dict(cfg),
         "num_classes": num_classes,

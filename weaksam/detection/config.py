@@ -238,13 +238,17 @@ class DetectorTestConfig:
     """Batch inference over the test split (a Ray Data actor pool).
 
     Attributes:
-        num_actors / cpus_per_actor / batch_size: the actor pool and its batches.
+        num_actors / max_actors: the actor pool's minimum (and starting) and maximum size
+            (0 = grow with the cluster on GPUs, fixed on CPU;
+            :func:`weaksam.train.placement.pool_sizes`).
+        cpus_per_actor / batch_size: CPUs reserved per actor; images per batch.
         use_gpu: one GPU per actor (``auto``, ``true`` or ``false``,
-            :mod:`weaksam.train.placement`).
+            :func:`weaksam.train.placement.decide_actor_gpus`).
         mask_threshold: mask probability threshold for the RLE masks (Mask R-CNN: 0.5).
     """
 
     num_actors: int = 1
+    max_actors: int = 0
     cpus_per_actor: float = 1.0
     batch_size: int = 4
     use_gpu: str = "auto"
@@ -253,7 +257,7 @@ class DetectorTestConfig:
     def __post_init__(self) -> None:
         check_gpu_policy(self, "use_gpu")
         check_at_least(self, 1, "num_actors", "batch_size")
-        check_at_least(self, 0, "cpus_per_actor")
+        check_at_least(self, 0, "cpus_per_actor", "max_actors")
         check_fraction(self, "mask_threshold")
 
 

@@ -34,6 +34,7 @@ from weaksam.io.rle import encode_masks
 from weaksam.io.schemas import empty_row, error_row, rows_to_table
 from weaksam.train.export import export_checkpoint as export_state
 from weaksam.train.export import read_checkpoint
+from weaksam.train.placement import actor_pool
 
 INPUT_COLUMNS = ("image_id", "image_index", "height", "width", "path", "error")
 EXPORT_KEYS = (
@@ -104,7 +105,8 @@ class DetectorBatchPredictor:
 
     Args:
         checkpoint: path of the exported ``model.pt``.
-        device: ``cpu`` or ``cuda``. threads: torch threads on CPU.
+        device: ``auto`` (CUDA when visible), ``cpu`` or ``cuda``. threads: torch threads on
+            CPU.
         mask_threshold: probability threshold of the RLE masks (Mask R-CNN).
     """
 
@@ -115,6 +117,8 @@ class DetectorBatchPredictor:
         threads: int = 1,
         mask_threshold: float = 0.5,
     ) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
         if device == "cpu":
             torch.set_num_threads(threads)
         self.device = torch.device(device)
@@ -185,6 +189,7 @@ def predict_with_ray_data(
     *,
     num_actors: int,
     cpus_per_actor: float,
+    max_actors: int = 0,
     batch_size: int,
     mask_threshold: float,
     use_gpu: bool,
@@ -199,11 +204,11 @@ def predict_with_ray_data(
         DetectorBatchPredictor,
         fn_constructor_kwargs={
             "checkpoint": storage.absolute(checkpoint),
-            "device": "cuda" if use_gpu else "cpu",
+            "device": "auto" if use_gpu else "cpu",  # GPU slots without CUDA: CPU
             "threads": max(1, int(cpus_per_actor)),
             "mask_threshold": mask_threshold,
         },
-        compute=ray.data.ActorPoolStrategy(size=num_actors),
+        compute=actor_pool(num_actors, max_actors, use_gpu),
         batch_size=batch_size,
         batch_format="numpy",
         num_cpus=cpus_per_actor,

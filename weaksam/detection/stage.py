@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -45,7 +45,7 @@ from weaksam.io.schemas import error_row
 from weaksam.io.tables import read_classes, read_table, write_table
 from weaksam.runs import detections_file, manifest_path, model_file, pgt_path
 from weaksam.stage import Stage, StageContext
-from weaksam.train.placement import decide_gpu
+from weaksam.train.placement import decide_actor_gpus, decide_gpu
 from weaksam.train.reporting import STATE_FILE
 from weaksam.train.trainer import input_fingerprint
 
@@ -116,6 +116,7 @@ def detect_split(
         inference_inputs(list(rows)),
         checkpoint,
         num_actors=test.num_actors,
+        max_actors=test.max_actors,
         cpus_per_actor=test.cpus_per_actor,
         batch_size=test.batch_size,
         mask_threshold=test.mask_threshold,
@@ -187,7 +188,7 @@ def run_detector_stage(
     stage = storage.basename(ctx.out_dir)
     tc = section.train
     train = decide_gpu(tc.use_gpu, tc.num_workers, what=f"{stage}: training workers")
-    infer = decide_gpu(
+    infer = decide_actor_gpus(
         section.test.use_gpu, section.test.num_actors, what=f"{stage}: inference actors"
     )
     use_gpu = infer.use_gpu
@@ -198,7 +199,7 @@ def run_detector_stage(
         "inference_device": infer.reason,
     }
     for k, v in enumerate(variants):
-        out_dir = ctx.out_dir if k == 0 else storage.join(ctx.out_dir, "compare", v.name)
+        out_dir = variant_dir(ctx.out_dir, k, v)
         storage.makedirs(out_dir)
         job = TrainJob(  # absolute locations: the workers may run on other nodes
             v.name,
@@ -229,6 +230,7 @@ def run_detector_stage(
             "train_seconds": round(train_s, 1),
             "infer_seconds": round(infer_s, 1),
             "steps": int(state["step"]),
+            "resumed_from_step": int(state.get("resumed_from", 0)),
             "final_loss": history[-1].get("loss") if history else None,
             "history": history,
         }
@@ -243,15 +245,53 @@ def _table(metrics: dict[str, Any], keys: Sequence[str], title: str) -> str:
     return format_table(rows, ["variant", *keys, "train s"], title=title)
 
 
-def run_retrain(cfg: Config, ctx: StageContext) -> dict[str, Any]:
-    """Faster R-CNN on the PGT with RoI drop (+ no-drop and GT upper bound when asked)."""
+def retrain_variants(cfg: Config) -> list[Variant]:
+    """The ``retrain`` stage's models: RoI drop on the PGT (its main output), then the no-drop
+    and GT upper-bound comparisons when asked."""
     rc = cfg.retrain
     variants = [Variant("drop", "pgt", rc.roi_drop)]
     if rc.compare_no_drop:
         variants.append(Variant("no_drop", "pgt", replace(rc.roi_drop, enabled=False)))
     if rc.upper_bound:
         variants.append(Variant("upper_bound", "gt", replace(rc.roi_drop, enabled=False)))
-    metrics = run_detector_stage(cfg, ctx, rc, variants, masks=False)
+    return variants
+
+
+def wsis_variants(cfg: Config) -> list[Variant]:
+    """The ``wsis`` stage's models: Mask R-CNN on the PGT masks, then the GT-mask upper bound
+    when asked."""
+    wc = cfg.wsis
+    variants = [Variant("pgt", "pgt", wc.roi_drop)]
+    if wc.upper_bound:
+        variants.append(Variant("upper_bound", "gt", replace(wc.roi_drop, enabled=False)))
+    return variants
+
+
+def variant_dir(out_dir: str, index: int, variant: Variant) -> str:
+    """Where variant ``index`` of a detector stage writes: the stage folder for the first (the
+    stage's result), ``compare/<name>`` for the comparisons."""
+    return out_dir if index == 0 else storage.join(out_dir, "compare", variant.name)
+
+
+def _variant_tables(
+    stage: str, variants: Callable[[Config], list[Variant]]
+) -> Callable[[Config, str], list[tuple[str, tuple[str, ...]]]]:
+    """``Stage.covers`` of a detector stage: every variant's test-split detections."""
+
+    def covers(cfg: Config, run_dir: str) -> list[tuple[str, tuple[str, ...]]]:
+        test_split = cfg.data.splits[-1]
+        out_dir = storage.join(run_dir, stage)
+        return [
+            (detections_file(variant_dir(out_dir, k, v), test_split), (test_split,))
+            for k, v in enumerate(variants(cfg))
+        ]
+
+    return covers
+
+
+def run_retrain(cfg: Config, ctx: StageContext) -> dict[str, Any]:
+    """Faster R-CNN on the PGT with RoI drop (+ no-drop and GT upper bound when asked)."""
+    metrics = run_detector_stage(cfg, ctx, cfg.retrain, retrain_variants(cfg), masks=False)
     v = metrics["variants"]
     metrics["ap50_voc07"] = v["drop"]["ap50_voc07"]
     metrics["ap50_no_drop"] = v.get("no_drop", {}).get("ap50_voc07")
@@ -265,11 +305,7 @@ def run_retrain(cfg: Config, ctx: StageContext) -> dict[str, Any]:
 
 def run_wsis(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Mask R-CNN on the PGT masks (+ the GT-mask upper bound when asked)."""
-    wc = cfg.wsis
-    variants = [Variant("pgt", "pgt", wc.roi_drop)]
-    if wc.upper_bound:
-        variants.append(Variant("upper_bound", "gt", replace(wc.roi_drop, enabled=False)))
-    metrics = run_detector_stage(cfg, ctx, wc, variants, masks=True)
+    metrics = run_detector_stage(cfg, ctx, cfg.wsis, wsis_variants(cfg), masks=True)
     main = metrics["variants"]["pgt"]
     for k in ("mask_ap25", "mask_ap50", "mask_ap70", "mask_ap75", "segm_ap", "segm_ap50"):
         metrics[k] = main.get(k)
@@ -293,7 +329,13 @@ RETRAIN_STAGE = Stage(
     sections=("retrain",),
     deps=("ingest", "pgt"),
     enabled=_enabled("retrain"),
+    covers=_variant_tables("retrain", retrain_variants),
 )
 WSIS_STAGE = Stage(
-    "wsis", run_wsis, sections=("wsis",), deps=("ingest", "pgt"), enabled=_enabled("wsis")
+    "wsis",
+    run_wsis,
+    sections=("wsis",),
+    deps=("ingest", "pgt"),
+    enabled=_enabled("wsis"),
+    covers=_variant_tables("wsis", wsis_variants),
 )

@@ -185,6 +185,7 @@ def fit(
                 "optimizer": opt.state_dict(),
                 "step": done,
                 "history": list(history),
+                "resumed_from": start,  # the step this process started at (0: from scratch)
                 **(extra_state or {}),
             }
             last = history[-1] if history else {}

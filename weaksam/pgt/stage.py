@@ -32,7 +32,14 @@ from weaksam.pgt.config import PGTStageConfig
 from weaksam.pgt.job import generate_pgt_masks, merge_masks
 from weaksam.pgt.labels import LabelSet, read_labels
 from weaksam.pgt.quality import pgt_quality
-from weaksam.runs import PGT_COCO, PGT_TABLE, detections_path, manifest_path, relative_to_run
+from weaksam.runs import (
+    PGT_COCO,
+    PGT_TABLE,
+    detections_path,
+    manifest_path,
+    pgt_path,
+    relative_to_run,
+)
 from weaksam.sam.build import SamConfig
 from weaksam.stage import Stage, StageContext
 
@@ -137,4 +144,14 @@ def run_pgt(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     return metrics
 
 
-PGT_STAGE = Stage("pgt", run_pgt, sections=("pgt", "sam"), deps=("ingest", "wsod"))
+def _pgt_table(cfg: Config, run_dir: str) -> list[tuple[str, tuple[str, ...]]]:
+    return [(pgt_path(run_dir), (cfg.data.splits[0],))]  # one row per training image
+
+
+PGT_STAGE = Stage(
+    "pgt",
+    run_pgt,
+    sections=("pgt", "sam"),
+    deps=("ingest", "wsod"),
+    covers=_pgt_table,
+)

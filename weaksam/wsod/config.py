@@ -215,9 +215,11 @@ class WSODTestConfig:
         nms_iou / score_thresh / max_detections: per-class NMS, keep scores ``> thresh``,
             top detections per image.
         splits: manifest splits to run on (``()`` = every split of ``data.splits``).
-        batch_size: images per Ray Data batch. num_actors: predictor actors.
-            cpus_per_actor: CPUs reserved per actor. use_gpu: one GPU per actor (``auto``,
-            ``true`` or ``false``, :mod:`weaksam.train.placement`).
+        batch_size: images per Ray Data batch. num_actors / max_actors: the predictor pool's
+            minimum (and starting) and maximum size (0 = grow with the cluster on GPUs, fixed
+            on CPU; :func:`weaksam.train.placement.pool_sizes`). cpus_per_actor: CPUs
+            reserved per actor. use_gpu: one GPU per actor (``auto``, ``true`` or ``false``,
+            :func:`weaksam.train.placement.decide_actor_gpus`).
     """
 
     scales: tuple[int, ...] = (480, 576, 688, 800, 864, 1000, 1200)
@@ -228,6 +230,7 @@ class WSODTestConfig:
     splits: tuple[str, ...] = ()
     batch_size: int = 8
     num_actors: int = 1
+    max_actors: int = 0
     cpus_per_actor: float = 1.0
     use_gpu: str = "auto"
 
@@ -236,7 +239,7 @@ class WSODTestConfig:
         check_nonempty(self, "scales")
         check_at_least(self, 1, "scales", "max_detections", "batch_size", "num_actors")
         check_fraction(self, "nms_iou", "score_thresh")
-        check_at_least(self, 0, "cpus_per_actor")
+        check_at_least(self, 0, "cpus_per_actor", "max_actors")
 
 
 @dataclass(frozen=True)

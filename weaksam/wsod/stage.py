@@ -36,7 +36,7 @@ from weaksam.io.tables import read_classes, write_table
 from weaksam.runs import detections_file, detections_path, manifest_path, model_file
 from weaksam.runs import proposals_path as run_proposals_path
 from weaksam.stage import Stage, StageContext
-from weaksam.train.placement import decide_gpu
+from weaksam.train.placement import actor_pool, decide_actor_gpus, decide_gpu
 from weaksam.train.reporting import STATE_FILE
 from weaksam.train.trainer import input_fingerprint
 from weaksam.wsod.config import WSODConfig
@@ -145,10 +145,10 @@ def predict_with_ray_data(
             "checkpoint": storage.absolute(checkpoint),
             "test": to_dict(test),
             "max_side": cfg.data.max_side,
-            "device": "cuda" if use_gpu else "cpu",
+            "device": "auto" if use_gpu else "cpu",  # GPU slots without CUDA: CPU
             "threads": max(1, int(test.cpus_per_actor)),
         },
-        compute=ray.data.ActorPoolStrategy(size=test.num_actors),
+        compute=actor_pool(test.num_actors, test.max_actors, use_gpu),
         batch_size=test.batch_size,
         batch_format="numpy",
         num_cpus=cpus,
@@ -235,7 +235,9 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     ctx.ray_init()
     tc = wcfg.train
     train = decide_gpu(tc.use_gpu, tc.num_workers, what="wsod: training workers")
-    infer = decide_gpu(wcfg.test.use_gpu, wcfg.test.num_actors, what="wsod: inference actors")
+    infer = decide_actor_gpus(
+        wcfg.test.use_gpu, wcfg.test.num_actors, what="wsod: inference actors"
+    )
     use_gpu = infer.use_gpu
     metrics.update(train_device=train.reason, inference_device=infer.reason)
     inputs = inference_inputs(data)
