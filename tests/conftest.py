@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,14 @@ def s3_bucket(s3_endpoint: str) -> str:
     name = f"weaksam-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return f"s3://{name}"
+
+
+@pytest.fixture(params=["local", "file", "s3"])
+def storage_root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty run root of each kind :mod:`weaksam.storage` takes: a local path, a
+    ``file://`` URI and a fresh moto bucket (``s3://<bucket>/runs``)."""
+    if request.param == "local":
+        return str(tmp_path / "runs")
+    if request.param == "file":
+        return f"file://{tmp_path}/runs"
+    return request.getfixturevalue("s3_bucket") + "/runs"

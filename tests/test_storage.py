@@ -11,13 +11,9 @@ import pytest
 from weaksam import storage
 
 
-@pytest.fixture(params=["local", "file", "s3"])
-def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "root")
-    if request.param == "file":
-        return f"file://{tmp_path}/root"
-    return request.getfixturevalue("s3_bucket") + "/runs"
+@pytest.fixture
+def root(storage_root: str) -> str:
+    return storage_root
 
 
 def test_join_parent_basename() -> None:

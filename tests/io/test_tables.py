@@ -14,13 +14,9 @@ from weaksam.io.tables import read_classes, read_table, write_table
 CLASSES = ClassMap.from_names(["c", "d"])
 
 
-@pytest.fixture(params=["local", "file", "s3"])
-def root(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "runs")
-    if request.param == "file":
-        return f"file://{tmp_path}/runs"
-    return request.getfixturevalue("s3_bucket") + "/runs"
+@pytest.fixture
+def root(storage_root: str) -> str:
+    return storage_root
 
 
 def test_a_folder_of_shards(root: str) -> None:

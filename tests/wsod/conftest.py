@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from weaksam.config import DataConfig, SynthConfig
 from weaksam.configlib import load_into
 from weaksam.data.ingest import ingest_splits
 from weaksam.data.synth import generate_shapes_dataset
-from weaksam.io.schemas import empty_row, error_row
+from weaksam.io.schemas import empty_row, error_row, rows_to_table
 from weaksam.io.tables import write_table
 from weaksam.runs import manifest_path
 from weaksam.wsod.config import WSODConfig
@@ -79,3 +81,11 @@ TINY_OVERRIDES = [
 def tiny_cfg() -> WSODConfig:
     """A WSOD config that trains in a fraction of a second per step on 96-px images."""
     return load_into(WSODConfig, None, TINY_OVERRIDES)
+
+
+def one_detection(row: dict[str, Any]) -> pa.Table:
+    """A ``detections`` table with one box (``[0, 0, 10, 10]``, score 0.5, class 1) for the
+    manifest ``row``."""
+    keys = ("image_id", "image_index", "height", "width")
+    det = {**{k: row[k] for k in keys}, "boxes": [0.0, 0.0, 10.0, 10.0], "scores": [0.5]}
+    return rows_to_table([{**det, "classes": [1]}], "detections")

@@ -8,11 +8,12 @@ import os
 import pytest
 
 from weaksam.config import load_config
-from weaksam.io.schemas import rows_to_table
 from weaksam.io.tables import read_classes, read_table
 from weaksam.runs import manifest_path
 from weaksam.wsod.data import read_weak_manifest
 from weaksam.wsod.stage import evaluate_method, proposals_path, run_name, write_split_outputs
+
+from .conftest import one_detection
 
 
 def test_run_name_ignores_test_settings_only(wsod_run: str) -> None:
@@ -40,20 +41,7 @@ def test_split_outputs_keep_every_image_and_evaluate(wsod_run: str, tmp_path) ->
     rows = read_weak_manifest(manifest)
     test_rows = [r for r in rows if r["split"] == "test"]
     first = test_rows[0]
-    dets = rows_to_table(
-        [
-            {
-                "image_id": first["image_id"],
-                "image_index": first["image_index"],
-                "height": first["height"],
-                "width": first["width"],
-                "boxes": [0.0, 0.0, 10.0, 10.0],
-                "scores": [0.5],
-                "classes": [1],
-            }
-        ],
-        "detections",
-    )
+    dets = one_detection(first)
     skipped = {test_rows[-1]["image_id"]: "proposals error row"}
     out = str(tmp_path)
     path = write_split_outputs(dets, skipped, rows, "test", out, classes)

@@ -12,7 +12,6 @@ import torch
 from weaksam import storage
 from weaksam.config import load_config
 from weaksam.configlib import to_dict
-from weaksam.io.schemas import rows_to_table
 from weaksam.io.tables import read_classes, read_table
 from weaksam.runs import manifest_path, model_file
 from weaksam.runs import proposals_path as run_proposals_path
@@ -22,6 +21,8 @@ from weaksam.wsod.inference import export_checkpoint, load_checkpoint
 from weaksam.wsod.model import build_wsod_model
 from weaksam.wsod.stage import evaluate_method, proposals_path, run_name, write_split_outputs
 from weaksam.wsod.summary import plot_curves
+
+from .conftest import one_detection
 
 
 def _upload_run(wsod_run: str, bucket: str) -> str:
@@ -73,20 +74,7 @@ def test_split_outputs_proposals_and_run_name_at_s3(
     classes = read_classes(manifest)
     rows = read_weak_manifest(manifest)
     first = next(r for r in rows if r["split"] == "test")
-    dets = rows_to_table(
-        [
-            {
-                "image_id": first["image_id"],
-                "image_index": first["image_index"],
-                "height": first["height"],
-                "width": first["width"],
-                "boxes": [0.0, 0.0, 10.0, 10.0],
-                "scores": [0.5],
-                "classes": [1],
-            }
-        ],
-        "detections",
-    )
+    dets = one_detection(first)
     out = storage.join(run, "wsod")
     path = write_split_outputs(dets, {}, rows, "test", out, classes)
     local = str(tmp_path / "wsod")
