@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= configs/demo.yaml
 
-.PHONY: install demo test lint format typecheck unit bench clean test-faults
+.PHONY: install demo test lint format typecheck unit bench clean test-cluster
 
 # (Re)install when pyproject.toml changes. torch/torchvision come from this machine's local disk.
 $(STAMP): pyproject.toml
@@ -28,9 +28,9 @@ typecheck: install
 unit: install
 	$(VENV)/bin/pytest -q
 
-# Node-failure tests on a simulated cluster (timing-sensitive on 2 cores; not yet in `make test`).
-test-faults: install
-	$(VENV)/bin/pytest -q -m faults tests/integration/test_cluster.py
+# The simulated-cluster tests alone (S3, fake GPUs, lost nodes; part of `make test` too).
+test-cluster: install
+	$(VENV)/bin/pytest -q -m cluster
 
 test: lint typecheck unit
 

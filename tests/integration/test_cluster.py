@@ -30,7 +30,7 @@ from weaksam.runs import manifest_path, proposals_path, read_metrics
 
 from .conftest import CONFIG, REPO, TinyRun, kill_tree, subprocess_env
 
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+pytestmark = [pytest.mark.ray, pytest.mark.slow, pytest.mark.cluster]
 
 CTL = str(Path(__file__).with_name("cluster_ctl.py"))
 STAGES = ("data", "ingest", "baseline", "classify", "peaks", "proposals", "wsod", "pgt")
@@ -198,7 +198,6 @@ def test_tiny_pipeline_on_s3_with_fake_gpus(s3_bucket: str, tmp_path: Path) -> N
     assert not re.search(r"^\w+\s+ran\b", second.stdout, re.M), second.stdout[-3000:]
 
 
-@pytest.mark.faults
 def test_lost_worker_nodes_during_training_and_proposals(tiny_run: TinyRun, tmp_path: Path) -> None:
     """A worker node removed while the classifier trains (Ray Train) and another while SAM
     runs (Ray Data): both stages finish, training resumed from a checkpoint, every image has
