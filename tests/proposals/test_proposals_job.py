@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 
 from weaksam.config import DataConfig, SynthConfig, load_config
 from weaksam.data.ingest import ingest_splits
 from weaksam.data.synth import generate_shapes_dataset
-from weaksam.io.tables import read_table, write_table
+from weaksam.io.classes import ClassMap
+from weaksam.io.schemas import META_TABLE
+from weaksam.io.tables import read_classes, read_table, write_table
 from weaksam.proposals.job import SHARDS, completed_ids, generate_proposals, summarize_proposals
 from weaksam.proposals.udf import ProposalGenerator, decode_images, pack_points
 
@@ -76,10 +79,18 @@ def test_udf_direct_call_with_corrupt_image(manifest: str) -> None:
 
 @pytest.mark.ray
 def test_job_resume_no_duplicates_none_missing(manifest: str, tmp_path, ray_local: None) -> None:
-    cfg = load_config(None, [*OVERRIDES, "proposals.splits=[train]"])
+    cfg = load_config(None, [*OVERRIDES, "proposals.splits=[train]", "proposals.rows_per_file=3"])
     out = str(tmp_path / "proposals")
     first = generate_proposals(manifest, out, cfg.sam, cfg.proposals, use_gpu=False)
     assert first.submitted == 4
+    # 4 rows in batches of 2: files of rows_per_file rows but the last, not one per batch;
+    # each carries the contract's metadata and the manifest's class map
+    files = [os.path.join(out, SHARDS, f) for f in os.listdir(os.path.join(out, SHARDS))]
+    assert sorted(pq.read_metadata(f).num_rows for f in files) == [1, 3]
+    for f in files:
+        meta = pq.read_schema(f).metadata
+        assert meta[META_TABLE] == b"proposals"
+        assert ClassMap.from_metadata(meta) == read_classes(manifest)
     # simulate a crash that left one shard unreadable, plus the test split still to do
     shards = sorted(os.listdir(os.path.join(out, SHARDS)))
     broken = os.path.join(out, SHARDS, "zz-broken.parquet")

@@ -19,6 +19,7 @@ from typing import Any
 
 from weaksam import storage
 from weaksam.configlib import config_hash, to_dict
+from weaksam.io.classes import ClassMap
 from weaksam.io.schemas import error_row
 from weaksam.io.tables import read_table
 from weaksam.pgt.config import PGTMaskJobConfig
@@ -47,12 +48,14 @@ def generate_pgt_masks(
     sam: SamConfig,
     cfg: PGTMaskJobConfig,
     use_gpu: bool | None = None,
+    classes: ClassMap | None = None,
 ) -> JobStats:
     """Run (or resume) the job over the rows that have boxes; shards in :func:`shard_dir_for`.
 
     Args:
         rows: ``pgt`` rows (error rows and rows without boxes are not submitted).
         paths: ``image_id → image path``; a row without a path is written as an error row.
+        classes: the class map stored in the shards' metadata.
     """
     t0 = time.time()
     shard_dir = shard_dir_for(rows, out_dir, sam, cfg)
@@ -72,7 +75,9 @@ def generate_pgt_masks(
         log.info("resuming: %d of %d images already have PGT masks", skipped, len(todo))
     device = ""
     if items:
-        device = write_sam_shards(items, shard_dir, PGTMaskPredictor, sam, cfg, use_gpu)
+        device = write_sam_shards(
+            items, shard_dir, PGTMaskPredictor, sam, cfg, use_gpu, table="pgt", classes=classes
+        )
     return JobStats(len(items), skipped, time.time() - t0, device)
 
 

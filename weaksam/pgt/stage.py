@@ -71,7 +71,7 @@ def make_pgt_outputs(
     if cfg.masks and sam is not None:
         ray_init()
         paths = {im.image_id: im.path for im in labels.images.values()}
-        stats = generate_pgt_masks(rows, paths, out_dir, sam, cfg.mask_job)
+        stats = generate_pgt_masks(rows, paths, out_dir, sam, cfg.mask_job, classes=labels.classes)
         rows = merge_masks(rows, out_dir, sam, cfg.mask_job)
         metrics.update(
             mask_images=stats.submitted,

@@ -25,7 +25,9 @@ import pyarrow.parquet as pq
 
 from weaksam import storage
 from weaksam.configlib import to_dict
-from weaksam.io.tables import read_table
+from weaksam.io.classes import ClassMap
+from weaksam.io.schemas import get_schema, with_metadata
+from weaksam.io.tables import read_classes, read_table
 from weaksam.proposals.config import ProposalsConfig
 from weaksam.proposals.udf import ProposalGenerator, decode_images, pack_points
 from weaksam.sam.build import SamConfig
@@ -82,10 +84,18 @@ def write_sam_shards(
     sam: SamConfig,
     cfg: SamJobSettings,
     use_gpu: bool | None = None,
+    *,
+    table: str,
+    classes: ClassMap | None = None,
 ) -> str:
     """The Ray Data pipeline of both SAM jobs: ``items`` (rows with ``path``) → decode tasks
     (:func:`decode_images`) → an actor pool of ``predictor(sam_config=..., engine_config=...)``
-    → Parquet shards in ``shard_dir`` (a local folder or a :mod:`weaksam.storage` URI).
+    (its batches: ``table`` rows) → Parquet shards in ``shard_dir`` (a local folder or a
+    :mod:`weaksam.storage` URI).
+
+    Shards hold ``cfg.rows_per_file`` rows each (the last one of a run fewer; Ray Data
+    gathers batches until a file is full), and their schema carries the contract's metadata
+    and the class map ``classes``, as every table written by :func:`weaksam.io.tables.write_table`.
 
     The pool has ``num_actors`` to ``max_actors`` actors
     (:func:`weaksam.train.placement.pool_sizes`); each asks for ``gpus_per_actor`` GPUs when
@@ -122,7 +132,15 @@ def write_sam_shards(
         num_gpus=cfg.gpus_per_actor if use_gpu else 0,
     )
     fs, path = storage.resolve(shard_dir)
-    ds.write_parquet(path, filesystem=fs, max_rows_per_file=cfg.rows_per_file)
+    meta = classes.to_metadata() if classes is not None else None
+    n = cfg.rows_per_file
+    ds.write_parquet(
+        path,
+        filesystem=fs,
+        min_rows_per_file=n,
+        max_rows_per_file=n,
+        schema=with_metadata(get_schema(table), table, meta),  # to pyarrow: the files' schema
+    )
     return device
 
 
@@ -198,7 +216,17 @@ def generate_proposals(
         log.info("resuming: %d of %d images already have proposals", skipped, len(rows))
     device = ""
     if items:
-        device = write_sam_shards(items, shard_dir, ProposalGenerator, sam, cfg, use_gpu)
+        classes = read_classes(manifest_path)
+        device = write_sam_shards(
+            items,
+            shard_dir,
+            ProposalGenerator,
+            sam,
+            cfg,
+            use_gpu,
+            table="proposals",
+            classes=classes,
+        )
     return JobStats(len(items), skipped, time.time() - t0, device)
 
 
