@@ -26,18 +26,25 @@ def _stages(calls: list[str]) -> list[Stage]:
     ]
 
 
+def _stage_metrics(metrics: dict) -> dict:
+    """What the stage returned: the metrics without the runner's ``memory`` entry."""
+    return {k: v for k, v in metrics.items() if k != "memory"}
+
+
 def test_skip_rerun_and_dependants(tmp_path) -> None:
     root = ["run_root=" + str(tmp_path)]
     calls: list[str] = []
     reports = run_stages(load_config(None, root), _stages(calls))
     assert calls == ["a", "b", "c"]
     assert [r.action for r in reports] == ["ran", "ran", "ran", "disabled"]
-    assert reports[0].metrics == {"stage": "a"} and reports[0].seconds >= 0
+    assert _stage_metrics(reports[0].metrics) == {"stage": "a"} and reports[0].seconds >= 0
+    memory = reports[0].metrics["memory"]  # the runner's own: the driver's peak RSS
+    assert memory["driver_peak_rss_mb"] > 10 and reports[0].peak_rss_mb > 10
 
     calls.clear()
     reports = run_stages(load_config(None, root), _stages(calls))
     assert calls == [] and [r.action for r in reports[:3]] == ["skipped"] * 3
-    assert reports[1].metrics == {"stage": "b"}
+    assert _stage_metrics(reports[1].metrics) == {"stage": "b"}
 
     # a change in b's section reruns b and c, not a
     calls.clear()
@@ -197,13 +204,13 @@ def test_runner_on_s3(s3_bucket: str) -> None:
         out = f"{cfg.run_dir}/{name}"
         marker = read_success(out)
         assert marker and marker["key"] and started_key(out) == marker["key"]
-        assert read_metrics(out) == {"stage": name}
+        assert _stage_metrics(read_metrics(out)) == {"stage": name}
     assert not storage.exists(f"{cfg.run_dir}/off")
 
     calls.clear()
     reports = run_stages(cfg, _stages(calls))
     assert calls == [] and [r.action for r in reports[:3]] == ["skipped"] * 3
-    assert reports[2].metrics == {"stage": "c"}
+    assert _stage_metrics(reports[2].metrics) == {"stage": "c"}
 
     seen: list[bool] = []
 

@@ -77,9 +77,12 @@ class StageReport:
         name: the stage's name.
         action: ``ran``, ``skipped`` (fresh outputs kept) or ``disabled`` (by the config).
         seconds: wall time of the stage's run function (0 unless it ran).
-        peak_rss_mb: peak resident memory of the driver process and its children while it ran.
+        peak_rss_mb: peak resident memory of the driver process while it ran.
         metrics: the stage's ``metrics.json`` (also for skipped stages).
         resumed: it ran on top of the partial outputs of an interrupted run of the same config.
+        worker_rss_mb / worker_kind: the largest peak of one Ray worker process while it ran
+            and what that process ran (:mod:`weaksam.pipeline.memory`); 0 / ``""`` when the
+            stage used no Ray worker.
     """
 
     name: str
@@ -88,3 +91,5 @@ class StageReport:
     peak_rss_mb: float = 0.0
     metrics: dict[str, Any] = field(default_factory=dict)
     resumed: bool = False
+    worker_rss_mb: float = 0.0
+    worker_kind: str = ""

@@ -181,6 +181,10 @@ def test_tiny_pipeline_on_s3_with_fake_gpus(s3_bucket: str, tmp_path: Path) -> N
     assert "placed one per GPU slot" in proposals["device"], proposals["device"]
     classify = read_metrics(storage.join(run, "classify"))
     assert "CPU" in str(classify.get("train_device")), classify
+    # memory of the workers on the other nodes, sampled there (weaksam.pipeline.memory)
+    assert classify["memory"]["worker_peak_rss_mb"].get("RayTrainWorker", 0) > 100, classify
+    sam_peaks = proposals["memory"]["worker_peak_rss_mb"]
+    assert any("ProposalGenerator" in k and v > 100 for k, v in sam_peaks.items()), sam_peaks
     # every stage's outputs and marker are in the bucket
     for stage in STAGES:
         assert storage.is_file(storage.join(run, stage, "_SUCCESS")), stage

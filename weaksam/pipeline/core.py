@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Sequence
 
 from weaksam import storage
 from weaksam.config import Config, config_hash, to_dict
+from weaksam.pipeline.memory import MemoryWatch
 from weaksam.runs import (
     METRICS,
     clear_success,
@@ -60,39 +60,6 @@ def stage_hashes(cfg: Config, stages: Sequence[Stage]) -> dict[str, str]:
     for s in stages:
         h(s.name)
     return out
-
-
-class _PeakRSS:
-    """Samples this process's resident memory (and its children's) in a thread."""
-
-    def __init__(self, interval: float = 0.2) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
-
-    def _loop(self, interval: float) -> None:
-        try:
-            import psutil
-        except ImportError:  # pragma: no cover
-            return
-        proc = psutil.Process(os.getpid())
-        while not self._stop.is_set():
-            try:
-                rss = proc.memory_info().rss + sum(
-                    c.memory_info().rss for c in proc.children(recursive=True)
-                )
-                self.peak = max(self.peak, rss)
-            except psutil.Error:
-                pass
-            self._stop.wait(interval)
-
-    def __enter__(self) -> _PeakRSS:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=2)
 
 
 def select_stages(
@@ -192,16 +159,28 @@ def run_stages(
         mark_started(out_dir, key)
         log.info("stage %-18s running", stage.name)
         t0 = time.time()
-        with _PeakRSS() as mem:
+        with MemoryWatch() as watch:
             metrics = stage.run(cfg, StageContext(cfg.run_dir, out_dir, ray_init))
         seconds = time.time() - t0
+        mem = watch.result
+        metrics = {**metrics, "memory": mem.metrics()}
         covered = check_stage_coverage(stage, cfg)
         if covered:
             metrics = {**metrics, "rows_checked": covered}
         write_metrics(out_dir, metrics)
         mark_success(out_dir, hashes[stage.name], key=key, seconds=seconds)
         log.info("stage %-18s done in %.1f s", stage.name, seconds)
+        kind, worker = mem.largest_worker or ("", 0)
         reports.append(
-            StageReport(stage.name, "ran", seconds, mem.peak / 2**20, metrics, resumed=resume)
+            StageReport(
+                stage.name,
+                "ran",
+                seconds,
+                mem.driver_bytes / 2**20,
+                metrics,
+                resumed=resume,
+                worker_rss_mb=worker / 2**20,
+                worker_kind=kind,
+            )
         )
     return reports

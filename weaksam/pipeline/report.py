@@ -88,13 +88,15 @@ class StageTiming:
     ``action`` is ``ran``, ``skipped`` (fresh: its outputs come from an earlier run),
     ``disabled`` or ``earlier run`` (not part of this invocation); ``seconds`` is this
     invocation's time for ``ran`` and the ``_SUCCESS`` marker's (the run that made the
-    outputs) otherwise; ``peak_rss_mb`` is None when unknown.
+    outputs) otherwise; ``peak_rss_mb`` (the driver's) is None when unknown; ``worker`` the
+    largest Ray worker's peak and kind (``"812 MiB RayTrainWorker"``), None when unknown.
     """
 
     name: str
     action: str
     seconds: float | None
     peak_rss_mb: float | None
+    worker: str | None = None
 
 
 # --------------------------------------------------------------------------- stage state
@@ -143,7 +145,8 @@ def stage_timings(
     if reports:
         for r in reports:
             if r.action == "ran":
-                out.append(StageTiming(r.name, r.action, r.seconds, r.peak_rss_mb))
+                worker = f"{r.worker_rss_mb:.0f} {r.worker_kind}" if r.worker_kind else None
+                out.append(StageTiming(r.name, r.action, r.seconds, r.peak_rss_mb, worker))
             else:
                 marker = _marker(run_dir, r.name) if r.action == "skipped" else None
                 sec = marker.get("seconds") if marker else None
@@ -205,10 +208,11 @@ def _timing_section(run_dir: str, timings: Sequence[StageTiming]) -> list[Block]
         if t.action != "ran" and t.seconds is not None:
             sec += " (earlier run)"
         rss = "-" if t.peak_rss_mb is None else f"{t.peak_rss_mb:.0f}"
-        rows.append((t.name, t.action, sec, rss))
+        rows.append((t.name, t.action, sec, rss, t.worker or "-"))
     ran = sum(t.seconds or 0.0 for t in timings if t.action == "ran")
-    rows.append(("total", "", f"{ran:.1f} (this invocation)", ""))
-    blocks.append(Table(("stage", "this invocation", "seconds", "peak RSS MiB"), tuple(rows)))
+    rows.append(("total", "", f"{ran:.1f} (this invocation)", "", ""))
+    head = ("stage", "this invocation", "seconds", "driver peak MiB", "largest worker peak MiB")
+    blocks.append(Table(head, tuple(rows)))
     timed = [t for t in timings if t.seconds is not None and t.action != "disabled"]
     if timed:
         rel = f"{FIGURES}/timings.png"

@@ -131,8 +131,22 @@ def results_table(results: Mapping[str, Any]) -> str:
 
 
 def stage_table(reports: Sequence[StageReport]) -> str:
+    """Action, seconds, the driver's peak RSS and the largest Ray worker's per stage."""
     rows = [
-        [r.name, "resumed" if r.resumed else r.action, f"{r.seconds:.1f}", f"{r.peak_rss_mb:.0f}"]
+        [
+            r.name,
+            "resumed" if r.resumed else r.action,
+            f"{r.seconds:.1f}",
+            f"{r.peak_rss_mb:.0f}",
+            f"{r.worker_rss_mb:.0f} {_short(r.worker_kind)}" if r.worker_kind else "-",
+        ]
         for r in reports
     ]
-    return format_table(rows, ["stage", "action", "seconds", "peak RSS MiB"], title="stages")
+    head = ["stage", "action", "seconds", "driver peak MiB", "largest worker peak MiB"]
+    return format_table(rows, head, title="stages")
+
+
+def _short(kind: str) -> str:
+    """``MapWorker(MapBatches(ProposalGenerator))`` → ``(ProposalGenerator)``."""
+    inner = kind.rstrip(")").rsplit("(", 1)[-1]
+    return f"({inner})"
