@@ -124,6 +124,10 @@ class DataConfig:
         splits: the splits to ingest; the first is the training split.
         classes_file: class names, one per line (VOC defaults to the 20 VOC classes).
         max_pixels: images with more pixels are reported as error rows.
+        decode_on: where ingest probes (fully decodes) the images: ``ray`` (Ray tasks of
+            ``decode_chunk`` images, spread over the cluster), ``driver`` (threads on the
+            driver), or ``auto``: Ray tasks when connected to a cluster (``RAY_ADDRESS``),
+            the driver otherwise. The manifest is the same either way.
     """
 
     format: str = "synthetic"
@@ -133,11 +137,14 @@ class DataConfig:
     splits: tuple[str, ...] = ("train", "test")
     classes_file: str = ""
     max_pixels: int = 64_000_000
+    decode_on: str = "auto"
+    decode_chunk: int = 64
 
     def __post_init__(self) -> None:
         check_choice(self, "format", DATA_FORMATS, "data format")
+        check_choice(self, "decode_on", ("auto", "ray", "driver"), "decode_on")
         check_nonempty(self, "splits")
-        check_at_least(self, 1, "max_pixels")
+        check_at_least(self, 1, "max_pixels", "decode_chunk")
 
 
 @dataclass(frozen=True)

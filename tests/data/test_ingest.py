@@ -106,6 +106,34 @@ def test_coco_rows(tmp_path: Path) -> None:
     assert crowd.sum() == 24 and crowd[2:6, 3:9].all()
 
 
+@pytest.mark.ray
+def test_ray_tasks_give_the_same_rows_as_threads(tmp_path: Path, ray_local: None) -> None:
+    """Ingest in Ray tasks (2 images per task): masks from polygons and RLE, a corrupt image's
+    error row, order and every field the same as the driver's threads."""
+    ann = _coco_fixture(tmp_path)
+    data = json.loads(ann.read_text())
+    for k, name in enumerate(("train_c.png", "train_d.png", "train_e.png")):
+        _image(tmp_path / "images" / name, seed=3 + k)
+        data["images"].append({"id": 20 + k, "file_name": name, "height": 20, "width": 30})
+        data["annotations"].append(
+            {"id": 10 + k, "image_id": 20 + k, "category_id": 3, "bbox": [1, 1, 5, 5],
+             "iscrowd": 0, "segmentation": [[1, 1, 6, 1, 6, 6, 1, 6]]}
+        )  # fmt: skip
+    _corrupt(tmp_path / "images" / "train_d.png")
+    ann.write_text(json.dumps(data))
+    images = str(tmp_path / "images")
+    want, want_classes = ingest_coco(images, str(ann), "train", num_workers=1)
+    got, classes = ingest_coco(images, str(ann), "train", ray_chunk=2)
+    assert classes == want_classes and len(got) == 5
+    assert [r["error"] is not None for r in got] == [False, False, False, True, False]
+    for g, w in zip(got, want, strict=True):
+        assert {k: _plain(v) for k, v in g.items()} == {k: _plain(v) for k, v in w.items()}
+
+
+def _plain(value: Any) -> Any:
+    return value.tolist() if isinstance(value, np.ndarray) else value
+
+
 def test_coco_image_labels_json_and_errors(tmp_path: Path) -> None:
     ann = _coco_fixture(tmp_path)
     labels = tmp_path / "labels.json"

@@ -51,6 +51,7 @@ def ingest_splits(
     verify: bool = True,
     num_workers: int | None = None,
     progress: bool = False,
+    ray_chunk: int = 0,
 ) -> tuple[Rows, ClassMap]:
     """Ingest every split of ``cfg.splits`` (the first is the training split).
 
@@ -67,6 +68,8 @@ def ingest_splits(
     * ``folder``: ``cfg.annotations`` is the labels CSV (``{split}`` replaced), images under
       ``cfg.root``; classes from ``cfg.classes_file`` or the union over all splits' CSVs.
 
+    Images are probed by ``num_workers`` threads here, or with ``ray_chunk > 0`` by Ray tasks
+    of that many images (the caller has joined Ray; :func:`weaksam.data.ingest_core.build_rows`).
     Relative paths in ``cfg`` are taken relative to ``data_root`` when given (else the
     working directory). Raises ``ValueError`` (unknown format, inconsistent classes, duplicate
     image indices, missing settings) or ``FileNotFoundError`` (annotation files).
@@ -81,6 +84,7 @@ def ingest_splits(
         "verify": verify,
         "num_workers": num_workers,
         "progress": progress,
+        "ray_chunk": ray_chunk,
     }
 
     def path(p: str) -> str:

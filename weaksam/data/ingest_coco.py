@@ -58,6 +58,7 @@ def ingest_coco(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     verify: bool = True,
     num_workers: int | None = None,
+    ray_chunk: int = 0,
     progress: bool = False,
 ) -> tuple[list[dict[str, Any]], ClassMap]:
     """MANIFEST rows of one split of a COCO dataset, and its class map.
@@ -69,7 +70,7 @@ def ingest_coco(
         image_labels_json: optional ``{file_name: [class names]}`` overriding the labels.
         training: whether an image without labels is an error; default: ``split`` starts
             with ``"train"``.
-        allow_empty_labels, max_pixels, verify, num_workers, progress: see
+        allow_empty_labels, max_pixels, verify, num_workers, progress, ray_chunk: see
             :func:`weaksam.data.ingest_core.build_rows`.
 
     Raises:
@@ -116,6 +117,7 @@ def ingest_coco(
         max_pixels=max_pixels,
         verify=verify,
         num_workers=num_workers,
+        ray_chunk=ray_chunk,
         progress=progress,
         desc=f"ingest {split}",
     )

@@ -101,8 +101,10 @@ def build_rows(
     num_workers: int | None = None,
     progress: bool = False,
     desc: str = "ingest",
+    ray_chunk: int = 0,
 ) -> list[dict[str, Any]]:
-    """Probe every record's image (in a thread pool) and return MANIFEST rows in input order.
+    """Probe every record's image (in a thread pool, or in Ray tasks) and return MANIFEST rows
+    in input order.
 
     Args:
         records: the images of one source/split.
@@ -114,6 +116,9 @@ def build_rows(
             (see :func:`weaksam.data.imageio.probe_image`).
         num_workers: decoding threads; default ``min(4, cpu count)``; ``<= 1`` runs inline.
         progress: show a tqdm bar.
+        ray_chunk: ``> 0``: decode in Ray tasks of this many images each (one CPU each),
+            spread over the cluster the caller has joined, instead of threads here; the rows
+            are the same.
     """
 
     def one(rec: ImageRecord) -> dict[str, Any]:
@@ -125,11 +130,38 @@ def build_rows(
             verify=verify,
         )
 
+    if ray_chunk > 0 and records:
+        return _rows_in_ray_tasks(one, records, ray_chunk, progress, desc)
     workers = default_num_workers() if num_workers is None else num_workers
     if workers <= 1 or len(records) <= 1:
         return list(_progress(map(one, records), len(records), progress, desc))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ingest") as pool:
         return list(_progress(pool.map(one, records), len(records), progress, desc))
+
+
+def _apply(fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+    return [fn(x) for x in items]
+
+
+def _rows_in_ray_tasks(
+    one: Callable[[ImageRecord], dict[str, Any]],
+    records: Sequence[ImageRecord],
+    chunk: int,
+    progress: bool,
+    desc: str,
+) -> list[dict[str, Any]]:
+    """``[one(r) for r in records]`` computed by Ray tasks of ``chunk`` records each (Ray's
+    default retries cover a task lost with its node), in input order."""
+    import ray
+
+    task = ray.remote(num_cpus=1)(_apply)
+    fn = ray.put(one)
+    refs = [task.remote(fn, records[i : i + chunk]) for i in range(0, len(records), chunk)]
+    rows: list[dict[str, Any]] = []
+    bar = _progress(refs, len(refs), progress, f"{desc} ({chunk}-image Ray tasks)")
+    for ref in bar:  # in submission order: the rows keep the records' order
+        rows += ray.get(ref)
+    return rows
 
 
 def _progress(it: Iterable[Any], total: int, enabled: bool, desc: str) -> Iterable[Any]:

@@ -84,6 +84,7 @@ def ingest_folder(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     verify: bool = True,
     num_workers: int | None = None,
+    ray_chunk: int = 0,
     progress: bool = False,
 ) -> tuple[list[dict[str, Any]], ClassMap]:
     """MANIFEST rows of the images listed in ``labels_csv``, and the class map.
@@ -94,7 +95,7 @@ def ingest_folder(
         split: split name stored in every row.
         classes: the class list; default: the sorted union of names in this CSV.
         index_base: ``image_index`` of the first CSV row.
-        training, allow_empty_labels, max_pixels, verify, num_workers, progress: see
+        training, allow_empty_labels, max_pixels, verify, num_workers, progress, ray_chunk: see
             :func:`weaksam.data.ingest_coco.ingest_coco`.
     """
     entries = read_labels_csv(labels_csv)
@@ -121,6 +122,7 @@ def ingest_folder(
         max_pixels=max_pixels,
         verify=verify,
         num_workers=num_workers,
+        ray_chunk=ray_chunk,
         progress=progress,
         desc=f"ingest {split}",
     )

@@ -62,6 +62,7 @@ def ingest_voc(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     verify: bool = True,
     num_workers: int | None = None,
+    ray_chunk: int = 0,
     progress: bool = False,
 ) -> tuple[list[dict[str, Any]], ClassMap]:
     """MANIFEST rows of one split of a VOC-style dataset, and the class map.
@@ -71,7 +72,7 @@ def ingest_voc(
         split: split file name without ``.txt`` (``trainval``, ``test``, ...).
         classes: class names (project id order) or a ready :class:`ClassMap`.
         index_base: first running index for non-numeric ids.
-        training, allow_empty_labels, max_pixels, verify, num_workers, progress: see
+        training, allow_empty_labels, max_pixels, verify, num_workers, progress, ray_chunk: see
             :func:`weaksam.data.ingest_coco.ingest_coco`.
 
     Raises:
@@ -97,6 +98,7 @@ def ingest_voc(
         max_pixels=max_pixels,
         verify=verify,
         num_workers=num_workers,
+        ray_chunk=ray_chunk,
         progress=progress,
         desc=f"ingest {split}",
     )

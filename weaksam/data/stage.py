@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from weaksam.data.ingest import check_data_config, ingest_splits, summarize_rows
@@ -28,9 +29,22 @@ def run_data(cfg: Config, ctx: StageContext) -> dict[str, Any]:
 def run_ingest(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Images + image-level labels → the run's ``manifest`` table; counts per split."""
     data_root = data_dir(ctx.run_dir) if cfg.data.format == "synthetic" else None
-    rows, classes = ingest_splits(cfg.data, data_root)
+    on_ray = decode_in_ray(cfg.data.decode_on)
+    if on_ray:
+        ctx.ray_init()
+    chunk = cfg.data.decode_chunk if on_ray else 0
+    rows, classes = ingest_splits(cfg.data, data_root, ray_chunk=chunk)
     write_table(rows, manifest_path(ctx.run_dir), "manifest", classes, path_root=ctx.run_dir)
-    return summarize_rows(rows, classes)
+    return {
+        **summarize_rows(rows, classes),
+        "decoded_on": f"Ray tasks of {chunk} images" if on_ray else "driver threads",
+    }
+
+
+def decode_in_ray(decode_on: str) -> bool:
+    """Whether ingest decodes in Ray tasks: ``ray``, or ``auto`` on a cluster (``RAY_ADDRESS``
+    set: other machines can share the work); ``driver`` never."""
+    return decode_on == "ray" or (decode_on == "auto" and bool(os.environ.get("RAY_ADDRESS")))
 
 
 def _synthetic(cfg: Config) -> bool:
