@@ -149,3 +149,25 @@ def test_sampler_is_deterministic_per_step_and_sharded(wsod_run: str) -> None:
     r1 = TrainSampler(data.images, cfg, 2, seed=3, rank=1, world=2)
     assert not {i.image_id for i in r0.images} & {i.image_id for i in r1.images}
     assert read_table(manifest, "manifest").num_rows == 9
+
+
+def test_cached_and_uncached_batches_are_equal(wsod_run: str) -> None:
+    """The bounded cache changes when images are decoded, never what a batch holds (a cached
+    image is not modified by the photometric jitter); a small bound evicts."""
+    rows = read_weak_manifest(manifest_path(wsod_run), "train")
+    data = join_proposals(rows, None, WSODDataConfig(min_size=4), require_labels=True)
+    base = {"train_scales": (64, 96), "color_jitter": 0.3, "channel_shuffle": True}
+    plain = TrainSampler(data.images, WSODDataConfig(**base), 2, seed=3)
+    cached = TrainSampler(data.images, WSODDataConfig(**base, cache_images=True), 2, seed=3)
+    tiny = TrainSampler(
+        data.images, WSODDataConfig(**base, cache_images=True, cache_mb=0.05), 2, seed=3
+    )
+    for step in range(12):
+        want = plain.batch(step)
+        for sampler in (cached, tiny):
+            got = sampler.batch(step)
+            assert got.image_ids == want.image_ids and got.flips == want.flips
+            for g, w in zip(got.images, want.images, strict=True):
+                assert torch.equal(g, w)
+    assert cached._cache.hits > 0 and len(cached._cache) == len(data.images)
+    assert len(tiny._cache) < len(data.images) and tiny._cache.nbytes <= 0.05 * 2**20

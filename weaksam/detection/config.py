@@ -184,6 +184,10 @@ class DetectorTrainConfig:
             checkpoint.
         seed: initial weights and each step's images and flips derive from (seed, rank, step),
             so a resumed run repeats the uninterrupted one's data.
+        cache_images / cache_mb: keep decoded training images in each worker's memory, at
+            most ``cache_mb`` MiB (least recently used out;
+            :class:`weaksam.train.cache.ImageCache`).
+            Off by default: memory then does not depend on the dataset.
     """
 
     steps: int = 9000
@@ -205,6 +209,8 @@ class DetectorTrainConfig:
     use_gpu: str = "auto"
     max_failures: int = 2
     seed: int = 0
+    cache_images: bool = False
+    cache_mb: float = 2048.0
 
     def __post_init__(self) -> None:
         check_at_least(
@@ -228,7 +234,7 @@ class DetectorTrainConfig:
         check_positive(self, "lr", "gamma")
         check_range(self, 0.0, 1.0, "momentum", high_open=True)
         check_at_least(self, 0, "weight_decay", "warmup_steps", "lr_steps", "grad_clip")
-        check_at_least(self, 0, "cpus_per_worker", "max_failures")
+        check_at_least(self, 0, "cpus_per_worker", "max_failures", "cache_mb")
         check_fraction(self, "warmup_factor")
         check_gpu_policy(self, "use_gpu")
 

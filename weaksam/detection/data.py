@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +24,7 @@ from weaksam.data.imageio import load_image
 from weaksam.geometry.boxes import as_boxes, clip_boxes
 from weaksam.io.rle import decode_masks
 from weaksam.io.tables import read_table
+from weaksam.train.cache import ImageCache
 
 log = logging.getLogger(__name__)
 
@@ -145,19 +147,21 @@ def image_tensor(image: npt.NDArray[np.uint8]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
 
 
+def _decode(path: str) -> torch.Tensor:
+    return image_tensor(load_image(path))
+
+
 def to_model_inputs(
     drawn: Sequence[tuple[DetectionSample, bool]],
     with_masks: bool,
-    cache: dict[str, torch.Tensor] | None = None,
+    cache: ImageCache | None = None,
 ) -> tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]:
-    """Decode drawn samples (flipped as drawn) into torchvision's inputs and targets."""
+    """Decode drawn samples (flipped as drawn) into torchvision's inputs and targets; decoded
+    images come from ``cache`` when it holds them (nothing here modifies them in place)."""
     images, targets = [], []
+    cache = cache if cache is not None else ImageCache(0)
     for s, flip in drawn:
-        img = cache.get(s.image_id) if cache is not None else None
-        if img is None:
-            img = image_tensor(load_image(s.path))
-            if cache is not None:
-                cache[s.image_id] = img
+        img = cache.get(s.image_id, partial(_decode, s.path))
         boxes = torch.from_numpy(s.boxes.copy())
         target = {"boxes": boxes, "labels": torch.from_numpy(s.classes + 1)}
         if with_masks:

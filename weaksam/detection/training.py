@@ -31,6 +31,7 @@ from weaksam.detection.config import DetectorModelConfig, DetectorTrainConfig, R
 from weaksam.detection.data import DetectionSample, Sampler, read_pgt_samples, to_model_inputs
 from weaksam.detection.model import build_detector
 from weaksam.detection.roi_heads import DropRoIHeads
+from weaksam.train.cache import ImageCache
 from weaksam.train.checkpoint import restore_training_state
 from weaksam.train.distributed import prepare_ddp, unwrap, world_rank, world_size
 from weaksam.train.reporting import load_resume_state, report
@@ -136,7 +137,7 @@ def fit(
     heads, rank = _roi_heads(model), world_rank()
     window: dict[str, list[float]] = {}
     dropped = foreground = 0
-    cache: dict[str, torch.Tensor] = {}
+    cache = ImageCache(cfg.cache_mb if cfg.cache_images else 0)
     state: dict[str, Any] = {}
     t0 = time.time()
     model.train()

@@ -103,7 +103,10 @@ class WSODDataConfig:
             in ``[1 - j, 1 + j]`` per image (0 = off; the method's MIST uses PCA lighting).
         channel_shuffle: random RGB channel order per training image (for data whose classes
             do not depend on colour, such as ``shapes``).
-        cache_images: keep decoded training images in worker memory.
+        cache_images / cache_mb: keep decoded training images in each worker's memory, at
+            most ``cache_mb`` MiB (least recently used out;
+            :class:`weaksam.train.cache.ImageCache`).
+            Off by default: memory then does not depend on the dataset.
     """
 
     min_size: float = 20.0
@@ -115,10 +118,12 @@ class WSODDataConfig:
     flip: bool = True
     color_jitter: float = 0.0
     channel_shuffle: bool = False
-    cache_images: bool = True
+    cache_images: bool = False
+    cache_mb: float = 2048.0
 
     def __post_init__(self) -> None:
         check_choice(self, "cap_order", CAP_ORDERS)
+        check_at_least(self, 0, "cache_mb")
         check_nonempty(self, "train_scales")
         check_at_least(self, 1, "train_scales", "max_side")
         check_at_least(self, 0, "min_size", "max_proposals")  # 0: keep all

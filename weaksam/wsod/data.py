@@ -32,6 +32,7 @@ import torch
 from weaksam.data.imageio import ImageDecodeError, load_image
 from weaksam.geometry.boxes import as_boxes, clip_boxes
 from weaksam.io.tables import read_table
+from weaksam.train.cache import ImageCache
 from weaksam.wsod.config import WSODDataConfig
 
 FloatArray = npt.NDArray[np.float32]
@@ -265,15 +266,11 @@ class TrainSampler:
         self.images_per_step = images_per_step
         self.seed = seed
         self.rank = rank
-        self._cache: dict[str, torch.Tensor] = {}
+        self._cache = ImageCache(cfg.cache_mb if cfg.cache_images else 0)
 
     def _load(self, item: WSODImage) -> torch.Tensor:
-        if item.image_id in self._cache:
-            return self._cache[item.image_id]
-        img = image_tensor(item.path)
-        if self.cfg.cache_images:
-            self._cache[item.image_id] = img
-        return img
+        """The decoded image (uint8; from the bounded cache when kept: not to be modified)."""
+        return self._cache.get(item.image_id, lambda: image_tensor(item.path))
 
     def batch(self, step: int) -> TrainBatch:
         rng = np.random.default_rng([self.seed, self.rank, step])
