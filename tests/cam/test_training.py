@@ -10,13 +10,14 @@ import torch
 
 from weaksam.cam import training
 from weaksam.cam.config import ClassifierConfig
-from weaksam.cam.data import LABEL_COLUMNS, read_label_rows
+from weaksam.cam.data import LABEL_COLUMNS, load_image_set, read_label_rows, resize_uint8
 from weaksam.cam.training import (
     export_classifier,
     load_classifier,
     lr_schedule,
     train_classifier,
 )
+from weaksam.data.imageio import load_image
 
 
 def test_reads_label_columns_only(tiny_manifest: str) -> None:
@@ -66,3 +67,23 @@ def test_resume_continues_from_checkpoint(
     again = train_classifier(loop_config(tiny_manifest, epochs=1))  # nothing left to do
     for k, v in again["model"].items():
         torch.testing.assert_close(v, done["model"][k])
+
+
+def test_cache_changes_nothing_but_decoding(
+    tiny_manifest: str, loop_config: Callable[..., dict[str, Any]]
+) -> None:
+    """Lazy images equal an eager decode; training with the cache on, off or too small for
+    the set gives the same weights and history (the cache is not modified by augmentation)."""
+    rows = read_label_rows(tiny_manifest, "train")
+    lazy = load_image_set(rows, 40, 3, cache_mb=0)
+    eager = torch.stack([resize_uint8(load_image(r["path"]), 40) for r in rows])
+    assert torch.equal(lazy.images[torch.arange(len(rows))], eager)
+    assert torch.equal(lazy.images[2:5], eager[2:5]) and lazy.images[[]].shape == (0, 3, 40, 40)
+    runs = [
+        train_classifier(loop_config(tiny_manifest, epochs=2, **extra))
+        for extra in ({}, {"cache_images": True}, {"cache_images": True, "cache_mb": 0.02})
+    ]
+    for other in runs[1:]:
+        assert other["history"][-1]["loss"] == runs[0]["history"][-1]["loss"]
+        for k, v in other["model"].items():
+            assert torch.equal(v, runs[0]["model"][k]), k

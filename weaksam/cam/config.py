@@ -71,6 +71,10 @@ class ClassifierConfig:
             checkpoint.
         checkpoint_every: epochs between checkpoints (each one a ``ray.train.report``).
         seed: initialisation, split and augmentation seed.
+        cache_images / cache_mb: keep the decoded, resized images in each worker's memory, at
+            most ``cache_mb`` MiB (least recently used out;
+            :class:`weaksam.train.cache.ImageCache`). Off by default: every batch is decoded
+            again and memory does not depend on the dataset.
     """
 
     backbone: str = "resnet18"
@@ -96,6 +100,8 @@ class ClassifierConfig:
     threads: int = 1
     checkpoint_every: int = 5
     seed: int = 0
+    cache_images: bool = False
+    cache_mb: float = 2048.0
 
     def __post_init__(self) -> None:
         check_choice(self, "backbone", BACKBONE_NAMES, "classifier backbone")
@@ -106,7 +112,7 @@ class ClassifierConfig:
             self, 1, "width", "epochs", "batch_size", "workers", "threads", "checkpoint_every"
         )
         check_at_least(self, 0, "backbone_lr", "weight_decay", "warmup_epochs", "cpus_per_worker")
-        check_at_least(self, 0, "max_failures")
+        check_at_least(self, 0, "max_failures", "cache_mb")
         check_gpu_policy(self, "use_gpu")
         check_range(self, 0.0, 1.0, "val_fraction", high_open=True)
         if len(self.scale_jitter) != 2 or not self.scale_jitter[0] <= self.scale_jitter[1]:

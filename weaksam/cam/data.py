@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -20,6 +21,7 @@ from weaksam.cam.config import ClassifierConfig
 from weaksam.cam.models import IMAGENET_MEAN, IMAGENET_STD
 from weaksam.data.imageio import load_image
 from weaksam.io.tables import read_table
+from weaksam.train.cache import ImageCache
 
 LABEL_COLUMNS: tuple[str, ...] = ("image_id", "image_index", "path", "split", "labels", "error")
 
@@ -60,25 +62,61 @@ def resize_uint8(image: npt.NDArray[np.uint8], size: int) -> torch.Tensor:
     return t[0].round().clamp(0, 255).to(torch.uint8)
 
 
+class LazyImages:
+    """``Nx3xSxS`` uint8 images decoded and resized when indexed, kept in a bounded cache.
+
+    ``images[idx]`` (an index tensor, a list of ints or a slice) is the stacked batch, the same
+    tensor an eager decode of every image would give; memory is the cache's bound, not ``N``.
+    """
+
+    def __init__(self, paths: Sequence[str], size: int, cache: ImageCache) -> None:
+        self.paths = list(paths)
+        self.size = size
+        self.cache = cache
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _one(self, i: int) -> torch.Tensor:
+        return self.cache.get(str(i), partial(_resized, self.paths[i], self.size))
+
+    def __getitem__(self, idx: torch.Tensor | Sequence[int] | slice) -> torch.Tensor:
+        if isinstance(idx, slice):
+            picks = list(range(*idx.indices(len(self))))
+        elif isinstance(idx, torch.Tensor):
+            picks = [int(i) for i in idx.reshape(-1).tolist()]
+        else:
+            picks = [int(i) for i in idx]
+        if not picks:
+            return torch.zeros(0, 3, self.size, self.size, dtype=torch.uint8)
+        return torch.stack([self._one(i) for i in picks])
+
+
+def _resized(path: str, size: int) -> torch.Tensor:
+    return resize_uint8(load_image(path), size)
+
+
 @dataclass
 class ImageSet:
     """Images resized to a common square side, with their label targets.
 
     Attributes:
-        images: ``Nx3xSxS`` uint8. targets: ``NxC`` float 0/1. ids: image ids.
+        images: ``Nx3xSxS`` uint8, decoded on access (:class:`LazyImages`). targets: ``NxC``
+            float 0/1. ids: image ids.
     """
 
-    images: torch.Tensor
+    images: LazyImages
     targets: torch.Tensor
     ids: list[str]
 
 
-def load_image_set(rows: Sequence[Mapping[str, Any]], size: int, num_classes: int) -> ImageSet:
-    """Decode and resize the images of ``rows`` (label columns as in :func:`read_label_rows`)."""
-    imgs = [resize_uint8(load_image(str(r["path"])), size) for r in rows]
-    images = torch.stack(imgs) if imgs else torch.zeros(0, 3, size, size, dtype=torch.uint8)
+def load_image_set(
+    rows: Sequence[Mapping[str, Any]], size: int, num_classes: int, cache_mb: float = 0
+) -> ImageSet:
+    """The images of ``rows`` (label columns as in :func:`read_label_rows`) at ``size``,
+    decoded when used; at most ``cache_mb`` MiB of them kept (``inf``: all)."""
     return ImageSet(
-        images,
+        LazyImages([str(r["path"]) for r in rows], size, ImageCache(cache_mb)),
         label_matrix([r["labels"] for r in rows], num_classes),
         [str(r["image_id"]) for r in rows],
     )

@@ -26,6 +26,7 @@ from torch import nn
 from weaksam.cam.config import ClassifierConfig
 from weaksam.cam.data import (
     ImageSet,
+    LazyImages,
     augment_batch,
     holdout_split,
     load_image_set,
@@ -72,7 +73,7 @@ def param_groups(model: CAMClassifier, cfg: ClassifierConfig) -> list[dict[str, 
 
 @torch.inference_mode()
 def predict_probs(
-    model: nn.Module, images: torch.Tensor, input_size: int, batch_size: int = 32
+    model: nn.Module, images: torch.Tensor | LazyImages, input_size: int, batch_size: int = 32
 ) -> torch.Tensor:
     """Class probabilities ``NxC`` of uint8 ``Nx3xSxS`` images at ``input_size`` (one pass)."""
     model.eval()
@@ -127,8 +128,9 @@ def train_classifier(config: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"no usable {config['split']!r} images in {config['manifest']}")
     train_idx, val_idx = holdout_split([r["image_id"] for r in rows], cfg.val_fraction, cfg.seed)
     cache_side = round(cfg.input_size * cfg.scale_jitter[1])
-    train = load_image_set([rows[i] for i in train_idx], cache_side, num_classes)
-    val = load_image_set([rows[i] for i in val_idx], cfg.input_size, num_classes)
+    keep = cfg.cache_mb if cfg.cache_images else 0
+    train = load_image_set([rows[i] for i in train_idx], cache_side, num_classes, keep)
+    val = load_image_set([rows[i] for i in val_idx], cfg.input_size, num_classes, keep)
     device = _device(cfg)
     net = build_classifier(cfg, num_classes).to(device)
     stride = net.stride
