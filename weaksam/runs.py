@@ -120,6 +120,12 @@ def detections_file(folder: str, split: str) -> str:
     return storage.join(folder, f"detections_{split}.parquet")
 
 
+def detection_parts(folder: str) -> str:
+    """``<folder>/detections_parts``: the Parquet parts the inference actors write (every
+    split), removed once ``detections_<split>.parquet`` are written from them."""
+    return storage.join(folder, "detections_parts")
+
+
 def detections_path(run_dir: str, stage: str, split: str) -> str:
     """``<run>/<stage>/detections_<split>.parquet``: a stage's ``detections`` table."""
     return detections_file(storage.join(run_dir, stage), split)

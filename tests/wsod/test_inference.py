@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -76,3 +79,47 @@ def test_udf_on_a_dict_batch(wsod_run: str, tiny_cfg: WSODConfig, checkpoint: st
     )
     assert list(good["scores"]) == sorted(good["scores"], reverse=True)
     assert set(good["classes"]) <= set(range(6))
+
+
+@pytest.mark.ray
+def test_actors_write_the_detections_nothing_gathered(
+    wsod_run: str,
+    tiny_cfg: WSODConfig,
+    checkpoint: str,
+    tmp_path,
+    ray_local: None,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pool's detections reach the driver from the parts the actors wrote (files of
+    ``rows_per_file`` rows with the class map), never through the object store."""
+    import ray
+
+    from weaksam.io import parts
+    from weaksam.io.classes import ClassMap
+    from weaksam.io.tables import read_classes
+    from weaksam.wsod.stage import predict_with_ray_data
+
+    for name in ("to_arrow_refs", "take_all", "take", "iter_batches", "to_pandas"):
+        monkeypatch.setattr(ray.data.Dataset, name, _forbidden(name))
+    monkeypatch.setattr(parts, "ROWS_PER_FILE", 2)
+    manifest = manifest_path(wsod_run)
+    rows = read_weak_manifest(manifest)
+    data = join_proposals(rows, None, tiny_cfg.data, require_labels=False)
+    folder = str(tmp_path / "detections_parts")
+    classes = read_classes(manifest)
+    got = predict_with_ray_data(
+        inference_inputs(data), checkpoint, tiny_cfg, False, folder, classes
+    )
+    assert sorted(got.column("image_id").to_pylist()) == sorted(i.image_id for i in data.images)
+    files = [f for f in os.listdir(folder) if f.endswith(".parquet")]
+    sizes = sorted(pq.read_metadata(os.path.join(folder, f)).num_rows for f in files)
+    assert sum(sizes) == len(data.images) and all(n == 2 for n in sizes[1:]), sizes
+    meta = pq.read_schema(os.path.join(folder, files[0])).metadata
+    assert ClassMap.from_metadata(meta) == classes
+
+
+def _forbidden(name: str):
+    def call(*args, **kwargs):
+        raise AssertionError(f"Dataset.{name} would gather rows to the driver")
+
+    return call

@@ -30,8 +30,11 @@ from weaksam.data.imageio import ImageDecodeError, load_image
 from weaksam.detection.config import DetectorModelConfig, RoIDropConfig
 from weaksam.detection.data import image_tensor
 from weaksam.detection.model import build_detector, set_inference_size
+from weaksam.io.classes import ClassMap
+from weaksam.io.parts import write_parts
 from weaksam.io.rle import encode_masks
 from weaksam.io.schemas import empty_row, error_row, rows_to_table
+from weaksam.io.tables import read_table
 from weaksam.train.export import export_checkpoint as export_state
 from weaksam.train.export import read_checkpoint
 from weaksam.train.placement import actor_pool
@@ -193,9 +196,13 @@ def predict_with_ray_data(
     batch_size: int,
     mask_threshold: float,
     use_gpu: bool,
+    parts_dir: str,
+    classes: ClassMap | None = None,
 ) -> pa.Table:
-    """Run :class:`DetectorBatchPredictor` over ``inputs`` on an actor pool; a detections
-    table (row order not guaranteed)."""
+    """Run :class:`DetectorBatchPredictor` over ``inputs`` on an actor pool; the actors write
+    the detections into ``parts_dir`` (emptied first: :func:`weaksam.io.parts.write_parts`),
+    read back from there (not gathered through the driver's object store) as one table (row
+    order not guaranteed)."""
     import ray
 
     n_blocks = max(1, min(inputs.num_rows // max(1, batch_size), 4 * num_actors))
@@ -214,5 +221,8 @@ def predict_with_ray_data(
         num_cpus=cpus_per_actor,
         num_gpus=1 if use_gpu else 0,
     )
-    tables = [ray.get(ref) for ref in ds.to_arrow_refs()]
-    return pa.concat_tables(tables) if tables else rows_to_table([], "detections")
+    storage.remove_tree(parts_dir)
+    write_parts(ds, parts_dir, "detections", classes)
+    if not storage.list_files(parts_dir, ".parquet"):
+        return rows_to_table([], "detections")
+    return read_table(parts_dir, "detections")

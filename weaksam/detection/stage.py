@@ -43,7 +43,7 @@ from weaksam.eval.table import format_table
 from weaksam.io.classes import ClassMap
 from weaksam.io.schemas import error_row
 from weaksam.io.tables import read_classes, read_table, write_table
-from weaksam.runs import detections_file, manifest_path, model_file, pgt_path
+from weaksam.runs import detection_parts, detections_file, manifest_path, model_file, pgt_path
 from weaksam.stage import Stage, StageContext
 from weaksam.train.placement import decide_actor_gpus, decide_gpu
 from weaksam.train.reporting import STATE_FILE
@@ -121,6 +121,8 @@ def detect_split(
         batch_size=test.batch_size,
         mask_threshold=test.mask_threshold,
         use_gpu=use_gpu,
+        parts_dir=detection_parts(out_dir),
+        classes=classes,
     )
     by_id = {r["image_id"]: r for r in dets.to_pylist()}
     out = [
@@ -137,6 +139,7 @@ def detect_split(
     ]
     path = detections_file(out_dir, split)
     write_table(out, path, "detections", classes)
+    storage.remove_tree(detection_parts(out_dir))  # the table above holds every part's rows
     coco = detections_to_coco_results(load_detections_table(path).records, classes)
     storage.write_json(storage.join(out_dir, f"coco_results_{split}.json"), coco, indent=None)
     return path

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from weaksam import storage
 from weaksam.configlib import to_dict
 from weaksam.io.classes import ClassMap
-from weaksam.io.schemas import get_schema, with_metadata
+from weaksam.io.parts import write_parts
 from weaksam.io.tables import read_classes, read_table
 from weaksam.proposals.config import ProposalsConfig
 from weaksam.proposals.udf import ProposalGenerator, decode_images, pack_points
@@ -131,16 +131,7 @@ def write_sam_shards(
         num_cpus=cfg.cpus_per_actor,
         num_gpus=cfg.gpus_per_actor if use_gpu else 0,
     )
-    fs, path = storage.resolve(shard_dir)
-    meta = classes.to_metadata() if classes is not None else None
-    n = cfg.rows_per_file
-    ds.write_parquet(
-        path,
-        filesystem=fs,
-        min_rows_per_file=n,
-        max_rows_per_file=n,
-        schema=with_metadata(get_schema(table), table, meta),  # to pyarrow: the files' schema
-    )
+    write_parts(ds, shard_dir, table, classes, cfg.rows_per_file)
     return device
 
 

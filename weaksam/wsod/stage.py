@@ -31,9 +31,16 @@ from weaksam.config import Config, config_hash, to_dict
 from weaksam.eval import detections_to_coco_results, evaluate, load_manifest_gt, to_jsonable
 from weaksam.eval.formats import load_detections_table
 from weaksam.io.classes import ClassMap
+from weaksam.io.parts import write_parts
 from weaksam.io.schemas import error_row, rows_to_table
-from weaksam.io.tables import read_classes, write_table
-from weaksam.runs import detections_file, detections_path, manifest_path, model_file
+from weaksam.io.tables import read_classes, read_table, write_table
+from weaksam.runs import (
+    detection_parts,
+    detections_file,
+    detections_path,
+    manifest_path,
+    model_file,
+)
 from weaksam.runs import proposals_path as run_proposals_path
 from weaksam.stage import Stage, StageContext
 from weaksam.train.placement import actor_pool, decide_actor_gpus, decide_gpu
@@ -125,9 +132,16 @@ def inference_inputs(data: SplitData) -> pa.Table:
 
 
 def predict_with_ray_data(
-    inputs: pa.Table, checkpoint: str, cfg: WSODConfig, use_gpu: bool
+    inputs: pa.Table,
+    checkpoint: str,
+    cfg: WSODConfig,
+    use_gpu: bool,
+    parts_dir: str,
+    classes: ClassMap | None = None,
 ) -> pa.Table:
-    """Run :class:`WSODBatchPredictor` over ``inputs`` on an actor pool; a detections table."""
+    """Run :class:`WSODBatchPredictor` over ``inputs`` on an actor pool; the actors write the
+    detections into ``parts_dir`` (emptied first: :func:`weaksam.io.parts.write_parts`), read
+    back from there (not gathered through the driver's object store) as one table."""
     import ray
 
     test = cfg.test
@@ -154,8 +168,11 @@ def predict_with_ray_data(
         num_cpus=cpus,
         num_gpus=1 if use_gpu else 0,
     )
-    tables = [ray.get(ref) for ref in ds.to_arrow_refs()]
-    return pa.concat_tables(tables) if tables else rows_to_table([], "detections")
+    storage.remove_tree(parts_dir)
+    write_parts(ds, parts_dir, "detections", classes)
+    if not storage.list_files(parts_dir, ".parquet"):
+        return rows_to_table([], "detections")
+    return read_table(parts_dir, "detections")
 
 
 def write_split_outputs(
@@ -262,9 +279,11 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         ckpt = export_checkpoint(state, model_file(out_dir))
         plot_curves(state["history"], storage.join(out_dir, "curves.png"), method)
         t0 = time.time()
-        dets = predict_with_ray_data(inputs, ckpt, wcfg, use_gpu)
+        parts = detection_parts(out_dir)
+        dets = predict_with_ray_data(inputs, ckpt, wcfg, use_gpu, parts, classes)
         for split in splits:
             write_split_outputs(dets, data.skipped, rows, split, out_dir, classes)
+        storage.remove_tree(parts)  # every split's table is written from them
         infer_s = time.time() - t0
         res = evaluate_method(manifest, out_dir, train_split, test_split)
         last = state["history"][-1] if state["history"] else {}
