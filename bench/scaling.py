@@ -1,7 +1,7 @@
 """Scaling, in one run on this machine: SAM proposals with 1 and 2 actors, and the peak memory
 of each training worker (classifier, WSOD, retraining) at 1x and 4x the bench's image count.
 
-    python bench/scaling.py [--base 360] [--factor 4] [--sam-images 24] [--work /tmp/scaling]
+    python bench/scaling.py [--base 360] [--factor 4] [--sam-images 120] [--work /tmp/weaksam_scaling]
         [--out docs/bench_scaling.json]
 
 *Proposals*: the demo SAM (``sam.checkpoint: builtin``) and the demo's engine settings on the
@@ -11,8 +11,8 @@ the whole job (actor start-up included), and the ratio is 2-actor / 1-actor.
 
 *Memory*: the pipeline's own stages (``weaksam.pipeline.core.run_stages``, the runner that
 ``make demo`` uses) on ``configs/demo.yaml`` with ``--base`` and ``factor x --base`` training
-images (40 test images), short schedules (the memory of a worker depends on what it holds,
-not on how long it trains), image caches off (the configuration that bounds memory), WSOD on
+images (40 test images), short schedules of the same number of steps at both sizes (the
+classifier: ``2 x factor`` epochs at 1x, 2 at ``factor`` x), image caches off (the configuration that bounds memory), WSOD on
 the plumbing grid proposals (no SAM needed), PGT without masks, no WSIS. Each stage's
 ``metrics.json`` records the largest peak RSS of one ``RayTrainWorker`` process
 (:mod:`weaksam.pipeline.memory`); the table shows it at 1x and 4x and the growth.
@@ -38,14 +38,14 @@ STAGES = ("data", "ingest", "classify", "wsod", "pgt", "retrain")
 TRAINED = ("classify", "wsod", "retrain")
 
 
-def _overrides(work: str, name: str, n_train: int) -> list[str]:
+def _overrides(work: str, name: str, n_train: int, epochs: int) -> list[str]:
     return [
         f"run_root={work}",
         f"name={name}",
         f"synth.num_train={n_train}",
         "synth.num_test=40",
-        "classifier.epochs=2",
-        "classifier.checkpoint_every=2",
+        f"classifier.epochs={epochs}",
+        f"classifier.checkpoint_every={epochs}",
         "classifier.cache_images=false",
         "wsod.proposals=grid",
         "wsod.compare=[]",
@@ -63,17 +63,22 @@ def _overrides(work: str, name: str, n_train: int) -> list[str]:
     ]
 
 
-def run_memory(work: str, n_train: int) -> dict[str, Any]:
-    """Run :data:`STAGES` on ``n_train`` training images; each trained stage's worker peak."""
+def run_memory(work: str, n_train: int, epochs: int) -> dict[str, Any]:
+    """Run :data:`STAGES` on ``n_train`` training images (the classifier for ``epochs``);
+    each trained stage's worker peak."""
     from ray_jobs._ray import init_ray
     from weaksam.config import load_config
     from weaksam.pipeline.core import run_stages
     from weaksam.pipeline.stages import STAGES as ALL
 
-    cfg = load_config("configs/demo.yaml", _overrides(work, f"scale_{n_train}", n_train))
+    cfg = load_config("configs/demo.yaml", _overrides(work, f"scale_{n_train}", n_train, epochs))
     t0 = time.time()
     reports = run_stages(cfg, ALL, ray_init=init_ray, only=list(STAGES))
-    out: dict[str, Any] = {"train_images": n_train, "seconds": round(time.time() - t0, 1)}
+    out: dict[str, Any] = {
+        "train_images": n_train,
+        "classifier_epochs": epochs,
+        "seconds": round(time.time() - t0, 1),
+    }
     for r in reports:
         if r.name in TRAINED:
             peaks = r.metrics.get("memory", {}).get("worker_peak_rss_mb", {})
@@ -125,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--base", type=int, default=360, help="training images at 1x (bench: 360)")
     p.add_argument("--factor", type=int, default=4)
-    p.add_argument("--sam-images", type=int, default=24)
+    p.add_argument("--sam-images", type=int, default=120)
     p.add_argument("--work", default="/tmp/weaksam_scaling")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
@@ -134,7 +139,13 @@ def main(argv: list[str] | None = None) -> int:
     from weaksam.runs import manifest_path
 
     init_ray()
-    memory = [run_memory(args.work, n) for n in (args.base, args.factor * args.base)]
+    # the same number of training steps at both sizes (WSOD and retraining count steps; the
+    # classifier counts epochs: factor x more of them at 1x): a process's heap also grows
+    # with the steps it has run, which is not what is measured here
+    memory = [
+        run_memory(args.work, args.base, 2 * args.factor),
+        run_memory(args.work, args.factor * args.base, 2),
+    ]
     manifest = manifest_path(os.path.join(args.work, f"scale_{args.base}"))
     sam = [run_proposals(args.work, manifest, args.sam_images, k) for k in (1, 2)]
     ratio = sam[1]["images_per_s"] / sam[0]["images_per_s"]
