@@ -31,10 +31,9 @@ from weaksam.detection.config import DetectorModelConfig, RoIDropConfig
 from weaksam.detection.data import image_tensor
 from weaksam.detection.model import build_detector, set_inference_size
 from weaksam.io.classes import ClassMap
-from weaksam.io.parts import write_parts
+from weaksam.io.parts import write_and_read_parts
 from weaksam.io.rle import encode_masks
 from weaksam.io.schemas import empty_row, error_row, rows_to_table
-from weaksam.io.tables import read_table
 from weaksam.train.export import export_checkpoint as export_state
 from weaksam.train.export import read_checkpoint
 from weaksam.train.placement import actor_pool
@@ -221,8 +220,4 @@ def predict_with_ray_data(
         num_cpus=cpus_per_actor,
         num_gpus=1 if use_gpu else 0,
     )
-    storage.remove_tree(parts_dir)
-    write_parts(ds, parts_dir, "detections", classes)
-    if not storage.list_files(parts_dir, ".parquet"):
-        return rows_to_table([], "detections")
-    return read_table(parts_dir, "detections")
+    return write_and_read_parts(ds, parts_dir, "detections", classes)

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import pyarrow as pa
+
 from weaksam import storage
 from weaksam.io.classes import ClassMap
-from weaksam.io.schemas import get_schema, with_metadata
+from weaksam.io.schemas import get_schema, rows_to_table, with_metadata
+from weaksam.io.tables import read_table
 
 ROWS_PER_FILE = 1000
 
@@ -38,4 +41,16 @@ def write_parts(
     )
 
 
-__all__ = ["ROWS_PER_FILE", "write_parts"]
+def write_and_read_parts(
+    ds: Any, folder: str, table: str, classes: ClassMap | None = None
+) -> pa.Table:
+    """Empty ``folder``, :func:`write_parts` ``ds`` into it and read it back as one ``table``
+    (from storage: the rows never pass through the driver's object store)."""
+    storage.remove_tree(folder)
+    write_parts(ds, folder, table, classes)
+    if not storage.list_files(folder, ".parquet"):  # no rows: Ray Data writes no file
+        return rows_to_table([], table)
+    return read_table(folder, table)
+
+
+__all__ = ["ROWS_PER_FILE", "write_and_read_parts", "write_parts"]

@@ -31,9 +31,9 @@ from weaksam.config import Config, config_hash, to_dict
 from weaksam.eval import detections_to_coco_results, evaluate, load_manifest_gt, to_jsonable
 from weaksam.eval.formats import load_detections_table
 from weaksam.io.classes import ClassMap
-from weaksam.io.parts import write_parts
-from weaksam.io.schemas import error_row, rows_to_table
-from weaksam.io.tables import read_classes, read_table, write_table
+from weaksam.io.parts import write_and_read_parts
+from weaksam.io.schemas import error_row
+from weaksam.io.tables import read_classes, write_table
 from weaksam.runs import (
     detection_parts,
     detections_file,
@@ -168,11 +168,7 @@ def predict_with_ray_data(
         num_cpus=cpus,
         num_gpus=1 if use_gpu else 0,
     )
-    storage.remove_tree(parts_dir)
-    write_parts(ds, parts_dir, "detections", classes)
-    if not storage.list_files(parts_dir, ".parquet"):
-        return rows_to_table([], "detections")
-    return read_table(parts_dir, "detections")
+    return write_and_read_parts(ds, parts_dir, "detections", classes)
 
 
 def write_split_outputs(
