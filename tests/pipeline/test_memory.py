@@ -52,23 +52,38 @@ def test_peaks_per_process_then_per_kind() -> None:
     assert again.by_kind()["RayTrainWorker"] == 700
 
 
-def _fake_worker() -> subprocess.Popen[bytes]:
-    """A child process titled like a Ray worker, holding ~64 MiB."""
+def _fake_worker(kind: str = "FakeWorker") -> subprocess.Popen[bytes]:
+    """A child process titled like a Ray worker (``ray::<kind>.run``), holding ~64 MiB."""
     code = "import time; x = bytearray(64 << 20); time.sleep(30)"
     return subprocess.Popen(
-        ["bash", "-c", f'exec -a "ray::FakeWorker.run" {sys.executable} -c "{code}"'],
+        ["bash", "-c", f'exec -a "ray::{kind}.run" {sys.executable} -c "{code}"'],
     )
 
 
+def test_before_the_stage_processes_count_only_once_they_change() -> None:
+    peaks = WorkerPeaks()
+    peaks.existed("n", 1, "WSODBatchPredictor")  # an earlier stage's actor, lingering
+    peaks.existed("n", 2, "IDLE")  # a pool worker
+    peaks.add("n", 1, "WSODBatchPredictor", 900)
+    peaks.add("n", 2, "MapBatches(decode_images)", 300)  # picked up this stage's work
+    assert peaks.by_kind() == {"MapBatches(decode_images)": 300}
+
+
 def test_watch_sees_a_descendant_worker_and_the_driver() -> None:
-    proc = _fake_worker()
+    lingering = _fake_worker("Lingering")
     try:
         with MemoryWatch(interval=0.1) as watch:
-            time.sleep(1.5)
+            proc = _fake_worker()
+            try:
+                time.sleep(1.5)
+            finally:
+                proc.kill()
+                proc.wait()
     finally:
-        proc.kill()
-        proc.wait()
+        lingering.kill()
+        lingering.wait()
     mem = watch.result
+    assert "Lingering" not in mem.workers.by_kind()  # it was there before the stage
     assert mem.driver_bytes > 10 << 20
     assert mem.largest_worker is not None
     kind, rss = mem.largest_worker
@@ -77,9 +92,9 @@ def test_watch_sees_a_descendant_worker_and_the_driver() -> None:
 
 
 def test_node_sampler_as_a_plain_object() -> None:
+    sampler = NodeSampler(interval=0.1)
     proc = _fake_worker()
     try:
-        sampler = NodeSampler(interval=0.1)
         time.sleep(1.5)
         peaks = WorkerPeaks.from_json(sampler.stop())
     finally:

@@ -4,7 +4,10 @@ A Ray worker process is titled ``ray::<what it runs>`` (``ray::RayTrainWorker.ru
 ``ray::MapWorker(MapBatches(ProposalGenerator)).submit``, ``ray::IDLE``); its *kind* is that
 title without the method (:func:`worker_kind`). The memory that must stay bounded by
 configuration, not by the dataset, is each worker's: so a stage records, per kind, the largest
-peak of any one process of that kind (:class:`WorkerPeaks`).
+peak of any one process of that kind (:class:`WorkerPeaks`). Processes that already existed
+when the stage started and still run what they ran then (an earlier stage's actor that lingers,
+Ray's own agents) are not the stage's and are left out; a pool worker that picks up the
+stage's work changes title and counts.
 
 Where the workers are sampled:
 
@@ -63,9 +66,17 @@ class WorkerPeaks:
     last one seen other than ``IDLE`` (a pool worker runs several things in its life)."""
 
     processes: dict[tuple[str, int], tuple[str, int]] = field(default_factory=dict)
+    before: dict[tuple[str, int], str] = field(default_factory=dict)
+
+    def existed(self, node: str, pid: int, kind: str) -> None:
+        """Process ``pid`` on ``node`` ran ``kind`` before the stage: not counted while it
+        still does."""
+        self.before[(node, pid)] = kind
 
     def add(self, node: str, pid: int, kind: str, rss: int) -> None:
         """One sample: process ``pid`` on ``node`` had ``rss`` bytes while titled ``kind``."""
+        if self.before.get((node, pid)) == kind:
+            return
         old_kind, old_rss = self.processes.get((node, pid), (IDLE, 0))
         self.processes[(node, pid)] = (old_kind if kind == IDLE else kind, max(old_rss, rss))
 
@@ -94,14 +105,21 @@ class WorkerPeaks:
         return out
 
 
-def sample_workers(procs: Iterable[Any], node: str, peaks: WorkerPeaks) -> None:
-    """Add one sample of every Ray worker among ``procs`` (``psutil.Process`` objects)."""
+def sample_workers(
+    procs: Iterable[Any], node: str, peaks: WorkerPeaks, *, before: bool = False
+) -> None:
+    """Add one sample of every Ray worker among ``procs`` (``psutil.Process`` objects); with
+    ``before``, record them as the processes that existed before the stage instead."""
     import psutil
 
     for proc in procs:
         try:
             kind = worker_kind(" ".join(proc.cmdline()))
-            if kind is not None:
+            if kind is None:
+                continue
+            if before:
+                peaks.existed(node, proc.pid, kind)
+            else:
                 peaks.add(node, proc.pid, kind, proc.memory_info().rss)
         except psutil.Error:
             continue
@@ -142,6 +160,7 @@ class NodeSampler:
         if ray.is_initialized():
             self.node = ray.get_runtime_context().get_node_id()
         self.peaks = WorkerPeaks()
+        sample_workers(psutil.process_iter(), self.node, self.peaks, before=True)
         self._sampler = _Sampler(
             lambda: sample_workers(psutil.process_iter(), self.node, self.peaks), interval
         )
@@ -193,6 +212,10 @@ class MemoryWatch:
         sample_workers(me.children(recursive=True), "local", self.result.workers)
 
     def __enter__(self) -> MemoryWatch:
+        import psutil
+
+        me = psutil.Process(os.getpid())
+        sample_workers(me.children(recursive=True), "local", self.result.workers, before=True)
         self._actors = _start_node_samplers(self.interval)
         self._sampler = _Sampler(self._sample_local, self.interval)
         return self
