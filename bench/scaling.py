@@ -1,8 +1,8 @@
 """Scaling, in one run on this machine: SAM proposals with 1 and 2 actors, and the peak memory
 of each training worker (classifier, WSOD, retraining) at 1x and 4x the bench's image count.
 
-    python bench/scaling.py [--base 360] [--factor 4] [--sam-images 120] [--work /tmp/weaksam_scaling]
-        [--out docs/bench_scaling.json]
+    python bench/scaling.py [--base 360] [--factor 4] [--sam-images 120]
+        [--work /tmp/weaksam_scaling] [--out docs/bench_scaling.json]
 
 *Proposals*: the demo SAM (``sam.checkpoint: builtin``) and the demo's engine settings on the
 first ``--sam-images`` training images of the 1x dataset, once with one actor and once with
@@ -12,8 +12,9 @@ the whole job (actor start-up included), and the ratio is 2-actor / 1-actor.
 *Memory*: the pipeline's own stages (``weaksam.pipeline.core.run_stages``, the runner that
 ``make demo`` uses) on ``configs/demo.yaml`` with ``--base`` and ``factor x --base`` training
 images (40 test images), short schedules of the same number of steps at both sizes (the
-classifier: ``2 x factor`` epochs at 1x, 2 at ``factor`` x), image caches off (the configuration that bounds memory), WSOD on
-the plumbing grid proposals (no SAM needed), PGT without masks, no WSIS. Each stage's
+classifier: ``2 x factor`` epochs at 1x, 2 at ``factor`` x), image caches off (the
+configuration that bounds memory), WSOD on the plumbing grid proposals (no SAM needed), PGT
+without masks, no WSIS. Each stage's
 ``metrics.json`` records the largest peak RSS of one ``RayTrainWorker`` process
 (:mod:`weaksam.pipeline.memory`); the table shows it at 1x and 4x and the growth.
 
