@@ -114,7 +114,7 @@ def load_image_set(
     rows: Sequence[Mapping[str, Any]], size: int, num_classes: int, cache_mb: float = 0
 ) -> ImageSet:
     """The images of ``rows`` (label columns as in :func:`read_label_rows`) at ``size``,
-    decoded when used; at most ``cache_mb`` MiB of them kept (``inf``: all)."""
+    decoded when used; at most ``cache_mb`` MiB of them kept (0: none)."""
     return ImageSet(
         LazyImages([str(r["path"]) for r in rows], size, ImageCache(cache_mb)),
         label_matrix([r["labels"] for r in rows], num_classes),

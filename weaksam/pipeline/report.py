@@ -89,7 +89,7 @@ class StageTiming:
     ``disabled`` or ``earlier run`` (not part of this invocation); ``seconds`` is this
     invocation's time for ``ran`` and the ``_SUCCESS`` marker's (the run that made the
     outputs) otherwise; ``peak_rss_mb`` (the driver's) is None when unknown; ``worker`` the
-    largest Ray worker's peak and kind (``"812 MiB RayTrainWorker"``), None when unknown.
+    largest Ray worker's peak in MiB and its kind (``"812 RayTrainWorker"``), None when unknown.
     """
 
     name: str
