@@ -244,7 +244,8 @@ def test_lost_worker_nodes_during_training_and_proposals(tiny_run: TinyRun, tmp_
         resumed = classify["resumed_from_epoch"]
         assert resumed >= 5, (resumed, _explain(train))
 
-        # Ray Data: kill the node of a SAM actor once some shards are written
+        # Ray Data: kill the node of a SAM actor once some shards are written (one image per
+        # file here, so shards appear while the job runs)
         removed.clear()
         shards = proposals_path(str(run))
 
@@ -260,6 +261,8 @@ def test_lost_worker_nodes_during_training_and_proposals(tiny_run: TinyRun, tmp_
                 "proposals.batch_size=1",
                 "--set",
                 "proposals.engine.points_per_side=16",
+                "--set",
+                "proposals.rows_per_file=1",
             ],
             tmp_path,
             watch=kill_once(cluster, some_written, "ProposalGenerator"),

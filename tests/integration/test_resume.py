@@ -32,11 +32,13 @@ def _summary(stdout: str) -> dict[str, object]:
 
 def test_sigkill_proposals_then_rerun_resumes(tiny_run: TinyRun, tmp_path: Path) -> None:
     run = tiny_run.copy_to(tmp_path)
-    # one image per block and a denser grid, so the job is still running after its first part
+    # one image per block and per file (shards are rows_per_file rows, 500 by default: one
+    # file for the whole tiny run) and a denser grid, so the job still runs after its first part
     cmd = module_cmd(
         "ray_jobs.generate_proposals",
         *("--config", CONFIG, "--set", f"run_root={tmp_path}"),
         *("--set", "proposals.batch_size=1", "--set", "proposals.engine.points_per_side=24"),
+        *("--set", "proposals.rows_per_file=1"),
     )
     shards = proposals_path(str(run))
 
