@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 
 from weaksam.pipeline.memory import MemoryWatch, NodeSampler, WorkerPeaks, worker_kind
@@ -53,11 +54,25 @@ def test_peaks_per_process_then_per_kind() -> None:
 
 
 def _fake_worker(kind: str = "FakeWorker") -> subprocess.Popen[bytes]:
-    """A child process titled like a Ray worker (``ray::<kind>.run``), holding ~64 MiB."""
+    """A child process titled like a Ray worker (``ray::<kind>.run``), holding ~64 MiB.
+
+    Returns once the title is visible: until ``exec`` runs, the child is still ``bash -c ...``
+    and a snapshot taken then would not know it as a worker."""
     code = "import time; x = bytearray(64 << 20); time.sleep(30)"
-    return subprocess.Popen(
+    proc = subprocess.Popen(
         ["bash", "-c", f'exec -a "ray::{kind}.run" {sys.executable} -c "{code}"'],
     )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            if worker_kind(" ".join(psutil.Process(proc.pid).cmdline())) == kind:
+                return proc
+        except psutil.Error:
+            pass
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"the fake worker never showed the title ray::{kind}.run")
 
 
 def test_before_the_stage_processes_count_only_once_they_change() -> None:
