@@ -96,6 +96,21 @@ def test_test_split_never_reads_labels(checkpoint: str, tiny_manifest: str) -> N
     assert set(as_train["point_classes"]) == {0, 1, 2}
 
 
+def test_actor_given_the_manifest_reads_rows_itself(checkpoint: str, tiny_manifest: str) -> None:
+    """Ids alone in the batch: the same points as the full rows; the test split's labels are
+    not even held by the actor."""
+    rows = _manifest_rows(tiny_manifest)
+    extractor = PeakExtractor(checkpoint, PEAKS, ["train"], manifest=tiny_manifest)
+    assert extractor.rows is not None
+    assert all(
+        r["labels"] is None for r in extractor.rows.values() if r["split"] != "train"
+    ) and any(r["labels"] for r in extractor.rows.values())
+    pick = [next(r for r in rows if r["split"] == s) for s in ("train", "test")]
+    by_id = extractor(pa.table({"image_id": [r["image_id"] for r in pick]})).to_pylist()
+    full = PeakExtractor(checkpoint, PEAKS, ["train"])(_batch(pick)).to_pylist()
+    assert by_id == full and all(r["error"] is None for r in by_id)
+
+
 def test_bad_rows_become_error_rows(checkpoint: str, tiny_manifest: str, tmp_path: Any) -> None:
     good = _manifest_rows(tiny_manifest)[0]
     broken = str(tmp_path / "broken.png")

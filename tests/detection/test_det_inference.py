@@ -64,6 +64,25 @@ def test_predictor_direct_call_with_bad_image(
         assert good["masks"] is None
 
 
+def test_predictor_reads_its_split_from_the_manifest(
+    tmp_path, det_run: str, tiny_model: DetectorModelConfig
+) -> None:
+    """Given the manifest, an actor takes ids alone and looks up their rows itself: the same
+    detections as the rows in the batch; ids of another split are dropped."""
+    manifest = manifest_path(det_run)
+    rows = [r for r in read_table(manifest).to_pylist() if r["split"] == "test"]
+    other = next(r for r in read_table(manifest).to_pylist() if r["split"] != "test")
+    ckpt = _checkpoint(tmp_path, tiny_model, False)
+    full = {k: np.asarray(v) for k, v in inference_inputs(rows).to_pydict().items()}
+    want = DetectorBatchPredictor(ckpt)(full).to_pylist()
+    pred = DetectorBatchPredictor(ckpt, manifest=manifest, split="test")
+    ids = np.asarray([other["image_id"], *(r["image_id"] for r in rows)])
+    got = pred({"image_id": ids}).to_pylist()
+    assert [r["image_id"] for r in got] == [r["image_id"] for r in rows]
+    for g, w in zip(got, want, strict=True):
+        assert g["boxes"] == pytest.approx(w["boxes"]) and g["classes"] == w["classes"]
+
+
 def test_load_is_strict(tmp_path, tiny_model: DetectorModelConfig) -> None:
     path = _checkpoint(tmp_path, tiny_model, False)
     model, meta = load_detector(path)

@@ -85,6 +85,60 @@ def test_join_skips_error_rows_with_reasons(wsod_run: str) -> None:
     assert unlabeled.skip_counts() == {"no image-level label": 1}
 
 
+def test_join_streams_the_table_and_matches_a_whole_read(wsod_run: str) -> None:
+    """The streamed join keeps the same boxes as filtering the whole table's rows, in
+    manifest order; a worker's share holds only its images, the counts cover the split."""
+    props = proposals_path(wsod_run, WSODConfig())
+    rows = read_weak_manifest(manifest_path(wsod_run))
+    cfg = WSODDataConfig(min_size=4, max_proposals=25)
+    data = join_proposals(rows, props, cfg, require_labels=False)
+    whole = {r["image_id"]: r for r in read_table(props, "proposals").to_pylist()}
+    for im in data.images:
+        r = whole[im.image_id]
+        ref = filter_proposals(r["boxes"], r["scores"], im.height, im.width, cfg)
+        np.testing.assert_array_equal(im.proposals, ref)
+    assert [im.image_id for im in data.images] == [
+        r["image_id"] for r in rows if r["image_id"] in data.proposal_counts
+    ]
+    assert data.proposal_counts == {im.image_id: len(im.proposals) for im in data.images}
+    for rank in range(3):
+        mine = join_proposals(rows, props, cfg, require_labels=False, shard=(rank, 3))
+        assert [im.image_id for im in mine.images] == [im.image_id for im in data.images[rank::3]]
+        assert all(len(im.proposals) for im in mine.images)
+        assert mine.skipped == data.skipped and mine.proposal_counts == data.proposal_counts
+
+
+def test_list_values_reads_rows_without_python_numbers() -> None:
+    from weaksam.io.tables import list_values
+
+    col = pa.chunked_array(
+        [
+            pa.array([[1.0, 2.0], None], pa.list_(pa.float32())),
+            pa.array([[9.0], [3.0, 4.0, 5.0], []], pa.list_(pa.float32())).slice(1),
+        ]
+    )
+    out = list_values(col, np.float32)
+    assert out[1] is None and out[3] is not None and len(out[3]) == 0
+    assert [None if v is None else v.tolist() for v in out] == [[1, 2], None, [3, 4, 5], []]
+    assert out[0] is not None and out[0].dtype == np.float32
+
+
+def test_iter_batches_is_bounded(tmp_path) -> None:
+    from weaksam.io.tables import iter_batches
+
+    folder = tmp_path / "t"
+    folder.mkdir()
+    for k in range(2):
+        pq.write_table(
+            pa.table({"image_id": [f"{k}-{i}" for i in range(10)]}), folder / f"{k}.parquet"
+        )
+    (folder / "_SUCCESS").write_text("")
+    batches = list(iter_batches(str(folder), ["image_id"], batch_rows=4))
+    assert [b.num_rows for b in batches] == [4, 4, 2, 4, 4, 2]
+    ids = [i for b in batches for i in b.column("image_id").to_pylist()]
+    assert ids == [f"{k}-{i}" for k in range(2) for i in range(10)]
+
+
 def _poison_gt(manifest: str, out: str) -> None:
     """The same manifest with every gt_* column replaced by garbage."""
     tbl = pq.read_table(manifest)

@@ -1,4 +1,5 @@
-"""The exported checkpoint and the Ray Data UDF, called directly on a dict batch."""
+"""The exported checkpoint and the Ray Data UDF, called directly on a batch of the proposals
+table, and on an actor pool that reads its inputs from storage."""
 
 from __future__ import annotations
 
@@ -11,17 +12,18 @@ import torch
 
 from weaksam.configlib import to_dict
 from weaksam.io.schemas import validate_table
+from weaksam.io.tables import read_table
 from weaksam.runs import manifest_path
 from weaksam.wsod.config import WSODConfig
-from weaksam.wsod.data import join_proposals, read_weak_manifest
+from weaksam.wsod.data import PROPOSAL_COLUMNS, image_tensor, join_proposals, read_weak_manifest
 from weaksam.wsod.inference import (
-    INPUT_COLUMNS,
     WSODBatchPredictor,
+    detect,
     export_checkpoint,
     load_checkpoint,
 )
 from weaksam.wsod.model import build_wsod_model
-from weaksam.wsod.stage import inference_inputs, proposals_path
+from weaksam.wsod.stage import proposals_path
 
 
 @pytest.fixture
@@ -52,21 +54,35 @@ def test_checkpoint_round_trip_is_strict(checkpoint: str, tmp_path) -> None:
         load_checkpoint(bad)
 
 
-def test_udf_on_a_dict_batch(wsod_run: str, tiny_cfg: WSODConfig, checkpoint: str) -> None:
+def test_udf_reads_its_split_from_the_manifest(
+    wsod_run: str, tiny_cfg: WSODConfig, checkpoint: str
+) -> None:
+    """The actor filters each image's proposals as training does; other splits are dropped,
+    an unusable image or one that vanished becomes an error row with the reason."""
     manifest = manifest_path(wsod_run)
-    rows = read_weak_manifest(manifest, "test")
-    data = join_proposals(
-        rows, proposals_path(wsod_run, tiny_cfg), tiny_cfg.data, require_labels=False
+    props = proposals_path(wsod_run, tiny_cfg)
+    batch = read_table(props, columns=list(PROPOSAL_COLUMNS))
+    udf = WSODBatchPredictor(
+        checkpoint,
+        to_dict(tiny_cfg.test),
+        to_dict(tiny_cfg.data),
+        manifest,
+        ["test"],
+        device="cpu",
     )
-    tbl = inference_inputs(data)
-    assert tbl.column_names == list(INPUT_COLUMNS)
-    batch = {c: tbl.column(c).to_numpy(zero_copy_only=False) for c in INPUT_COLUMNS}
-    batch["path"][1] = "/no/such/image.png"  # a file that vanished after ingest
-    udf = WSODBatchPredictor(checkpoint, to_dict(tiny_cfg.test), tiny_cfg.data.max_side, "cpu")
-    out = validate_table(udf(batch), "detections").to_pylist()
-    assert [r["image_id"] for r in out] == list(batch["image_id"])
-    good, bad = out[0], out[1]
-    assert bad["error"] == "file not found" and bad["boxes"] == []
+    test_rows = read_weak_manifest(manifest, "test")
+    ref = join_proposals(test_rows, props, tiny_cfg.data, require_labels=False)
+    vanished = ref.images[1].image_id
+    udf.rows[vanished] = {**udf.rows[vanished], "path": "/no/such/image.png"}
+    out = {r["image_id"]: r for r in validate_table(udf(batch), "detections").to_pylist()}
+    assert sorted(out) == sorted(r["image_id"] for r in test_rows)  # the test split only
+    assert out[vanished]["error"] == "file not found" and out[vanished]["boxes"] == []
+    assert (
+        {i: out[i]["error"] for i in ref.skipped}
+        == ref.skipped
+        == {test_rows[-1]["image_id"]: "proposals error row"}
+    )
+    good = out[ref.images[0].image_id]
     assert good["error"] is None
     n = len(good["scores"])
     assert 0 < n <= tiny_cfg.test.max_detections
@@ -79,10 +95,18 @@ def test_udf_on_a_dict_batch(wsod_run: str, tiny_cfg: WSODConfig, checkpoint: st
     )
     assert list(good["scores"]) == sorted(good["scores"], reverse=True)
     assert set(good["classes"]) <= set(range(6))
+    # the same image through detect() with the reference join's proposals: the same output
+    model, _ = load_checkpoint(checkpoint)
+    im = ref.images[0]
+    b, sc, c = detect(
+        model, image_tensor(im.path), torch.from_numpy(im.proposals), udf.test, udf.data.max_side
+    )
+    assert np.allclose(good["boxes"], b.reshape(-1)) and good["classes"] == c.tolist()
+    assert np.allclose(good["scores"], sc)
 
 
 @pytest.mark.ray
-def test_actors_write_the_detections_nothing_gathered(
+def test_actors_read_storage_and_write_the_detections(
     wsod_run: str,
     tiny_cfg: WSODConfig,
     checkpoint: str,
@@ -90,36 +114,44 @@ def test_actors_write_the_detections_nothing_gathered(
     ray_local: None,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The pool's detections reach the driver from the parts the actors wrote (files of
-    ``rows_per_file`` rows with the class map), never through the object store."""
+    """The pool reads the proposals table from storage and its detections reach the driver
+    from the parts the actors wrote (files of ``rows_per_file`` rows with the class map),
+    never through the object store: no dataset made from driver rows, none gathered."""
     import ray
 
     from weaksam.io import parts
     from weaksam.io.classes import ClassMap
     from weaksam.io.tables import read_classes
-    from weaksam.wsod.stage import predict_with_ray_data
+    from weaksam.wsod.stage import missing_reasons, predict_with_ray_data
 
     for name in ("to_arrow_refs", "take_all", "take", "iter_batches", "to_pandas"):
         monkeypatch.setattr(ray.data.Dataset, name, _forbidden(name))
+    for name in ("from_arrow", "from_items", "from_pandas", "from_numpy"):
+        monkeypatch.setattr(ray.data, name, _forbidden(name))
     monkeypatch.setattr(parts, "ROWS_PER_FILE", 2)
     manifest = manifest_path(wsod_run)
+    props = proposals_path(wsod_run, tiny_cfg)
     rows = read_weak_manifest(manifest)
-    data = join_proposals(rows, None, tiny_cfg.data, require_labels=False)
+    data = join_proposals(rows, props, tiny_cfg.data, require_labels=False)
     folder = str(tmp_path / "detections_parts")
     classes = read_classes(manifest)
     got = predict_with_ray_data(
-        inference_inputs(data), checkpoint, tiny_cfg, False, folder, classes
+        props, manifest, ["train", "test"], len(rows), checkpoint, tiny_cfg, False, folder, classes
     )
-    assert sorted(got.column("image_id").to_pylist()) == sorted(i.image_id for i in data.images)
+    assert missing_reasons(rows, props, tiny_cfg) == {}  # every image has a proposals row
+    ids = got.column("image_id").to_pylist()
+    assert sorted(ids) == sorted(r["image_id"] for r in rows)
+    errors = {i: e for i, e in zip(ids, got.column("error").to_pylist(), strict=True) if e}
+    assert errors == data.skipped and len(ids) - len(errors) == len(data.images)
     files = [f for f in os.listdir(folder) if f.endswith(".parquet")]
     sizes = sorted(pq.read_metadata(os.path.join(folder, f)).num_rows for f in files)
-    assert sum(sizes) == len(data.images) and all(n == 2 for n in sizes[1:]), sizes
+    assert sum(sizes) == len(rows) and all(n == 2 for n in sizes[1:]), sizes
     meta = pq.read_schema(os.path.join(folder, files[0])).metadata
     assert ClassMap.from_metadata(meta) == classes
 
 
 def _forbidden(name: str):
     def call(*args, **kwargs):
-        raise AssertionError(f"Dataset.{name} would gather rows to the driver")
+        raise AssertionError(f"{name} would pass rows through the driver")
 
     return call

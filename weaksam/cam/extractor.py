@@ -33,6 +33,7 @@ from weaksam.configlib import from_dict
 from weaksam.data.imageio import ImageDecodeError, load_image
 from weaksam.io.classes import ClassMap
 from weaksam.io.schemas import empty_row, error_row, rows_to_table
+from weaksam.io.tables import read_table
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class PeakExtractor:
         classes: the class map stored in the output table's metadata (optional).
         device: ``auto`` (CUDA when visible), ``cpu`` or ``cuda``.
         threads: torch CPU threads of this actor.
+        manifest: when given, each batch carries ``image_id`` only and the actor reads the
+            rows from this manifest itself (the labels of other splits left out).
     """
 
     def __init__(
@@ -99,15 +102,26 @@ class PeakExtractor:
         classes: ClassMap | str | None = None,
         device: str = "auto",
         threads: int = 1,
+        manifest: str = "",
     ) -> None:
         torch.set_num_threads(threads)
+        self.label_splits = frozenset(label_splits)
+        self.rows: dict[str, dict[str, Any]] | None = None
+        if manifest:  # batches carry ids; labels kept for the label splits only
+            tbl = read_table(manifest, columns=INPUT_COLUMNS)
+            self.rows = {
+                str(r["image_id"]): {
+                    **r,
+                    "labels": r["labels"] if r["split"] in self.label_splits else None,
+                }
+                for r in tbl.to_pylist()
+            }
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.cfg = (
             peaks if isinstance(peaks, PeakStageConfig) else from_dict(peaks, PeakStageConfig)
         )
         self.model, self.cls_cfg, names = load_classifier(checkpoint, device)
-        self.label_splits = frozenset(label_splits)
         if isinstance(classes, str):
             classes = ClassMap.from_json(classes)
         self.classes = classes or ClassMap.from_names(names)
@@ -133,7 +147,10 @@ class PeakExtractor:
         )
 
     def __call__(self, batch: Mapping[str, Any] | pa.Table) -> pa.Table:
-        """A batch of manifest columns (a dict of numpy arrays or lists, or an Arrow table)
-        → a ``points`` table."""
-        rows = [self.process_row(r) for r in _rows(batch)]
+        """A batch of manifest columns (a dict of numpy arrays or lists, or an Arrow table;
+        ``image_id`` alone for an actor given the ``manifest``) → a ``points`` table."""
+        given = _rows(batch)
+        if self.rows is not None:
+            given = [self.rows[str(r["image_id"])] for r in given]
+        rows = [self.process_row(r) for r in given]
         return rows_to_table(rows, "points", self.classes.to_metadata())

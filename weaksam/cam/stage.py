@@ -4,12 +4,12 @@
   Train (``<run>/classify/ray_train_<hash>/`` holds its checkpoints, so a rerun with the same
   config resumes), export ``<run>/classify/classifier.pt`` and measure classification mAP on
   the test split.
-* ``peaks``: a Ray Data job (``from_items`` over manifest rows → :class:`PeakExtractor` on a
-  fixed-size actor pool → ``write_parquet``) writing ``<run>/peaks/points.parquet/`` (shards of
-  the ``points`` table), then point precision / recall against GT masks (evaluation only) and
-  ``peaks.png``.
+* ``peaks``: a Ray Data job (the manifest's ids read from storage → :class:`PeakExtractor` on
+  an actor pool, which reads the rows and images itself → ``write_parquet``) writing
+  ``<run>/peaks/points.parquet/`` (shards of the ``points`` table), then point precision /
+  recall against GT masks (evaluation only) and ``peaks.png``.
 
-Labels reach the Ray job for training-split rows only; other rows carry ``labels = null``.
+Labels reach the actors' rows for the training split only; other rows carry ``labels = null``.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import torch
 
 from weaksam import storage
 from weaksam.cam.data import label_matrix, read_label_rows
-from weaksam.cam.extractor import INPUT_COLUMNS, PeakExtractor
+from weaksam.cam.extractor import PeakExtractor
 from weaksam.cam.maps import image_probs
 from weaksam.cam.metrics import mean_ap, multilabel_ap, point_hits, ratio
 from weaksam.cam.models import resolve_weights
@@ -36,7 +36,7 @@ from weaksam.io.rle import decode_masks
 from weaksam.io.tables import read_classes, read_table
 from weaksam.runs import classifier_path, file_digest, manifest_path, points_path, read_success
 from weaksam.stage import Stage, StageContext
-from weaksam.train.placement import actor_pool, decide_actor_gpus, decide_gpu
+from weaksam.train.placement import actor_pool, decide_actor_gpus, decide_gpu, pool_cpus
 from weaksam.viz.draw import save_png
 
 log = logging.getLogger(__name__)
@@ -164,17 +164,21 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     classes = read_classes(manifest)
     train_split = cfg.data.splits[0]
     pcfg = cfg.peaks
-    items = read_table(manifest, columns=INPUT_COLUMNS).to_pylist()
-    for r in items:  # labels travel for the training split only
-        if r["split"] != train_split:
-            r["labels"] = None
+    num_images = read_table(manifest, columns=["image_id"]).num_rows
     out = points_path(ctx.run_dir)
     if storage.is_dir(out):
         storage.remove_tree(out)
     else:
         storage.remove(out)
     device = decide_actor_gpus(pcfg.use_gpu, pcfg.actors, what="peaks: actors")
-    ds = ray.data.from_items(items).map_batches(
+    cpus = pcfg.actor_cpus
+    if not device.use_gpu:  # room for the read task next to the pool
+        cpus = pool_cpus(cpus, pcfg.actors, float(ray.cluster_resources().get("CPU", 1.0)))
+    # The actors read the manifest rows (and images) from storage; Ray Data reads the ids.
+    per_block = max(pcfg.batch_size, min(-(-num_images // (4 * pcfg.actors)), 256))
+    fs, path = storage.resolve(manifest)
+    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["image_id"])
+    ds = ds.repartition(target_num_rows_per_block=per_block).map_batches(
         PeakExtractor,
         fn_constructor_kwargs={
             "checkpoint": checkpoint,
@@ -182,20 +186,21 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
             "label_splits": [train_split],
             "classes": classes.to_json(),
             "threads": max(1, int(pcfg.actor_cpus)),
+            "manifest": storage.absolute(manifest),
         },
         compute=actor_pool(pcfg.actors, pcfg.max_actors, device.use_gpu),
         batch_size=pcfg.batch_size,
         batch_format="pyarrow",  # keeps nulls (numpy batches turn a null string into NaN)
         num_gpus=1 if device.use_gpu else 0,
-        num_cpus=pcfg.actor_cpus,
+        num_cpus=cpus,
     )
     # min and max: shards of rows_per_file rows, not one small file per batch
     n = pcfg.rows_per_file
     fs, fs_path = storage.resolve(out)  # the run's filesystem (s3:// through its settings)
     ds.write_parquet(fs_path, filesystem=fs, min_rows_per_file=n, max_rows_per_file=n)
     points = read_table(out, "points")
-    if points.num_rows != len(items):
-        raise RuntimeError(f"points table has {points.num_rows} rows for {len(items)} images")
+    if points.num_rows != num_images:
+        raise RuntimeError(f"points table has {points.num_rows} rows for {num_images} images")
     metrics = evaluate_points(points.to_pylist(), manifest, pcfg.map_kinds)
     metrics["points"] = out
     metrics["device"] = device.reason

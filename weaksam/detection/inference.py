@@ -34,9 +34,10 @@ from weaksam.io.classes import ClassMap
 from weaksam.io.parts import write_and_read_parts
 from weaksam.io.rle import encode_masks
 from weaksam.io.schemas import empty_row, error_row, rows_to_table
+from weaksam.io.tables import read_table
 from weaksam.train.export import export_checkpoint as export_state
 from weaksam.train.export import read_checkpoint
-from weaksam.train.placement import actor_pool
+from weaksam.train.placement import actor_pool, pool_cpus
 
 INPUT_COLUMNS = ("image_id", "image_index", "height", "width", "path", "error")
 EXPORT_KEYS = (
@@ -118,6 +119,8 @@ class DetectorBatchPredictor:
         device: str = "cpu",
         threads: int = 1,
         mask_threshold: float = 0.5,
+        manifest: str = "",
+        split: str = "",
     ) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -126,9 +129,18 @@ class DetectorBatchPredictor:
         self.device = torch.device(device)
         self.model, self.meta = load_detector(checkpoint, self.device)
         self.mask_threshold = mask_threshold
+        self.rows: dict[str, dict[str, Any]] | None = None
+        if manifest:
+            tbl = read_table(manifest, columns=[*INPUT_COLUMNS, "split"])
+            self.rows = {str(r["image_id"]): r for r in tbl.to_pylist() if r["split"] == split}
 
     @torch.inference_mode()
-    def __call__(self, batch: dict[str, Any]) -> pa.Table:
+    def __call__(self, batch: Mapping[str, Any]) -> pa.Table:
+        """``batch``: :data:`INPUT_COLUMNS` (numpy arrays or lists), or, for an actor given
+        the ``manifest``, ``image_id`` alone (ids of other splits are dropped)."""
+        if self.rows is not None:
+            mine = [self.rows[i] for i in map(str, batch["image_id"]) if i in self.rows]
+            batch = {c: [r[c] for r in mine] for c in INPUT_COLUMNS}
         n = len(batch["image_id"])
         rows: list[dict[str, Any] | None] = [None] * n
         images, where = [], []
@@ -186,7 +198,9 @@ def inference_inputs(rows: list[Mapping[str, Any]]) -> pa.Table:
 
 
 def predict_with_ray_data(
-    inputs: pa.Table,
+    manifest: str,
+    split: str,
+    num_images: int,
     checkpoint: str,
     *,
     num_actors: int,
@@ -198,14 +212,21 @@ def predict_with_ray_data(
     parts_dir: str,
     classes: ClassMap | None = None,
 ) -> pa.Table:
-    """Run :class:`DetectorBatchPredictor` over ``inputs`` on an actor pool; the actors write
-    the detections into ``parts_dir`` (emptied first: :func:`weaksam.io.parts.write_parts`),
-    read back from there (not gathered through the driver's object store) as one table (row
-    order not guaranteed)."""
+    """Run :class:`DetectorBatchPredictor` over the ``split`` images of the manifest on an
+    actor pool: Ray Data reads the manifest's ids from storage, each actor reads the rows of
+    the split itself and writes the detections into ``parts_dir`` (emptied first:
+    :func:`weaksam.io.parts.write_parts`), read back from there as one table (row order not
+    guaranteed). ``num_images`` (the split's) sizes the blocks."""
     import ray
 
-    n_blocks = max(1, min(inputs.num_rows // max(1, batch_size), 4 * num_actors))
-    ds = ray.data.from_arrow(inputs).repartition(n_blocks)
+    n_blocks = max(1, min(num_images // max(1, batch_size), 4 * num_actors))
+    rows_per_block = max(batch_size, min(-(-num_images // n_blocks), 256))
+    fs, path = storage.resolve(manifest)
+    cpus = cpus_per_actor
+    if not use_gpu:
+        cpus = pool_cpus(cpus, num_actors, float(ray.cluster_resources().get("CPU", 1.0)))
+    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["image_id"])
+    ds = ds.repartition(target_num_rows_per_block=rows_per_block)
     ds = ds.map_batches(
         DetectorBatchPredictor,
         fn_constructor_kwargs={
@@ -213,11 +234,13 @@ def predict_with_ray_data(
             "device": "auto" if use_gpu else "cpu",  # GPU slots without CUDA: CPU
             "threads": max(1, int(cpus_per_actor)),
             "mask_threshold": mask_threshold,
+            "manifest": storage.absolute(manifest),
+            "split": split,
         },
         compute=actor_pool(num_actors, max_actors, use_gpu),
         batch_size=batch_size,
         batch_format="numpy",
-        num_cpus=cpus_per_actor,
+        num_cpus=cpus,
         num_gpus=1 if use_gpu else 0,
     )
     return write_and_read_parts(ds, parts_dir, "detections", classes)

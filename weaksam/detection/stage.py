@@ -32,7 +32,6 @@ from weaksam.config import Config, config_hash, to_dict
 from weaksam.detection.config import DetectorTestConfig, RetrainConfig, RoIDropConfig, WSISConfig
 from weaksam.detection.inference import (
     export_checkpoint,
-    inference_inputs,
     predict_with_ray_data,
 )
 from weaksam.detection.summary import quality_summary, quality_table
@@ -102,6 +101,7 @@ def train_variant(
 
 def detect_split(
     checkpoint: str,
+    manifest: str,
     rows: Sequence[dict[str, Any]],
     test: DetectorTestConfig,
     use_gpu: bool,
@@ -109,11 +109,14 @@ def detect_split(
     split: str,
     classes: ClassMap,
 ) -> str:
-    """Detections of ``rows`` (one split of the manifest) into ``detections_<split>.parquet``
-    (every row: detections or an error row) and ``coco_results_<split>.json`` in the location
-    ``out_dir``."""
+    """Detections of the ``split`` images of ``manifest`` (its rows: ``rows``) into
+    ``detections_<split>.parquet`` (every row: detections or an error row) and
+    ``coco_results_<split>.json`` in the location ``out_dir``. The actors read the images'
+    rows from the manifest themselves (:func:`predict_with_ray_data`)."""
     dets: pa.Table = predict_with_ray_data(
-        inference_inputs(list(rows)),
+        manifest,
+        split,
+        len(rows),
         checkpoint,
         num_actors=test.num_actors,
         max_actors=test.max_actors,
@@ -222,7 +225,9 @@ def run_detector_stage(
         train_s = time.time() - t0
         ckpt = export_checkpoint(state, model_file(out_dir))
         t0 = time.time()
-        path = detect_split(ckpt, test_rows, section.test, use_gpu, out_dir, test_split, classes)
+        path = detect_split(
+            ckpt, manifest, test_rows, section.test, use_gpu, out_dir, test_split, classes
+        )
         infer_s = time.time() - t0
         history = state["history"]
         metrics["variants"][v.name] = {

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.fs as pafs
@@ -102,6 +104,44 @@ def read_table(
         tbl = validate_table(tbl, table)
     folder = path if info.type == pafs.FileType.Directory else storage.parent(path)
     return _resolve_paths(tbl, folder)
+
+
+def iter_batches(
+    path: str, columns: Sequence[str], batch_rows: int = 256
+) -> Iterator[pa.RecordBatch]:
+    """The rows of a Parquet file or folder of shards (as :func:`read_table` reads them) in
+    record batches of at most ``batch_rows`` rows, one file at a time: memory is bounded by a
+    batch, not by the table. ``columns`` must name the columns to read (no ``path`` column:
+    batches are not rebased like :func:`read_table`'s tables)."""
+    if "path" in columns:
+        raise ValueError("iter_batches does not resolve relative paths: use read_table")
+    fs, p = storage.resolve(path)
+    info = fs.get_file_info(p)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no table at {path}")
+    if info.type == pafs.FileType.Directory:
+        ds = pads.dataset(p, filesystem=fs, format="parquet", exclude_invalid_files=True)
+        files = sorted(ds.files)
+    else:
+        files = [p]
+    for f in files:
+        with fs.open_input_file(f) as fh:
+            pf = pq.ParquetFile(fh)
+            yield from pf.iter_batches(batch_size=batch_rows, columns=list(columns))
+
+
+def list_values(col: pa.Array | pa.ChunkedArray, dtype: npt.DTypeLike) -> list[np.ndarray | None]:
+    """The rows of a list column as numpy arrays of ``dtype`` (None for a null row), without
+    a Python object per element (``to_pylist`` makes one per number)."""
+    out: list[np.ndarray | None] = []
+    chunks = col.chunks if isinstance(col, pa.ChunkedArray) else [col]
+    for chunk in chunks:
+        offsets = chunk.offsets.to_numpy()
+        values = chunk.values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+        nulls = chunk.is_null().to_numpy(zero_copy_only=False)
+        for i in range(len(chunk)):
+            out.append(None if nulls[i] else values[offsets[i] : offsets[i + 1]])
+    return out
 
 
 def _resolve_paths(tbl: pa.Table, folder: str) -> pa.Table:

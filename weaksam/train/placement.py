@@ -174,6 +174,17 @@ def actor_pool(min_actors: int, max_actors: int, on_gpu: bool) -> ActorPoolStrat
     return ray.data.ActorPoolStrategy(min_size=lo, max_size=hi)
 
 
+def pool_cpus(
+    per_actor: float, num_actors: int, cluster_cpus: float, reserve: float = 1.0
+) -> float:
+    """The CPUs each actor of a CPU pool reserves: ``per_actor``, capped so that
+    ``num_actors`` of them leave ``reserve`` CPUs of the cluster's ``cluster_cpus`` to the
+    dataset's read and repartition tasks (a pool holding every CPU starves them and the job
+    hangs). Only the reservation shrinks, not the actors' threads."""
+    free = cluster_cpus - reserve if cluster_cpus > reserve else cluster_cpus
+    return max(0.01, min(per_actor, free / max(1, num_actors)))
+
+
 def decide_actor_gpus(
     policy: str | bool | None,
     needed: float,

@@ -21,21 +21,23 @@ it has no label.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 import torch
 
 from weaksam.data.imageio import ImageDecodeError, load_image
 from weaksam.geometry.boxes import as_boxes, clip_boxes
-from weaksam.io.tables import read_table
+from weaksam.io.tables import iter_batches, list_values, read_table
 from weaksam.train.cache import ImageCache
 from weaksam.wsod.config import WSODDataConfig
 
 FloatArray = npt.NDArray[np.float32]
+T = TypeVar("T")
 
 # The manifest columns a weakly-supervised stage may read: no ground truth.
 WEAK_COLUMNS = ("image_id", "image_index", "height", "width", "path", "split", "labels", "error")
@@ -58,10 +60,18 @@ class WSODImage:
 
 @dataclass
 class SplitData:
-    """The usable images of a split and why the others were skipped (``image_id → reason``)."""
+    """The usable images of a split (or of one worker's share), why the others were skipped
+    (``image_id → reason``) and the filtered proposal count of every usable image of the
+    split (``image_id → count``; all of them, also with a share)."""
 
     images: list[WSODImage]
     skipped: dict[str, str] = field(default_factory=dict)
+    proposal_counts: dict[str, int] = field(default_factory=dict)
+
+    def proposals_per_image(self) -> float:
+        """The mean filtered proposal count over the usable images (0 when none)."""
+        counts = list(self.proposal_counts.values())
+        return float(np.mean(counts)) if counts else 0.0
 
     def skip_counts(self) -> dict[str, int]:
         return dict(Counter(self.skipped.values()))
@@ -137,61 +147,161 @@ def read_weak_manifest(path: str, split: str | None = None) -> list[dict[str, An
     return [r for r in rows if split is None or r["split"] == split]
 
 
+@dataclass(frozen=True)
+class ProposalRow:
+    """One ``proposals`` row as read for WSOD: flat ``4R`` float32 ``boxes`` (None: null),
+    ``scores`` (``R`` float32 or None) and the row's ``error`` (None when fine)."""
+
+    boxes: FloatArray | None
+    scores: FloatArray | None
+    error: str | None
+
+
+def iter_proposal_rows(path: str, batch_rows: int = 256) -> Iterator[tuple[str, ProposalRow]]:
+    """``(image_id, row)`` for every row of the ``proposals`` table at ``path``, read one
+    record batch at a time (memory: one batch, not the table)."""
+    for batch in iter_batches(path, PROPOSAL_COLUMNS, batch_rows):
+        yield from proposal_rows(batch)
+
+
+def proposal_rows(batch: pa.RecordBatch | pa.Table) -> Iterator[tuple[str, ProposalRow]]:
+    """``(image_id, row)`` of each row of a batch with :data:`PROPOSAL_COLUMNS`."""
+    ids = batch.column("image_id").to_pylist()
+    errors = batch.column("error").to_pylist()
+    boxes = list_values(batch.column("boxes"), np.float32)
+    scores = list_values(batch.column("scores"), np.float32)
+    for i, image_id in enumerate(ids):
+        yield str(image_id), ProposalRow(boxes[i], scores[i], errors[i])
+
+
+def usable_proposals(
+    row: Mapping[str, Any],
+    proposals: ProposalRow | None,
+    cfg: WSODDataConfig,
+    *,
+    grid: bool = False,
+    require_labels: bool = False,
+) -> tuple[FloatArray | None, str | None]:
+    """The filtered proposals of one image, or why it is skipped: ``(boxes, None)`` with
+    ``boxes`` ``Mx4`` (``M >= 1``), or ``(None, reason)``.
+
+    Args:
+        row: its manifest row (:data:`WEAK_COLUMNS`).
+        proposals: its ``proposals`` row (None: the table has none); ignored with ``grid``.
+        grid: use the plumbing window grid (:func:`grid_proposals`) instead.
+        require_labels: skip images without image-level labels (training).
+    """
+    if row.get("error"):
+        return None, "manifest error row"
+    if require_labels and not row["labels"]:
+        return None, "no image-level label"
+    h, w = int(row["height"]), int(row["width"])
+    raw: npt.ArrayLike
+    scores: npt.ArrayLike | None = None
+    if grid:
+        raw = grid_proposals(h, w)
+    elif proposals is None:
+        return None, "no proposals row"
+    elif proposals.error:
+        return None, "proposals error row"
+    else:
+        raw = proposals.boxes if proposals.boxes is not None else np.zeros(0, np.float32)
+        scores = proposals.scores
+    boxes = filter_proposals(raw, scores, h, w, cfg)
+    if len(boxes) == 0:
+        return None, "no proposal left after filtering"
+    return boxes, None
+
+
+_NOT_KEPT = np.zeros((0, 4), np.float32)  # a usable image whose boxes another worker keeps
+
+
+def shard_of(items: Sequence[T], rank: int, world: int) -> list[T]:
+    """Worker ``rank`` of ``world``'s share ``items[rank::world]`` (all of them when that is
+    empty: fewer items than workers)."""
+    return list(items)[rank::world] or list(items)
+
+
 def join_proposals(
     manifest_rows: Sequence[dict[str, Any]],
     proposals: str | None,
     cfg: WSODDataConfig,
     *,
     require_labels: bool,
+    shard: tuple[int, int] | None = None,
 ) -> SplitData:
-    """Join manifest rows to their proposals by ``image_id`` and filter them.
+    """Join manifest rows to their proposals by ``image_id`` and filter them
+    (:func:`usable_proposals`); images in manifest order.
+
+    The proposals table is streamed (one record batch at a time) and only the filtered
+    ``float32`` boxes are kept. With ``shard=(rank, world)`` only that worker's images
+    (:func:`shard_of` of the usable ones) are returned, read in a second pass, so that a
+    training worker holds its share of the boxes, not the split's; ``skipped`` always covers
+    every row.
 
     Args:
         manifest_rows: from :func:`read_weak_manifest`.
         proposals: a ``proposals`` table path (file or folder of shards), or None for the
             plumbing window grid (:func:`grid_proposals`).
         require_labels: skip images without image-level labels (training).
+        shard: ``(rank, world)``, or None for every usable image.
     """
-    by_id: dict[str, dict[str, Any]] = {}
-    if proposals is not None:
-        for row in read_table(proposals, "proposals", columns=PROPOSAL_COLUMNS).to_pylist():
-            by_id[str(row["image_id"])] = row
+    by_id = {str(r["image_id"]): r for r in manifest_rows}
+
+    counts: dict[str, int] = {}
+
+    def scan(keep: set[str] | None, store: bool) -> tuple[dict[str, FloatArray], dict[str, str]]:
+        """Filter every row (the last one of an id wins); boxes of ``keep`` (None: all) are
+        kept when ``store``, the others only counted as usable (an empty placeholder)."""
+        counts.clear()
+        found: dict[str, FloatArray] = {}
+        reasons: dict[str, str] = {}
+        rows = (
+            ((i, None) for i in by_id)
+            if proposals is None
+            else ((i, p) for i, p in iter_proposal_rows(proposals) if i in by_id)
+        )
+        for image_id, prow in rows:
+            boxes, reason = usable_proposals(
+                by_id[image_id], prow, cfg, grid=proposals is None, require_labels=require_labels
+            )
+            found.pop(image_id, None)
+            reasons.pop(image_id, None)
+            counts.pop(image_id, None)
+            if boxes is None:
+                reasons[image_id] = str(reason)
+                continue
+            counts[image_id] = len(boxes)
+            if store and (keep is None or image_id in keep):
+                found[image_id] = boxes
+            else:
+                found[image_id] = _NOT_KEPT
+        for image_id in by_id.keys() - found.keys() - reasons.keys():  # no proposals row
+            _, reason = usable_proposals(by_id[image_id], None, cfg, require_labels=require_labels)
+            reasons[image_id] = str(reason)
+        return found, reasons
+
+    two_pass = shard is not None and proposals is not None and shard[1] > 1
+    found, reasons = scan(None, store=not two_pass)
+    order = [i for i in by_id if i in found]
+    if shard is not None:
+        order = shard_of(order, *shard)
+        if two_pass:  # read again, keeping this worker's boxes only
+            found, _ = scan(set(order), store=True)
     data = SplitData([])
-    for r in manifest_rows:
-        image_id = str(r["image_id"])
-        if r.get("error"):
-            data.skipped[image_id] = "manifest error row"
-            continue
-        if require_labels and not r["labels"]:
-            data.skipped[image_id] = "no image-level label"
-            continue
-        h, w = int(r["height"]), int(r["width"])
-        raw: npt.ArrayLike
-        scores: npt.ArrayLike | None = None
-        if proposals is None:
-            raw = grid_proposals(h, w)
-        else:
-            prow = by_id.get(image_id)
-            if prow is None:
-                data.skipped[image_id] = "no proposals row"
-                continue
-            if prow.get("error"):
-                data.skipped[image_id] = "proposals error row"
-                continue
-            raw, scores = prow["boxes"] or [], prow["scores"]
-        boxes = filter_proposals(raw, scores, h, w, cfg)
-        if len(boxes) == 0:
-            data.skipped[image_id] = "no proposal left after filtering"
-            continue
+    data.skipped = {i: reasons[i] for i in by_id if i in reasons}
+    data.proposal_counts = {i: counts[i] for i in by_id if i in counts}
+    for image_id in order:
+        r = by_id[image_id]
         data.images.append(
             WSODImage(
                 image_id=image_id,
                 image_index=int(r["image_index"]),
-                height=h,
-                width=w,
+                height=int(r["height"]),
+                width=int(r["width"]),
                 path=str(r["path"]),
                 labels=np.asarray(sorted(set(r["labels"] or [])), dtype=np.int64),
-                proposals=boxes,
+                proposals=found[image_id],
             )
         )
     return data
@@ -245,9 +355,11 @@ class TrainBatch:
 class TrainSampler:
     """Draws training batches from this worker's shard of the images.
 
-    Worker ``rank`` of ``world`` owns images ``rank::world``. Each step's draw (images, scale,
-    flips) comes from ``np.random.default_rng([seed, rank, step])``, so any step can be
-    reproduced after a restart.
+    Worker ``rank`` of ``world`` owns images ``rank::world`` (:func:`shard_of`; pass
+    ``sharded=True`` when ``images`` are already its share, as :func:`join_proposals` with
+    ``shard`` returns them). Each step's draw (images, scale, flips) comes from
+    ``np.random.default_rng([seed, rank, step])``, so any step can be reproduced after a
+    restart.
     """
 
     def __init__(
@@ -258,8 +370,11 @@ class TrainSampler:
         seed: int,
         rank: int = 0,
         world: int = 1,
+        *,
+        sharded: bool = False,
     ) -> None:
-        self.images = list(images)[rank::world] or list(images)
+        self.images = list(images) if sharded else shard_of(images, rank, world)
+        self.stats: dict[str, Any] = {}  # what the caller knows of the data (reported as is)
         if not self.images:
             raise ValueError("no training images")
         self.cfg = cfg
@@ -293,6 +408,7 @@ __all__ = [
     "PROPOSAL_COLUMNS",
     "WEAK_COLUMNS",
     "ImageDecodeError",
+    "ProposalRow",
     "SplitData",
     "TrainBatch",
     "TrainSampler",
@@ -300,7 +416,11 @@ __all__ = [
     "filter_proposals",
     "grid_proposals",
     "image_tensor",
+    "iter_proposal_rows",
     "join_proposals",
     "min_side_px",
+    "proposal_rows",
     "read_weak_manifest",
+    "shard_of",
+    "usable_proposals",
 ]

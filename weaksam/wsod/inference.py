@@ -4,16 +4,17 @@ The exported checkpoint (``model.pt``) is ``{"model": state_dict, "model_config"
 "method": str, "num_classes": int, "class_names": list, "step": int, "history": list}``,
 loaded with ``torch.load(weights_only=True)`` and a strict key check.
 
-:class:`WSODBatchPredictor` is what Ray Data's ``map_batches`` runs on an actor pool: its
-``__init__`` loads the model once per actor, its ``__call__`` takes a dict batch of input
-rows (:data:`INPUT_COLUMNS`, numpy arrays; ``proposals`` a flat ``4R`` float list per row)
-and returns a ``detections`` table (``pa.Table``), one row per input row — an image that
-cannot be decoded becomes an error row. It runs without Ray too (tests call it directly).
+:class:`WSODBatchPredictor` is what Ray Data's ``map_batches`` runs on an actor pool, over
+the ``proposals`` table as Ray Data reads it from storage: its ``__init__`` loads the model
+and the manifest rows of the predicted splits once per actor, its ``__call__`` takes a
+``pa.Table`` batch of ``proposals`` rows and returns a ``detections`` table, one row per
+input row of those splits — an unusable image or one that cannot be decoded becomes an error
+row. It runs without Ray too (tests call it directly).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,16 +23,20 @@ import torch
 
 from weaksam.configlib import from_dict, to_dict
 from weaksam.data.imageio import ImageDecodeError
-from weaksam.geometry.boxes import as_boxes
 from weaksam.io.schemas import empty_row, error_row, rows_to_table
 from weaksam.train.export import export_checkpoint as export_state
 from weaksam.train.export import read_checkpoint
-from weaksam.wsod.config import WSODModelConfig, WSODTestConfig
-from weaksam.wsod.data import image_tensor
+from weaksam.wsod.config import WSODDataConfig, WSODModelConfig, WSODTestConfig
+from weaksam.wsod.data import (
+    ProposalRow,
+    image_tensor,
+    proposal_rows,
+    read_weak_manifest,
+    usable_proposals,
+)
 from weaksam.wsod.model import WSODModel, build_wsod_model
 from weaksam.wsod.postprocess import select_detections
 
-INPUT_COLUMNS = ("image_id", "image_index", "height", "width", "path", "proposals")
 EXPORT_KEYS = ("model", "model_config", "method", "num_classes", "class_names", "step", "history")
 
 
@@ -96,12 +101,21 @@ def _device(name: str) -> torch.device:
 
 
 class WSODBatchPredictor:
-    """Ray Data UDF: input rows → ``detections`` rows (see the module docstring).
+    """Ray Data UDF: ``proposals`` rows → ``detections`` rows (see the module docstring).
+
+    Each actor reads the manifest rows of ``splits`` itself (:data:`WEAK_COLUMNS`: no ground
+    truth) and filters each image's proposals as training does
+    (:func:`weaksam.wsod.data.usable_proposals`), so nothing but the table's own rows travels
+    through Ray. Rows of other splits are dropped; an unusable image (error rows, no proposal
+    left) or one that cannot be decoded becomes an error row with the reason.
 
     Args:
         checkpoint: path of the exported ``model.pt``.
         test: a :class:`WSODTestConfig` as a dict.
-        max_side: the longer-side cap of every view.
+        data: a :class:`WSODDataConfig` as a dict (the filter and ``max_side``).
+        manifest: the manifest location; ``splits``: the splits to predict.
+        grid: input rows are manifest ``image_id`` rows and every image gets the plumbing
+            window grid (:func:`weaksam.wsod.data.grid_proposals`).
         device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         threads: torch threads (CPU).
     """
@@ -110,27 +124,53 @@ class WSODBatchPredictor:
         self,
         checkpoint: str,
         test: Mapping[str, Any],
-        max_side: int,
+        data: Mapping[str, Any],
+        manifest: str,
+        splits: Sequence[str],
+        *,
+        grid: bool = False,
         device: str = "auto",
         threads: int = 1,
     ) -> None:
         torch.set_num_threads(threads)
         self.model, self.meta = load_checkpoint(checkpoint, _device(device))
         self.test = from_dict(dict(test), WSODTestConfig)
-        self.max_side = max_side
+        self.data = from_dict(dict(data), WSODDataConfig)
+        self.grid = grid
+        wanted = set(splits)
+        self.rows = {
+            str(r["image_id"]): r for r in read_weak_manifest(manifest) if r["split"] in wanted
+        }
 
-    def __call__(self, batch: Mapping[str, Any]) -> pa.Table:
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        """``batch``: :data:`weaksam.wsod.data.PROPOSAL_COLUMNS` rows (``image_id`` rows with
+        ``grid``), as a ``pa.Table`` (numpy batches would turn null errors into NaN)."""
+        items: Iterable[tuple[str, ProposalRow | None]] = (
+            ((str(i), None) for i in batch.column("image_id").to_pylist())
+            if self.grid
+            else proposal_rows(batch)
+        )
         rows = []
-        for i in range(len(batch["image_id"])):
-            image_id, index = str(batch["image_id"][i]), int(batch["image_index"][i])
-            h, w = int(batch["height"][i]), int(batch["width"][i])
+        for image_id, prow in items:
+            r = self.rows.get(image_id)
+            if r is None:
+                continue  # another split's image
+            index = int(r["image_index"])
+            boxes, reason = usable_proposals(r, prow, self.data, grid=self.grid)
+            if boxes is None:  # as the manifest has it (an error row's size may be null)
+                size = {"height": r["height"], "width": r["width"]}
+                rows.append(error_row("detections", image_id, index, str(reason), **size))
+                continue
+            h, w = int(r["height"]), int(r["width"])
             try:
-                image = image_tensor(str(batch["path"][i]))
+                image = image_tensor(str(r["path"]))
             except ImageDecodeError as exc:
                 rows.append(error_row("detections", image_id, index, str(exc), height=h, width=w))
                 continue
-            props = torch.from_numpy(as_boxes(np.array(batch["proposals"][i], np.float32)))
-            boxes, scores, classes = detect(self.model, image, props, self.test, self.max_side)
+            props = torch.from_numpy(boxes)
+            det_boxes, scores, classes = detect(
+                self.model, image, props, self.test, self.data.max_side
+            )
             rows.append(
                 empty_row(
                     "detections",
@@ -138,7 +178,7 @@ class WSODBatchPredictor:
                     index,
                     height=h,
                     width=w,
-                    boxes=boxes.reshape(-1).tolist(),
+                    boxes=det_boxes.reshape(-1).tolist(),
                     scores=scores.tolist(),
                     classes=classes.tolist(),
                 )
@@ -147,7 +187,6 @@ class WSODBatchPredictor:
 
 
 __all__ = [
-    "INPUT_COLUMNS",
     "WSODBatchPredictor",
     "detect",
     "export_checkpoint",

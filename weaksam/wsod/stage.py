@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 
 from weaksam import storage
@@ -33,7 +33,7 @@ from weaksam.eval.formats import load_detections_table
 from weaksam.io.classes import ClassMap
 from weaksam.io.parts import write_and_read_parts
 from weaksam.io.schemas import error_row
-from weaksam.io.tables import read_classes, write_table
+from weaksam.io.tables import read_classes, read_table, write_table
 from weaksam.runs import (
     detection_parts,
     detections_file,
@@ -43,12 +43,12 @@ from weaksam.runs import (
 )
 from weaksam.runs import proposals_path as run_proposals_path
 from weaksam.stage import Stage, StageContext
-from weaksam.train.placement import actor_pool, decide_actor_gpus, decide_gpu
+from weaksam.train.placement import actor_pool, decide_actor_gpus, decide_gpu, pool_cpus
 from weaksam.train.reporting import STATE_FILE
 from weaksam.train.trainer import input_fingerprint
 from weaksam.wsod.config import WSODConfig
-from weaksam.wsod.data import SplitData, join_proposals, read_weak_manifest
-from weaksam.wsod.inference import INPUT_COLUMNS, WSODBatchPredictor, export_checkpoint
+from weaksam.wsod.data import PROPOSAL_COLUMNS, read_weak_manifest, usable_proposals
+from weaksam.wsod.inference import WSODBatchPredictor, export_checkpoint
 from weaksam.wsod.summary import comparison_table, plot_curves
 from weaksam.wsod.training import TrainJob, train_loop_per_worker
 
@@ -113,62 +113,76 @@ def train_method(
     return state
 
 
-def inference_inputs(data: SplitData) -> pa.Table:
-    """The Ray Data input rows (:data:`INPUT_COLUMNS`) of the usable images."""
-    rows: dict[str, list[Any]] = {c: [] for c in INPUT_COLUMNS}
-    for im in data.images:
-        rows["image_id"].append(im.image_id)
-        rows["image_index"].append(im.image_index)
-        rows["height"].append(im.height)
-        rows["width"].append(im.width)
-        rows["path"].append(im.path)
-        rows["proposals"].append(im.proposals.reshape(-1))
-    return pa.table(
-        {
-            **{c: rows[c] for c in INPUT_COLUMNS if c != "proposals"},
-            "proposals": pa.array(rows["proposals"], type=pa.list_(pa.float32())),
-        }
-    )
-
-
 def predict_with_ray_data(
-    inputs: pa.Table,
+    proposals: str,
+    manifest: str,
+    splits: Sequence[str],
+    num_images: int,
     checkpoint: str,
     cfg: WSODConfig,
     use_gpu: bool,
     parts_dir: str,
     classes: ClassMap | None = None,
 ) -> pa.Table:
-    """Run :class:`WSODBatchPredictor` over ``inputs`` on an actor pool; the actors write the
-    detections into ``parts_dir`` (emptied first: :func:`weaksam.io.parts.write_parts`), read
-    back from there (not gathered through the driver's object store) as one table."""
+    """Run :class:`WSODBatchPredictor` on an actor pool over the ``proposals`` table as Ray
+    Data reads it from storage (``""``: the manifest's ids, with the plumbing window grid);
+    the actors read the manifest rows of ``splits`` themselves and write the detections into
+    ``parts_dir`` (emptied first: :func:`weaksam.io.parts.write_parts`), read back from there
+    as one table. Neither the proposals nor the detections pass through the driver.
+
+    ``num_images`` (the images of ``splits``) sizes the blocks: about one batch each, at most
+    four per actor."""
     import ray
 
     test = cfg.test
-    # Blocks are cut here (no repartition task competing with the actors for CPUs), and the
-    # pool's CPU reservation is capped so that it fits the cluster.
-    n_blocks = max(1, min(inputs.num_rows // max(1, test.batch_size), 4 * test.num_actors))
-    step = -(-inputs.num_rows // n_blocks)
-    blocks = [inputs.slice(i, step) for i in range(0, inputs.num_rows, step)] or [inputs]
+    source, columns = (proposals, list(PROPOSAL_COLUMNS)) if proposals else (manifest, ["image_id"])
+    fs, _ = storage.resolve(source)
+    files = storage.list_files(source, ".parquet") if storage.is_dir(source) else [source]
+    # About one batch a block, at most four blocks an actor and 256 rows a block (files give
+    # the blocks at scale; a small table of one file is split so that every actor works).
+    n_blocks = max(1, min(num_images // max(1, test.batch_size), 4 * test.num_actors))
+    rows_per_block = max(test.batch_size, min(-(-num_images // n_blocks), 256))
     cpus = test.cpus_per_actor
     if not use_gpu:
-        cpus = min(cpus, float(ray.cluster_resources().get("CPU", 1.0)) / test.num_actors)
-    ds = ray.data.from_arrow(blocks).map_batches(
+        cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
+        cpus = pool_cpus(cpus, test.num_actors, cluster_cpus)
+    ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs)
+    ds = ds.select_columns(columns).repartition(target_num_rows_per_block=rows_per_block)
+    ds = ds.map_batches(
         WSODBatchPredictor,
         fn_constructor_kwargs={
             "checkpoint": storage.absolute(checkpoint),
             "test": to_dict(test),
-            "max_side": cfg.data.max_side,
+            "data": to_dict(cfg.data),
+            "manifest": storage.absolute(manifest),
+            "splits": list(splits),
+            "grid": not proposals,
             "device": "auto" if use_gpu else "cpu",  # GPU slots without CUDA: CPU
             "threads": max(1, int(test.cpus_per_actor)),
         },
         compute=actor_pool(test.num_actors, test.max_actors, use_gpu),
         batch_size=test.batch_size,
-        batch_format="numpy",
+        batch_format="pyarrow",  # keeps nulls (numpy batches turn a null string into NaN)
         num_cpus=cpus,
         num_gpus=1 if use_gpu else 0,
     )
     return write_and_read_parts(ds, parts_dir, "detections", classes)
+
+
+def missing_reasons(
+    manifest_rows: Sequence[dict[str, Any]], proposals: str, cfg: WSODConfig
+) -> dict[str, str]:
+    """Why each manifest row without a ``proposals`` row gets no detections (``image_id →
+    reason``; the actors give the reasons of the rows they see). Reads the ids only."""
+    if not proposals:
+        return {}
+    have = set(read_table(proposals, columns=["image_id"]).column("image_id").to_pylist())
+    out = {}
+    for r in manifest_rows:
+        if r["image_id"] not in have:
+            _, reason = usable_proposals(r, None, cfg.data)
+            out[str(r["image_id"])] = str(reason)
+    return out
 
 
 def write_split_outputs(
@@ -225,6 +239,14 @@ def evaluate_method(
     return out
 
 
+def inference_summary(dets: pa.Table, skipped: dict[str, str], num_images: int) -> dict[str, Any]:
+    """``images`` (predicted without an error) and ``skipped`` (reason → count) of the
+    predicted splits: the actors' error rows and the rows that had no proposals row."""
+    errors = [e for e in dets.column("error").to_pylist() if e]
+    reasons = Counter(errors) + Counter(skipped.values())
+    return {"images": num_images - sum(reasons.values()), "skipped": dict(reasons)}
+
+
 def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Train, infer and evaluate every method of ``cfg.wsod.methods`` (see the module doc)."""
     wcfg = cfg.wsod
@@ -233,16 +255,12 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     classes = read_classes(manifest)
     train_split, test_split = cfg.data.splits[0], cfg.data.splits[-1]
     splits = list(wcfg.test.splits or cfg.data.splits)
-    manifest_rows = read_weak_manifest(manifest)
+    manifest_rows = read_weak_manifest(manifest)  # metadata only: no proposals here
     rows = [r for r in manifest_rows if r["split"] in splits]
-    data = join_proposals(rows, proposals or None, wcfg.data, require_labels=False)
-    counts = [len(im.proposals) for im in data.images]
+    skipped = missing_reasons(rows, proposals, wcfg)
     metrics: dict[str, Any] = {
         "method": wcfg.method,
         "proposal_source": wcfg.proposals if proposals else "grid (plumbing)",
-        "proposals_per_image": float(np.mean(counts)) if counts else 0.0,
-        "images": len(data.images),
-        "skipped": data.skip_counts(),
         "methods": {},
     }
     ctx.ray_init()
@@ -253,7 +271,6 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     )
     use_gpu = infer.use_gpu
     metrics.update(train_device=train.reason, inference_device=infer.reason)
-    inputs = inference_inputs(data)
     ray_train = storage.join(ctx.out_dir, "ray_train")
     for method in wcfg.methods:
         out_dir = (
@@ -276,11 +293,16 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         plot_curves(state["history"], storage.join(out_dir, "curves.png"), method)
         t0 = time.time()
         parts = detection_parts(out_dir)
-        dets = predict_with_ray_data(inputs, ckpt, wcfg, use_gpu, parts, classes)
+        dets = predict_with_ray_data(
+            proposals, manifest, splits, len(rows), ckpt, wcfg, use_gpu, parts, classes
+        )
         for split in splits:
-            write_split_outputs(dets, data.skipped, rows, split, out_dir, classes)
+            write_split_outputs(dets, skipped, rows, split, out_dir, classes)
         storage.remove_tree(parts)  # every split's table is written from them
         infer_s = time.time() - t0
+        if method == wcfg.method:
+            metrics.update(inference_summary(dets, skipped, len(rows)))
+            metrics["train_data"] = state.get("data", {})
         res = evaluate_method(manifest, out_dir, train_split, test_split)
         last = state["history"][-1] if state["history"] else {}
         metrics["methods"][method] = {

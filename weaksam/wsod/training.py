@@ -170,6 +170,7 @@ def fit(
                 "num_classes": job.num_classes,
                 "class_names": list(job.class_names),
                 "model_config": to_dict(cfg.model),
+                "data": dict(sampler.stats),  # the training split's usable images
             }
             last = history[-1] if history else {}
             reporter({"step": done, **{k: last.get(k, 0.0) for k in LOSS_KEYS}}, state)
@@ -179,14 +180,29 @@ def fit(
 
 
 def build_sampler(cfg: WSODConfig, job: TrainJob, rank: int = 0, world: int = 1) -> TrainSampler:
-    """The training images of ``job.split`` (labels only) as this worker's sampler."""
+    """The training images of ``job.split`` (labels only) as this worker's sampler; the
+    worker holds the proposals of its own share of the images only."""
     rows = read_weak_manifest(job.manifest, job.split)
-    data = join_proposals(rows, job.proposals or None, cfg.data, require_labels=True)
+    data = join_proposals(
+        rows, job.proposals or None, cfg.data, require_labels=True, shard=(rank, world)
+    )
     if data.skipped and rank == 0:
         log.info("training skips %d images: %s", len(data.skipped), data.skip_counts())
-    return TrainSampler(
-        data.images, cfg.data, cfg.train.images_per_step, cfg.train.seed, rank, world
+    sampler = TrainSampler(
+        data.images,
+        cfg.data,
+        cfg.train.images_per_step,
+        cfg.train.seed,
+        rank,
+        world,
+        sharded=True,
     )
+    sampler.stats = {
+        "images": len(data.proposal_counts),
+        "proposals_per_image": data.proposals_per_image(),
+        "skipped": data.skip_counts(),
+    }
+    return sampler
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
