@@ -23,13 +23,14 @@ import torch
 from weaksam.data.imageio import load_image
 from weaksam.geometry.boxes import as_boxes, clip_boxes
 from weaksam.io.rle import decode_masks
-from weaksam.io.tables import read_table
+from weaksam.io.tables import iter_batches, read_table
 from weaksam.train.cache import ImageCache
 
 log = logging.getLogger(__name__)
 
 # The manifest columns a PGT-trained detector may read: paths and sizes, no ground truth.
 IMAGE_COLUMNS = ("image_id", "image_index", "height", "width", "path", "split", "error")
+PGT_COLUMNS = ("image_id", "boxes", "classes", "masks", "error")
 MIN_SIDE = 1.0  # torchvision rejects boxes without positive width and height
 
 
@@ -92,12 +93,14 @@ def make_sample(
 
 
 def read_pgt_samples(manifest: str, pgt: str, split: str) -> tuple[list[DetectionSample], int]:
-    """Samples of ``split`` from a ``pgt`` table; returns them and how many images were left
-    out (error rows, no PGT box, not in the manifest)."""
+    """Samples of ``split`` from a ``pgt`` table (streamed: one record batch at a time as
+    Python rows, not the whole table); returns them and how many images were left out (error
+    rows, no PGT box, not in the manifest)."""
     images = image_rows(manifest, split)
     samples: list[DetectionSample] = []
     left_out = 0
-    for r in read_table(pgt, "pgt").to_pylist():
+    rows = (r for b in iter_batches(pgt, PGT_COLUMNS) for r in b.to_pylist())  # a batch at a time
+    for r in rows:
         row = images.get(str(r["image_id"]))
         if row is None or r["error"]:
             left_out += 1
