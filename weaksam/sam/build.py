@@ -1,3 +1,6 @@
+# Portions of this file follow segment-anything (https://github.com/facebookresearch/
+# segment-anything), Copyright (c) Meta Platforms, Inc. and affiliates, licensed under the
+# Apache License, Version 2.0. See NOTICE.
 """SAM builders and checkpoints, using segment-anything's own classes.
 
 ``SAM_BUILDERS`` maps a model type to a builder: ``vit_h``, ``vit_l`` and ``vit_b`` are the

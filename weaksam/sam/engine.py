@@ -1,3 +1,6 @@
+# Portions of this file follow segment-anything (https://github.com/facebookresearch/
+# segment-anything), Copyright (c) Meta Platforms, Inc. and affiliates, licensed under the
+# Apache License, Version 2.0. See NOTICE.
 """The SAM prompting engine: one encoder pass per image, all prompts through the decoder.
 
 :class:`SamPromptEngine` holds only the model and its config; each call encodes the image

@@ -1,3 +1,6 @@
+# Portions of this file follow segment-anything (https://github.com/facebookresearch/
+# segment-anything), Copyright (c) Meta Platforms, Inc. and affiliates, licensed under the
+# Apache License, Version 2.0. See NOTICE.
 """Mask post-processing on torch tensors: upsampling, stability, boxes, RLE.
 
 Every function works on the model's device and reuses segment-anything's own helpers where
