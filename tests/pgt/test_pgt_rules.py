@@ -27,6 +27,37 @@ def test_normalize() -> None:
     assert normalize_scores([]).shape == (0,)
 
 
+def test_normalize_reference_divides_by_the_range() -> None:
+    """Method §4.1: ``s / (max - min + 1e-8)``, not ``(s - min) / (max - min)``."""
+    np.testing.assert_allclose(
+        normalize_scores([0.9, 0.5, 0.1], "reference"), [1.125, 0.625, 0.125], rtol=1e-6
+    )
+    assert normalize_scores([0.3], "reference")[0] > 1e6  # one entry: passes any t_keep
+    with pytest.raises(ValueError, match="normalization"):
+        normalize_scores([0.3], "zscore")
+    with pytest.raises(ValueError, match="normalization"):
+        PGTConfig(normalization="zscore")
+
+
+@pytest.mark.parametrize(
+    ("scores", "minmax_kept", "reference_kept"),
+    [
+        ([0.9, 0.85], 1, 2),  # min-max makes the second box 0: dropped
+        ([0.9, 0.85, 0.01], 2, 2),  # an unrelated low box changes min-max's answer
+    ],
+)
+def test_adaptive_normalisation_example(
+    scores: list[float], minmax_kept: int, reference_kept: int
+) -> None:
+    """The issue's example: two disjoint boxes of one class, then a third low-scoring one."""
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float32)
+    boxes = boxes[: len(scores)]
+    classes = [0] * len(scores)
+    for mode, want in (("minmax", minmax_kept), ("reference", reference_kept)):
+        cfg = PGTConfig(normalization=mode)
+        assert len(make_pgt(boxes, scores, classes, [0], cfg)) == want, mode
+
+
 def test_top1_drops_unlabelled_classes() -> None:
     p = pgt_top1(BOXES, SCORES, CLASSES, labels=[0, 1])
     assert p.classes.tolist() == [0, 1]

@@ -3,9 +3,11 @@
 Both rules first drop every detection whose class is not among the image's labels.
 
 * ``top1``: the best-scoring detection of each labelled class (score > 0).
-* ``adaptive``: per class, scores are min-max normalised as ``(s - min) / (max - min)`` (a
-  single detection, or all-equal scores, normalise to 1); the best box of each labelled class
-  is always kept, the others when their normalised score is ``>= t_keep``; then, walking each
+* ``adaptive``: per class, scores are normalised (``normalization``, :func:`normalize_scores`:
+  ``reference`` divides by ``max - min + 1e-8`` as the reference code does, method §4.1;
+  ``minmax`` is ``(s - min) / (max - min)``, which always drops a class's lowest detection);
+  the best box of each labelled class is always kept, the others when their normalised score
+  is ``>= t_keep``; then, walking each
   class's kept boxes by decreasing score, a box is dropped when ``>= t_con`` of its area lies
   inside a higher-scoring box already kept — asymmetric, so two duplicates keep one.
 
@@ -24,18 +26,22 @@ from weaksam.configlib import check_choice, check_fraction
 from weaksam.geometry.boxes import as_boxes, box_area, box_intersection
 
 MODES = ("top1", "adaptive")
+NORMALIZATIONS = ("reference", "minmax")
 
 
 @dataclass(frozen=True)
 class PGTConfig:
-    """Which rule and its thresholds (WeakSAM/SoS defaults: t_keep 0.5, t_con 0.85)."""
+    """Which rule, its thresholds (WeakSAM/SoS defaults: t_keep 0.5, t_con 0.85) and the
+    adaptive rule's score normalisation (:data:`NORMALIZATIONS`)."""
 
     mode: str = "adaptive"
     t_keep: float = 0.5
     t_con: float = 0.85
+    normalization: str = "minmax"
 
     def __post_init__(self) -> None:
         check_choice(self, "mode", MODES, "PGT mode")
+        check_choice(self, "normalization", NORMALIZATIONS, "PGT score normalization")
         check_fraction(self, "t_keep", "t_con")
 
 
@@ -74,12 +80,21 @@ def _select(
     return PseudoGT(b[idx].reshape(-1, 4), c[idx], s[idx])
 
 
-def normalize_scores(scores: npt.ArrayLike) -> npt.NDArray[np.float32]:
-    """``(s - min) / (max - min)``; 1 for every entry when ``max == min`` (incl. one entry)."""
+def normalize_scores(scores: npt.ArrayLike, mode: str = "minmax") -> npt.NDArray[np.float32]:
+    """One class's scores, normalised.
+
+    ``minmax``: ``(s - min) / (max - min)``, 1 for every entry when ``max == min`` (one entry
+    included). ``reference``: ``s / (max - min + 1e-8)`` (the reference code's rule, method
+    §4.1; not a min-max normalisation: with one entry or equal scores every value is large,
+    so every such box passes any ``t_keep``)."""
     s = np.asarray(scores, dtype=np.float32).reshape(-1)
     if s.size == 0:
         return s
     lo, hi = float(s.min()), float(s.max())
+    if mode == "reference":
+        return (s.astype(np.float64) / (hi - lo + 1e-8)).astype(np.float32)
+    if mode != "minmax":
+        raise ValueError(f"unknown normalization {mode!r}; known: {NORMALIZATIONS}")
     if hi - lo <= 0:
         return np.ones_like(s)
     return ((s - lo) / (hi - lo)).astype(np.float32)
@@ -105,6 +120,7 @@ def pgt_adaptive(
     labels: Iterable[int],
     t_keep: float = 0.5,
     t_con: float = 0.85,
+    normalization: str = "minmax",
 ) -> PseudoGT:
     """The adaptive rule (see the module docstring); per class by decreasing score."""
     b, s, c, labs = _prepare(boxes, scores, classes, labels)
@@ -114,7 +130,7 @@ def pgt_adaptive(
         if idx.size == 0:
             continue
         idx = idx[np.argsort(-s[idx], kind="stable")]
-        norm = normalize_scores(s[idx])
+        norm = normalize_scores(s[idx], normalization)
         cand = [int(i) for rank, i in enumerate(idx) if rank == 0 or norm[rank] >= t_keep]
         kept: list[int] = []
         for i in cand:
@@ -138,4 +154,4 @@ def make_pgt(
     """Apply ``cfg.mode`` to one image."""
     if cfg.mode == "top1":
         return pgt_top1(boxes, scores, classes, labels)
-    return pgt_adaptive(boxes, scores, classes, labels, cfg.t_keep, cfg.t_con)
+    return pgt_adaptive(boxes, scores, classes, labels, cfg.t_keep, cfg.t_con, cfg.normalization)
