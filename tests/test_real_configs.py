@@ -109,7 +109,7 @@ def test_voc12_wsis() -> None:
     assert (cfg.data.format, cfg.data.splits) == ("coco", ("train_aug", "val"))
     assert (cfg.wsod.train.steps, cfg.wsod.train.lr_steps) == (32000, (20000, 26700))
     assert (cfg.pgt.mode, cfg.pgt.masks) == ("top1", True)
-    assert cfg.pgt.mask_job.engine.box_mask_token == -1
+    assert cfg.pgt.mask_job.engine.box_mask == "single"
     assert not cfg.retrain.enabled
     s = cfg.wsis
     assert s.enabled and s.model.backbone == "resnet50_fpn"

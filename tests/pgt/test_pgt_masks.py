@@ -29,13 +29,13 @@ def _rows(inputs: dict[str, str]) -> tuple[list[dict], dict[str, str]]:
     return rows, {im.image_id: im.path for im in labels.images.values()}
 
 
-@pytest.mark.parametrize("token", [-1, 0])
-def test_udf_direct_call(pgt_inputs: dict[str, str], tmp_path, token: int) -> None:
+@pytest.mark.parametrize("choice", ["best_iou", "single"])
+def test_udf_direct_call(pgt_inputs: dict[str, str], tmp_path, choice: str) -> None:
     rows, paths = _rows(pgt_inputs)
     paths["i1"] = str(tmp_path / "missing.png")  # a file gone since ingest
     items = [pack_item(r, paths[r["image_id"]]) for r in rows]
     batch = decode_images(items_batch(items))
-    engine = to_dict(EngineConfig(box_mask_token=token, points_per_batch=2))
+    engine = to_dict(EngineConfig(box_mask=choice, points_per_batch=2))
     out = validate_table(PGTMaskPredictor(to_dict(SAM), engine)(batch), "pgt").to_pylist()
     by_id = {r["image_id"]: r for r in out}
     i0 = by_id["i0"]

@@ -231,26 +231,42 @@ def test_bucket_by_size() -> None:
     assert batches == [[1, 4], [0, 2], [3]]
 
 
-@pytest.mark.parametrize("token", [-1, 0])
-def test_boxes_equal_predictor(sam: Sam, token: int) -> None:
+@pytest.mark.parametrize(
+    ("choice", "token"), [("best_iou", 0), ("token", 0), ("token", 2), ("single", 0)]
+)
+def test_boxes_equal_predictor(sam: Sam, choice: str, token: int) -> None:
     image = make_image(1, 256, 200)
     boxes = np.array([[20, 30, 120, 140], [100.5, 100, 190, 250], [0, 0, 200, 256]], np.float32)
-    engine = SamPromptEngine(sam, EngineConfig(box_mask_token=token, points_per_batch=2))
+    cfg = EngineConfig(box_mask=choice, box_mask_token=token, points_per_batch=2)
+    engine = SamPromptEngine(sam, cfg)
     out = engine.predict_boxes(engine.embed_image(image), boxes)
     assert len(out) == 3 and out.masks is not None
     masks = decode_masks(out.masks, 256, 200)
     predictor = SamPredictor(sam)
     predictor.set_image(image)
     for i, b in enumerate(boxes):
-        ref_masks, ref_iou, _ = predictor.predict(box=b, multimask_output=True)
-        k = int(np.argmax(ref_iou)) if token < 0 else token
-        assert out.token[i] == k
+        if choice == "single":  # SAM's own box-prompt use: the single-mask output
+            ref_masks, ref_iou, _ = predictor.predict(box=b, multimask_output=False)
+            k, want_token = 0, -1
+        else:
+            ref_masks, ref_iou, _ = predictor.predict(box=b, multimask_output=True)
+            k = int(np.argmax(ref_iou)) if choice == "best_iou" else token
+            want_token = k
+        assert out.token[i] == want_token
         assert np.array_equal(masks[i], ref_masks[k])
+        assert out.scores[i] == pytest.approx(float(ref_iou[k]), abs=1e-5)
         ys, xs = np.nonzero(ref_masks[k])
         if xs.size:
             np.testing.assert_array_equal(
                 out.boxes[i], [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
             )
+
+
+def test_box_mask_choices_are_checked() -> None:
+    with pytest.raises(ValueError, match="box_mask"):
+        EngineConfig(box_mask="largest")
+    with pytest.raises(ValueError, match="box_mask_token"):
+        EngineConfig(box_mask="token", box_mask_token=-1)
 
 
 def test_generate_order_sources_and_hints(sam: Sam) -> None:

@@ -22,7 +22,7 @@ import torch
 
 from weaksam.data.imageio import load_image
 from weaksam.geometry.boxes import as_boxes, clip_boxes
-from weaksam.io.rle import decode_masks
+from weaksam.io.rle import decode_masks, rle_area
 from weaksam.io.tables import iter_batches, read_table
 from weaksam.train.cache import ImageCache
 
@@ -65,18 +65,30 @@ def image_rows(manifest: str, split: str) -> dict[str, dict[str, object]]:
     }
 
 
+def nonempty_masks(masks: Sequence[bytes], height: int, width: int) -> npt.NDArray[np.bool_]:
+    """``N`` bool: which RLE masks have at least one pixel."""
+    if not masks:
+        return np.zeros(0, dtype=bool)
+    return np.asarray(rle_area(masks, height, width) > 0, dtype=bool)
+
+
 def make_sample(
     row: dict[str, object],
     boxes: Sequence[float] | npt.NDArray[np.float32],
     classes: Sequence[int],
     masks: Sequence[bytes] | None,
+    *,
+    drop_empty_masks: bool = False,
 ) -> DetectionSample | None:
     """A sample from an image row and flat targets; boxes are clipped to the image and
-    degenerate ones (side < 1 px) dropped. ``None`` when no box is left."""
+    degenerate ones (side < 1 px) dropped, and with ``drop_empty_masks`` the boxes whose mask
+    is empty (an empty SAM mask is no Mask R-CNN target). ``None`` when no box is left."""
     h, w = int(row["height"] or 0), int(row["width"] or 0)  # type: ignore[call-overload]
     b = clip_boxes(as_boxes(boxes), h, w)
     c = np.asarray(classes, dtype=np.int64).reshape(-1)
     keep = ((b[:, 2] - b[:, 0]) >= MIN_SIDE) & ((b[:, 3] - b[:, 1]) >= MIN_SIDE)
+    if drop_empty_masks and masks is not None and len(masks) == len(keep):
+        keep &= nonempty_masks(masks, h, w)
     if not keep.any():
         return None
     m = [bytes(x) for x, k in zip(masks, keep, strict=True) if k] if masks is not None else None
@@ -92,10 +104,13 @@ def make_sample(
     )
 
 
-def read_pgt_samples(manifest: str, pgt: str, split: str) -> tuple[list[DetectionSample], int]:
+def read_pgt_samples(
+    manifest: str, pgt: str, split: str, *, with_masks: bool = False
+) -> tuple[list[DetectionSample], int]:
     """Samples of ``split`` from a ``pgt`` table (streamed: one record batch at a time as
-    Python rows, not the whole table); returns them and how many images were left out (error
-    rows, no PGT box, not in the manifest)."""
+    Python rows, not the whole table); ``with_masks`` (Mask R-CNN): boxes whose SAM mask is
+    empty are left out (:func:`make_sample`). Returns the samples and how many images were
+    left out (error rows, no usable PGT box, not in the manifest)."""
     images = image_rows(manifest, split)
     samples: list[DetectionSample] = []
     left_out = 0
@@ -105,7 +120,9 @@ def read_pgt_samples(manifest: str, pgt: str, split: str) -> tuple[list[Detectio
         if row is None or r["error"]:
             left_out += 1
             continue
-        s = make_sample(row, r["boxes"] or [], r["classes"] or [], r["masks"])
+        s = make_sample(
+            row, r["boxes"] or [], r["classes"] or [], r["masks"], drop_empty_masks=with_masks
+        )
         if s is None:
             left_out += 1
             continue

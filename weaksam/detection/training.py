@@ -92,7 +92,9 @@ def load_samples(job: TrainJob) -> list[DetectionSample]:
 
         samples, left_out = read_gt_samples(job.manifest, job.split, with_masks=job.masks)
     else:
-        samples, left_out = read_pgt_samples(job.manifest, job.targets, job.split)
+        samples, left_out = read_pgt_samples(
+            job.manifest, job.targets, job.split, with_masks=job.masks
+        )
     if left_out and world_rank() == 0:
         log.info("%s: %d training images left out (no usable targets)", job.name, left_out)
     if not samples:

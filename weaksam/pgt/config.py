@@ -27,8 +27,9 @@ class PGTMaskJobConfig:
         use_gpu: ``auto``, ``true`` or ``false`` (:mod:`weaksam.train.placement`).
         batch_size: images per ``map_batches`` call. decode_cpus: CPUs of each decode task.
         rows_per_file: row cap per Parquet shard. max_pixels: larger images are error rows.
-        engine: SAM settings; ``engine.box_mask_token`` picks the mask of each box (-1: the
-            multimask output with the highest predicted IoU; 0..2 a fixed output).
+        engine: SAM settings; ``engine.box_mask`` picks the mask of each box (``single``:
+            SAM's ``multimask_output=False``; ``best_iou``: the multimask output with the
+            highest predicted IoU, the default so far; ``token``: a fixed multimask output).
     """
 
     num_actors: int = 1

@@ -63,7 +63,7 @@ class PGTMaskPredictor:
 
     Args:
         sam_config: ``SamConfig`` as a dict. engine_config: ``EngineConfig`` as a dict
-            (``box_mask_token`` chooses each box's mask; ``points_per_batch`` the chunk size).
+            (``box_mask`` chooses each box's mask; ``points_per_batch`` the chunk size).
     """
 
     def __init__(self, sam_config: Mapping[str, Any], engine_config: Mapping[str, Any]) -> None:

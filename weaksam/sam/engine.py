@@ -47,7 +47,7 @@ from segment_anything.modeling.transformer import Attention
 from segment_anything.utils.transforms import ResizeLongestSide
 from torchvision.ops import nms
 
-from weaksam.configlib import FieldError, check_at_least, check_fraction
+from weaksam.configlib import FieldError, check_at_least, check_choice, check_fraction
 from weaksam.sam.build import SamConfig, build_sam
 from weaksam.sam.postprocess import (
     encode_binary_masks,
@@ -73,6 +73,9 @@ IntArray = npt.NDArray[np.int64]
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+BOX_MASKS = ("single", "best_iou", "token")
+
+
 @dataclass(frozen=True)
 class EngineConfig:
     """Prompting settings; the defaults are WeakSAM's (reference code, see the method notes).
@@ -91,8 +94,11 @@ class EngineConfig:
             ``(1, 2)`` is WeakSAM's ``masks[1:]`` (drops the smallest, sub-part mask).
         point_pred_iou_thresh: optional predicted-IoU filter for point/class prompts (WeakSAM:
             none, 0).
-        box_mask_token: for box prompts, ``-1`` keeps the multimask output with the highest
-            predicted IoU (``SamPredictor``'s usual choice); 0–2 a fixed output.
+        box_mask: the mask each box prompt gives: ``single`` (SAM's single-mask output,
+            ``multimask_output=False``, SAM's own use of box prompts), ``best_iou`` (the
+            multimask output with the highest predicted IoU) or ``token`` (the multimask
+            output ``box_mask_token``, 0–2).
+        box_mask_token: the multimask output of ``box_mask: token``.
         return_masks: also return RLE masks (only ever built for masks that are kept).
         keep_empty: keep point/class proposals whose mask is empty (box ``[0, 0, 0, 0]``);
             WeakSAM stores them, by default they are dropped.
@@ -118,7 +124,8 @@ class EngineConfig:
     mask_threshold: float = 0.0
     keep_multimask_tokens: tuple[int, ...] = (1, 2)
     point_pred_iou_thresh: float = 0.0
-    box_mask_token: int = -1
+    box_mask: str = "best_iou"
+    box_mask_token: int = 0
     return_masks: bool = False
     keep_empty: bool = False
     min_box_size: float = 0.0
@@ -138,10 +145,11 @@ class EngineConfig:
                 "{keep_multimask_tokens} must be distinct values in 0..2, got {value}",
                 toks,
             )
-        if self.box_mask_token not in (-1, 0, 1, 2):
+        check_choice(self, "box_mask", BOX_MASKS, "box-prompt mask")
+        if self.box_mask_token not in (0, 1, 2):
             raise FieldError(
                 "box_mask_token",
-                "{box_mask_token} must be -1 (best IoU) or 0..2, got {value}",
+                "{box_mask_token} must be a multimask output, 0..2, got {value}",
                 self.box_mask_token,
             )
         # predicted IoUs are regressed (not bounded by 1): a high threshold keeps nothing
@@ -179,7 +187,7 @@ class PromptMasks:
         scores: ``N`` float32, SAM's predicted IoU.
         stability: ``N`` float32, AMG's stability score (NaN when undefined).
         prompt_index: ``N`` int64, index of the prompt (grid point, point, group, box).
-        token: ``N`` int64, multimask output index 0..2.
+        token: ``N`` int64, multimask output index 0..2 (-1: the single-mask output).
         nonempty: ``N`` bool, false for an empty mask.
         masks: ``N`` RLE counts (:mod:`weaksam.io.rle`) or ``None`` when not requested.
     """
@@ -437,30 +445,33 @@ class SamPromptEngine:
         *,
         tokens: Sequence[int] = (0, 1, 2),
         iou_thresh: float = 0.0,
+        single: bool = False,
     ) -> tuple[torch.Tensor, ...]:
         """Multimask decode of ``B`` prompts in the model's input frame.
 
         ``coords`` ``BxKx2``, ``labels`` ``BxK``, ``boxes`` ``Bx4``; ``tokens``: the
-        multimask outputs (0–2) wanted. Returns, for the ``N`` (prompt, token) pairs with
-        predicted IoU ``> iou_thresh`` (all when it is 0), prompt-major: low-res logits
-        ``Nxh'xw'`` (float32), predicted IoU ``N`` (float32), prompt ``N`` and token ``N``
-        (int64). The IoU comes from the transformer's IoU token, so masks are upscaled only
-        for the prompts with a token that passes.
+        multimask outputs (0–2) wanted; ``single``: the single-mask output instead (token
+        ``-1`` in the result, as ``multimask_output=False``). Returns, for the ``N`` (prompt,
+        token) pairs with predicted IoU ``> iou_thresh`` (all when it is 0), prompt-major:
+        low-res logits ``Nxh'xw'`` (float32), predicted IoU ``N`` (float32), prompt ``N`` and
+        token ``N`` (int64). The IoU comes from the transformer's IoU token, so masks are
+        upscaled only for the prompts with a token that passes.
         """
         points = (coords, labels) if coords is not None and labels is not None else None
         dec = self.model.mask_decoder
         with self._autocast():
             sparse, _ = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
             queries, keys = run_two_way_transformer(dec, emb.tokens, sparse)
-            tok = torch.as_tensor(list(tokens), device=sparse.device)
-            iou = dec.iou_prediction_head(queries[:, 0, :])[:, 1:].float()[:, tok]
+            tok = torch.as_tensor([-1] if single else list(tokens), device=sparse.device)
+            cols = tok + 1  # mask token 0 is the single-mask output, 1..3 the multimask ones
+            iou = dec.iou_prediction_head(queries[:, 0, :]).float()[:, cols]
             prompt = torch.arange(iou.shape[0], device=iou.device)
             keep = None
             if iou_thresh > 0.0:
                 keep = iou > iou_thresh
                 prompt = torch.nonzero(keep.any(1)).squeeze(1)
                 queries, keys, iou, keep = (t[prompt] for t in (queries, keys, iou, keep))
-            low = predict_mask_logits(dec, queries, keys, emb.tokens.grid)[:, 1 + tok].float()
+            low = predict_mask_logits(dec, queries, keys, emb.tokens.grid)[:, cols].float()
         token = tok.repeat(prompt.shape[0])
         prompt = prompt.repeat_interleave(tok.shape[0])
         low, iou = low.flatten(0, 1), iou.flatten()
@@ -685,9 +696,9 @@ class SamPromptEngine:
                 one pixel at ``x2, y2``).
 
         Returns:
-            one row per box, in input order: the multimask output with the highest predicted
-            IoU (``box_mask_token = -1``, as ``SamPredictor`` users pick) or the fixed output
-            ``box_mask_token``; tight box of that mask, its RLE in ``masks``.
+            one row per box, in input order: the mask ``cfg.box_mask`` picks (the single-mask
+            output, the multimask output with the highest predicted IoU, or the multimask
+            output ``box_mask_token``); tight box of that mask, its RLE in ``masks``.
         """
         arr = np.asarray(boxes, dtype=np.float32)
         if arr.size == 0:
@@ -700,8 +711,12 @@ class SamPromptEngine:
         for s in range(0, arr.shape[0], bs):
             chunk = self.transform.apply_boxes(arr[s : s + bs], emb.original_size)
             b = torch.as_tensor(chunk, dtype=torch.float, device=dev)
+            if self.cfg.box_mask == "single":
+                low, iou, prompt, token = self._decode(emb, None, None, boxes=b, single=True)
+                parts.append(self._finish(emb, low, iou, prompt + s, token, True))
+                continue
             low, iou, prompt, _ = self._decode(emb, None, None, boxes=b)
-            if self.cfg.box_mask_token < 0:
+            if self.cfg.box_mask == "best_iou":
                 token = iou.view(-1, 3).argmax(dim=1)
             else:
                 token = torch.full((b.shape[0],), self.cfg.box_mask_token, device=dev)
