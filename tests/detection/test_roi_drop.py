@@ -65,3 +65,35 @@ def test_no_foreground() -> None:
     )
     assert out.dropped == 0 and float(out.loss_box_reg) == 0.0
     torch.testing.assert_close(out.loss_classifier, torch.tensor(math.log(3)))
+
+
+def test_threshold_counts_whether_or_not_active() -> None:
+    """Foreground RoIs over each threshold are counted before drop switches on too: RoI 0
+    (CE ~10, L1 6) is over both, RoI 3 (CE ~10, L1 0.1) over the CE threshold only; the
+    background RoI 2 is never counted."""
+    logits, deltas, labels, targets = _case()
+    for active in (False, True):
+        out = fastrcnn_loss_with_drop(logits, deltas, labels, targets, active, 4.0, 4.0)
+        assert (out.over_cls, out.over_reg, out.over_both) == (2, 1, 1)
+        assert out.dropped == (1 if active else 0)
+    high = fastrcnn_loss_with_drop(logits, deltas, labels, targets, True, 20.0, 4.0)
+    assert (high.over_cls, high.over_reg, high.over_both, high.dropped) == (0, 1, 0, 0)
+
+
+def test_roi_drop_counts_split_before_and_after_switch_on() -> None:
+    from weaksam.detection.stage import roi_drop_counts
+
+    history = [
+        {"rois_foreground": 10, "rois_over_cls": 3, "rois_over_reg": 2, "rois_over_both": 1},
+        {
+            "rois_foreground": 8,
+            "rois_over_cls": 1,
+            "rois_over_reg": 4,
+            "rois_over_both": 1,
+            "drop_active": True,
+        },
+    ]
+    got = roi_drop_counts(history)
+    assert (got["rois_foreground"], got["rois_over_cls"], got["rois_over_both"]) == (18, 4, 2)
+    assert (got["rois_foreground_active"], got["rois_over_reg_active"]) == (8, 4)
+    assert roi_drop_counts([])["rois_over_both_active"] == 0

@@ -25,12 +25,17 @@ __all__ = ["RoIDropConfig", "RoIDropLoss", "fastrcnn_loss_with_drop"]
 
 @dataclass(frozen=True)
 class RoIDropLoss:
-    """The two losses and how many foreground RoIs were dropped (of how many)."""
+    """The two losses and how many foreground RoIs were dropped (of how many); whether or not
+    drop is active, how many foreground RoIs exceeded ``thresh_cls`` (``over_cls``),
+    ``thresh_reg`` (``over_reg``) and both (``over_both``: what drop removes once active)."""
 
     loss_classifier: torch.Tensor
     loss_box_reg: torch.Tensor
     dropped: int
     foreground: int
+    over_cls: int = 0
+    over_reg: int = 0
+    over_both: int = 0
 
 
 def fastrcnn_loss_with_drop(
@@ -60,13 +65,17 @@ def fastrcnn_loss_with_drop(
     reg = F.smooth_l1_loss(pred, targets[pos], beta=1 / 9, reduction="none").sum(dim=1)
     keep_cls = torch.ones_like(ce)
     keep_reg = torch.ones_like(reg)
-    dropped = 0
-    if active and pos.numel():
+    dropped = over_cls = over_reg = over_both = 0
+    if pos.numel():
         l1 = (pred - targets[pos]).abs().sum(dim=1).detach()
-        drop_pos = (ce[pos].detach() > thresh_cls) & (l1 > thresh_reg)
-        keep_reg = (~drop_pos).to(reg.dtype)
-        keep_cls[pos[drop_pos]] = 0.0
-        dropped = int(drop_pos.sum())
+        high_cls, high_reg = ce[pos].detach() > thresh_cls, l1 > thresh_reg
+        drop_pos = high_cls & high_reg
+        over_cls, over_reg = int(high_cls.sum()), int(high_reg.sum())
+        over_both = int(drop_pos.sum())
+        if active:
+            keep_reg = (~drop_pos).to(reg.dtype)
+            keep_cls[pos[drop_pos]] = 0.0
+            dropped = over_both
     loss_cls = (ce * keep_cls).sum() / max(r, 1)
     loss_box = (reg * keep_reg).sum() / max(r, 1)
-    return RoIDropLoss(loss_cls, loss_box, dropped, int(pos.numel()))
+    return RoIDropLoss(loss_cls, loss_box, dropped, int(pos.numel()), over_cls, over_reg, over_both)

@@ -44,6 +44,7 @@ class DropRoIHeads(RoIHeads):
         self.drop = drop
         self.iteration = 0
         self.dropped = 0
+        self.over = (0, 0, 0)  # foreground RoIs over thresh_cls, thresh_reg, both (last step)
         self.foreground = 0
         self._sampled: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self._box_out: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -113,6 +114,7 @@ class DropRoIHeads(RoIHeads):
                 losses["loss_classifier"] = out.loss_classifier
                 losses["loss_box_reg"] = out.loss_box_reg
                 self.dropped, self.foreground = out.dropped, out.foreground
+                self.over = (out.over_cls, out.over_reg, out.over_both)
         finally:
             self._sampled = self._box_out = None
         return result, losses

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -168,6 +168,28 @@ def evaluate_detections(manifest: str, path: str, split: str, masks: bool) -> di
     return out
 
 
+def roi_drop_counts(history: Sequence[Mapping[str, Any]]) -> dict[str, int]:
+    """Sums over a training history of the foreground RoIs seen, those over each RoI-drop
+    threshold and over both, before and after drop switched on (``*_active``): whether drop
+    can act at all on this data, and why not (thresholds against the losses' scale, or the
+    switch-on step against the schedule)."""
+    out = dict.fromkeys(
+        (
+            f"rois_{k}{w}"
+            for w in ("", "_active")
+            for k in ("foreground", "over_cls", "over_reg", "over_both")
+        ),
+        0,
+    )
+    for h in history:
+        for k in ("foreground", "over_cls", "over_reg", "over_both"):
+            n = int(h.get(f"rois_{k}", 0))
+            out[f"rois_{k}"] += n
+            if h.get("drop_active"):
+                out[f"rois_{k}_active"] += n
+    return out
+
+
 def count_empty_masks(pgt: str) -> tuple[int, int]:
     """``(empty, rows with masks)`` of a ``pgt`` table: how many SAM masks are empty (their
     boxes are left out of Mask R-CNN's targets) and how many rows have masks at all. Reads a
@@ -252,6 +274,7 @@ def run_detector_stage(
             "source": v.source,
             "roi_drop": to_dict(v.drop),
             "rois_dropped": int(sum(h.get("rois_dropped", 0) for h in history)),
+            **roi_drop_counts(history),
             "train_seconds": round(train_s, 1),
             "infer_seconds": round(infer_s, 1),
             "steps": int(state["step"]),
@@ -323,7 +346,8 @@ def run_retrain(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     metrics["upper_bound_ap50"] = v.get("upper_bound", {}).get("ap50_voc07")
     if metrics["upper_bound_ap50"]:
         metrics["ratio_to_upper_bound"] = metrics["ap50_voc07"] / metrics["upper_bound_ap50"]
-    metrics["table"] = _table(metrics, ("ap50_voc07", "ap50_voc", "rois_dropped"), "retrain")
+    keys = ("ap50_voc07", "ap50_voc", "rois_dropped", "rois_over_cls", "rois_over_reg")
+    metrics["table"] = _table(metrics, keys, "retrain")
     log.info("\n%s", metrics["table"])
     return metrics
 

@@ -139,6 +139,7 @@ def fit(
     heads, rank = _roi_heads(model), world_rank()
     window: dict[str, list[float]] = {}
     dropped = foreground = 0
+    over = np.zeros(3, dtype=np.int64)  # foreground RoIs over thresh_cls, thresh_reg, both
     cache = ImageCache(cfg.cache_mb if cfg.cache_images else 0)
     state: dict[str, Any] = {}
     t0 = time.time()
@@ -161,6 +162,7 @@ def fit(
         for k, v in {"loss": loss, **losses}.items():
             window.setdefault(k, []).append(float(v.detach()))
         dropped, foreground = dropped + heads.dropped, foreground + heads.foreground
+        over += heads.over
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             point: dict[str, Any] = {k: float(np.mean(v)) for k, v in window.items()}
@@ -170,18 +172,24 @@ def fit(
                 seconds_per_step=(time.time() - t0) / len(window["loss"]),
                 rois_dropped=dropped,
                 rois_foreground=foreground,
+                rois_over_cls=int(over[0]),
+                rois_over_reg=int(over[1]),
+                rois_over_both=int(over[2]),
+                drop_active=bool(heads.drop_active),
             )
             history.append(point)
             if rank == 0:
                 log.info(
-                    "%s step %d loss %.4f, RoIs dropped %d of %d fg",
+                    "%s step %d loss %.4f, RoIs dropped %d of %d fg (over cls %d, reg %d, both %d)",
                     job.name,
                     done,
                     point["loss"],
                     dropped,
                     foreground,
+                    *over,
                 )
             window, dropped, foreground, t0 = {}, 0, 0, time.time()
+            over[:] = 0
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             state = {
                 "model": unwrap(model).state_dict(),
