@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.pipe
         reports = execute(cfg, only=args.only, from_stage=args.from_stage, force=args.force)
     except (UsageError, FileNotFoundError) as exc:
         return fail(prog, str(exc))
-    results = collect_results(reports, time.time() - t0, cfg.data.splits[-1])
+    results = collect_results(reports, time.time() - t0, cfg.data.splits[-1], cfg.data.splits[0])
     path = write_results(cfg.run_dir, results)
     print(stage_table(reports))
     print()

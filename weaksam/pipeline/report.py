@@ -32,7 +32,7 @@ from weaksam import storage
 from weaksam.eval.table import format_value
 from weaksam.pipeline.report_figures import FigureOptions, SampleContext, Section
 from weaksam.pipeline.report_figures import sections as figure_sections
-from weaksam.pipeline.results import LABELS, RESULT_KEYS
+from weaksam.pipeline.results import RESULT_KEYS, label
 from weaksam.runs import SUCCESS, resolved_config_path, results_path
 from weaksam.stage import StageReport
 from weaksam.viz.plots import plot_stage_seconds
@@ -185,14 +185,14 @@ def _results_section(results: Mapping[str, Any] | None) -> list[Block]:
     if results is None:
         return [*blocks, Paragraph("Left out: no `results.json` in the run folder.")]
     rows = [
-        (LABELS[k].strip(), format_value(results[k]))
+        (label(k, results).strip(), format_value(results[k]))
         for k in RESULT_KEYS
         if results.get(k) is not None
     ]
     if not rows:
         return [*blocks, Paragraph("No stage produced a result value.")]
     blocks.append(Table(("result", "value"), tuple(rows)))
-    absent = [LABELS[k].strip() for k in RESULT_KEYS if results.get(k) is None]
+    absent = [label(k, results).strip() for k in RESULT_KEYS if results.get(k) is None]
     if absent:
         blocks.append(Paragraph(f"Not measured in this run: {'; '.join(absent)}."))
     return blocks

@@ -40,29 +40,37 @@ RESULT_KEYS: tuple[str, ...] = (
     "baseline_corloc",
 )
 
+# ``{train}`` / ``{test}``: the run's split names (:func:`label`).
 LABELS: dict[str, str] = {
-    "proposal_recall50": "proposal recall @ IoU 0.5 (test)",
-    "proposals_per_image": "proposals per image",
-    "cls_map": "classification mAP (test)",
-    "point_precision": "peak-point precision",
-    "wsod_ap50_wsddn": "WSOD AP50, WSDDN (test)",
-    "wsod_ap50_oicr": "WSOD AP50, OICR (test)",
-    "wsod_ap50_mist": "WSOD AP50, MIST (test)",
-    "wsod_corloc": "WSOD CorLoc (train)",
-    "pgt_precision": "PGT precision (train)",
-    "pgt_recall": "PGT recall (train)",
-    "retrain_ap50": "retrained Faster R-CNN AP50 (test)",
-    "retrain_ap50_no_drop": "  ... without RoI drop",
-    "wsis_ap25": "Mask R-CNN mask AP25 (test)",
-    "wsis_ap50": "Mask R-CNN mask AP50 (test)",
-    "wsis_ap70": "Mask R-CNN mask AP70 (test)",
-    "wsis_ap75": "Mask R-CNN mask AP75 (test)",
-    "upper_bound_ap50": "fully supervised AP50 (test)",
-    "upper_bound_mask_ap50": "fully supervised mask AP50 (test)",
-    "weak_full_ratio": "retrain AP50 / fully supervised",
-    "baseline_ap50": "window-prior baseline AP50, VOC07 (test)",
-    "baseline_corloc": "window-prior baseline CorLoc (train)",
+    "proposal_recall50": "proposal recall @ IoU 0.5 ({test})",
+    "proposals_per_image": "proposals per image (all splits)",
+    "cls_map": "classification mAP ({test})",
+    "point_precision": "peak-point precision ({train} + {test}, pooled)",
+    "wsod_ap50_wsddn": "WSOD AP50, WSDDN ({test})",
+    "wsod_ap50_oicr": "WSOD AP50, OICR ({test})",
+    "wsod_ap50_mist": "WSOD AP50, MIST ({test})",
+    "wsod_corloc": "WSOD CorLoc ({train})",
+    "pgt_precision": "PGT precision ({train})",
+    "pgt_recall": "PGT recall ({train})",
+    "retrain_ap50": "retrained Faster R-CNN AP50 ({test})",
+    "retrain_ap50_no_drop": "  ... without RoI drop ({test})",
+    "wsis_ap25": "Mask R-CNN mask AP25 ({test})",
+    "wsis_ap50": "Mask R-CNN mask AP50 ({test})",
+    "wsis_ap70": "Mask R-CNN mask AP70 ({test})",
+    "wsis_ap75": "Mask R-CNN mask AP75 ({test})",
+    "upper_bound_ap50": "fully supervised AP50 ({test})",
+    "upper_bound_mask_ap50": "fully supervised mask AP50 ({test})",
+    "weak_full_ratio": "retrain AP50 / fully supervised ({test})",
+    "baseline_ap50": "window-prior baseline AP50, VOC07 ({test})",
+    "baseline_corloc": "window-prior baseline CorLoc ({train})",
 }
+
+
+def label(key: str, results: Mapping[str, Any]) -> str:
+    """The label of result ``key`` with the run's split names (``results["splits"]``;
+    ``train`` / ``test`` when absent, as in results of older runs)."""
+    splits = results.get("splits") or {}
+    return LABELS[key].format(train=splits.get("train", "train"), test=splits.get("test", "test"))
 
 
 def _get(metrics: Mapping[str, Any], *path: str) -> float | None:
@@ -78,10 +86,14 @@ def _get(metrics: Mapping[str, Any], *path: str) -> float | None:
 
 
 def collect_results(
-    reports: Sequence[StageReport], total_seconds: float, test_split: str = "test"
+    reports: Sequence[StageReport],
+    total_seconds: float,
+    test_split: str = "test",
+    train_split: str = "train",
 ) -> dict[str, Any]:
     """Build the flat results object from the stages' metrics; split-wise figures are quoted on
-    ``test_split`` (the config's last split)."""
+    ``test_split`` (the config's last split) or ``train_split`` (its first), as the labels
+    say."""
     by_stage = {r.name: r.metrics for r in reports if r.action in ("ran", "skipped")}
     out: dict[str, Any] = dict.fromkeys(RESULT_KEYS)
     ev = by_stage.get("evaluate", {})
@@ -110,6 +122,7 @@ def collect_results(
     out["baseline_corloc"] = _get(ev, "baseline", "corloc", "overall", "CorLoc")
     if out["upper_bound_ap50"] and out["retrain_ap50"] is not None:
         out["weak_full_ratio"] = out["retrain_ap50"] / out["upper_bound_ap50"]
+    out["splits"] = {"train": train_split, "test": test_split}
     out["total_seconds"] = round(total_seconds, 1)
     out["stage_seconds"] = {r.name: round(r.seconds, 1) for r in reports if r.action == "ran"}
     out["stages"] = {r.name: r.action for r in reports}
@@ -126,7 +139,7 @@ def write_results(run_dir: str, results: Mapping[str, Any]) -> str:
 
 def results_table(results: Mapping[str, Any]) -> str:
     """The results that have values, as a readable table."""
-    rows = [[LABELS[k], results[k]] for k in RESULT_KEYS if results.get(k) is not None]
+    rows = [[label(k, results), results[k]] for k in RESULT_KEYS if results.get(k) is not None]
     return format_table(rows, ["result", "value"], title="weaksam results")
 
 
