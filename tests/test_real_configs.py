@@ -76,6 +76,13 @@ def test_voc07() -> None:
     assert (cfg.wsod.train.steps, cfg.wsod.train.lr_steps) == (30000, (20000, 26700))
     assert (cfg.wsod.data.min_size, cfg.wsod.data.min_size_ref) == (20.0, 500.0)
     assert (cfg.pgt.mode, cfg.pgt.t_keep, cfg.pgt.t_con) == ("adaptive", 0.3, 0.85)
+    assert cfg.pgt.normalization == "reference"  # method §4.1
+    m = cfg.wsod.model  # wetectron's MISTPredictor
+    assert (m.mil_background, m.head_init_std, cfg.wsod.train.mil_reduction) == (
+        True,
+        0.001,
+        "mean",
+    )
     r = cfg.retrain
     assert r.enabled and r.model.backbone == "resnet50_fpn"
     assert r.model.min_size == VOC07_TRAIN_SIDES

@@ -204,3 +204,27 @@ def test_roi_align_reads_the_backbone_cell_centres(backbone: str, offset: float)
     assert centre > 0.9
     for d in (1.0, 2.0, 3.0):
         assert read(-d) == pytest.approx(read(d), abs=1e-6) and read(d) < centre - 0.05
+
+
+def test_mil_background_heads_and_scores() -> None:
+    """wetectron's MIST heads: C + 1 WSDDN columns; detections drop the background column."""
+    from weaksam.wsod.outputs import HeadOutputs
+    from weaksam.wsod.postprocess import roi_scores_and_boxes
+
+    cfg = WSODModelConfig(backbone="small", width=8, hidden=32, mil_background=True)
+    model = build_wsod_model(cfg, 5, "mist")
+    assert model.heads.cls is not None and model.heads.cls.out_features == 6
+    assert model.heads.refine[0].out_features == 6  # refinement: C + 1 as always
+    wsddn = build_wsod_model(cfg, 5, "wsddn")
+    out = wsddn(
+        [torch.rand(3, 64, 64) * 255], [torch.tensor([[0.0, 0.0, 30.0, 30.0]] * 2)], 64, 64, [False]
+    )
+    assert isinstance(out, HeadOutputs) and out.mil_background
+    scores, _ = roi_scores_and_boxes(out, torch.tensor([[0.0, 0.0, 30.0, 30.0]] * 2))
+    assert scores.shape == (2, 5)
+
+
+def test_head_init_std_is_configurable() -> None:
+    cfg = WSODModelConfig(backbone="small", width=8, hidden=512, head_init_std=0.01)
+    std = float(build_wsod_model(cfg, 20, "oicr").heads.refine[0].weight.detach().std())
+    assert 0.008 < std < 0.012

@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 
 from weaksam.geometry.box_coder import decode_boxes, encode_boxes
@@ -113,3 +114,38 @@ def test_box_coder_round_trip() -> None:
     # golden: centre shift of 1 px on a 10-px box with weight 10 -> dx = 1
     d0 = encode_boxes(torch.tensor([[1.0, 0, 11, 10]]), torch.tensor([[0.0, 0, 10, 10]]))
     torch.testing.assert_close(d0, torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+
+
+def test_mil_reduction_sum_and_mean_golden() -> None:
+    """WSOD2's OICR sums the BCE over classes, wetectron's MIST averages: ``C`` times apart,
+    which the per-RoI-mean refinement losses do not follow."""
+    s, y = torch.tensor([0.8, 0.3]), torch.tensor([1, 0])
+    terms = [-math.log(0.8), -math.log(1 - 0.3)]
+    assert abs(float(mil_loss(s, y, "sum")) - sum(terms)) < 1e-6
+    assert abs(float(mil_loss(s, y, "mean")) - sum(terms) / 2) < 1e-6
+    with pytest.raises(ValueError, match="MIL reduction"):
+        mil_loss(s, y, "max")
+
+
+def test_mil_with_background_column_golden() -> None:
+    """wetectron's MISTPredictor: C + 1 WSDDN columns, background label 0. Uniform class
+    logits and RoI logits (0, ln 3): phi = [[1, 1, 1] / 12, [1, 1, 1] / 4], image scores 1/3
+    each; with the label on class 0 (column 1) the mean BCE is (2 ln 1.5 + ln 3) / 3, not the
+    C-column loss ln 2: the background column is no constant."""
+    from weaksam.wsod.config import WSODTrainConfig
+    from weaksam.wsod.objective import ImageTargets, image_loss
+    from weaksam.wsod.outputs import HeadOutputs
+
+    boxes = BOXES[:2]
+    cfg = WSODTrainConfig()
+    target = ImageTargets(torch.tensor([0]))
+    det_bg = torch.tensor([[0.0] * 3, [math.log(3)] * 3])
+    with_bg = HeadOutputs(
+        torch.zeros(2, 3), det_bg, torch.zeros(0, 2, 3), None, [2], mil_background=True
+    )
+    want = (2 * math.log(1.5) + math.log(3)) / 3
+    assert abs(float(image_loss("wsddn", with_bg, 0, boxes, target, cfg)["mil"]) - want) < 1e-6
+    plain = HeadOutputs(torch.zeros(2, 2), det_bg[:, :2], torch.zeros(0, 2, 3), None, [2])
+    assert abs(float(image_loss("wsddn", plain, 0, boxes, target, cfg)["mil"]) - math.log(2)) < 1e-6
+    phi, _ = wsddn_scores(with_bg.cls_logits, with_bg.det_logits)
+    torch.testing.assert_close(phi, torch.tensor([[1 / 12] * 3, [1 / 4] * 3]))

@@ -45,6 +45,21 @@ def test_lr_schedule_and_param_groups() -> None:
     assert len(opt.param_groups[1]["params"]) == n_bias
 
 
+def test_refine_layers_get_their_own_lr_factor() -> None:
+    """WSOD2's OICR: refine* layers at 10x the rate (their biases at 10x the bias rate)."""
+    tc = WSODTrainConfig(lr=1.0, refine_lr_factor=10.0)
+    model = build_wsod_model(load_into(WSODConfig, None, ["model.backbone=small"]).model, 3, "oicr")
+    opt = build_optimizer(model, tc)
+    refine = {id(p) for n, p in model.named_parameters() if n.startswith("heads.refine.")}
+    by_scale: dict[float, set[int]] = {}
+    for g in opt.param_groups:
+        by_scale.setdefault(g["lr_scale"], set()).update(id(p) for p in g["params"])
+    assert by_scale[10.0] | by_scale[20.0] == refine
+    assert not refine & (by_scale[1.0] | by_scale[2.0])
+    n = sum(len(g["params"]) for g in opt.param_groups)
+    assert n == sum(1 for p in model.parameters() if p.requires_grad)
+
+
 def test_branch_weights() -> None:
     assert branch_weights("mist", 3) == [3.0, 1.0, 1.0]
     assert branch_weights("oicr", 3) == [1.0, 1.0, 1.0]

@@ -29,6 +29,7 @@ from weaksam.configlib import (
     check_positive,
     check_range,
 )
+from weaksam.wsod.losses import MIL_REDUCTIONS
 
 METHODS = ("wsddn", "oicr", "mist", "supervised")
 WEAK_METHODS = ("wsddn", "oicr", "mist")
@@ -64,6 +65,11 @@ class WSODModelConfig:
         hidden: units of fc6 and fc7 (4096 in the method).
         dropout: after fc6 and fc7.
         refine_branches: K refinement branches for ``oicr``/``mist`` (3).
+        mil_background: WSDDN heads with ``C + 1`` columns, the background at 0 with image
+            label 0 (wetectron's ``MISTPredictor``, method §3a); false: ``C`` columns
+            (WSOD2's OICR and this project's default so far).
+        head_init_std: N(0, std) initialisation of the output layers (wetectron 0.001,
+            WSOD2's OICR 0.01).
     """
 
     backbone: str = "vgg16"
@@ -75,9 +81,12 @@ class WSODModelConfig:
     hidden: int = 4096
     dropout: float = 0.5
     refine_branches: int = 3
+    mil_background: bool = False
+    head_init_std: float = 0.001
 
     def __post_init__(self) -> None:
         check_choice(self, "backbone", BACKBONE_NAMES, "WSOD backbone")
+        check_range(self, 0.0, 1.0, "head_init_std", low_open=True)
         check_choice(self, "roi_op", ROI_OPS)
         check_at_least(self, 1, "width", "roi_size", "hidden")
         check_at_least(self, 1, "refine_branches")  # method: wsddn for none
@@ -142,6 +151,9 @@ class WSODTrainConfig:
             and no decay (the method: x2, 0).
         warmup_steps / warmup_factor: linear warm-up from ``warmup_factor`` x the rate.
         lr_steps / gamma: step decay (multiply by ``gamma`` at each step in ``lr_steps``).
+        refine_lr_factor: learning-rate factor of the refinement layers (WSOD2's OICR: 10).
+        mil_reduction: ``mean`` over the image-score columns (wetectron's MIST) or ``sum``
+            (WSOD2's OICR) of the MIL BCE (:func:`weaksam.wsod.losses.mil_loss`).
         branch_weights: loss weight per refinement branch; ``()`` = the method's (MIST 3, 1,
             1, ...; OICR all 1).
         oicr_ratio / oicr_nms: WSOD2's OICR rule (``p >= ratio * max p``, class-agnostic NMS).
@@ -167,6 +179,8 @@ class WSODTrainConfig:
     lr: float = 1e-5
     weight_decay: float = 5e-4
     bias_lr_factor: float = 2.0
+    refine_lr_factor: float = 1.0
+    mil_reduction: str = "mean"
     warmup_steps: int = 200
     warmup_factor: float = 1.0 / 3
     lr_steps: tuple[int, ...] = (20000, 26700)
@@ -191,6 +205,7 @@ class WSODTrainConfig:
 
     def __post_init__(self) -> None:
         check_choice(self, "optimizer", OPTIMIZERS)
+        check_choice(self, "mil_reduction", MIL_REDUCTIONS, "MIL reduction")
         check_at_least(
             self,
             1,

@@ -24,10 +24,20 @@ def wsddn_scores(
     return phi, phi.sum(dim=0).clamp(EPS, 1 - EPS)
 
 
-def mil_loss(image_scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of the ``C`` image scores against the multi-hot ``labels``, mean
-    over classes (MIST's form; OICR sums, a constant factor)."""
-    return F.binary_cross_entropy(image_scores, labels.to(image_scores.dtype))
+MIL_REDUCTIONS = ("mean", "sum")
+
+
+def mil_loss(
+    image_scores: torch.Tensor, labels: torch.Tensor, reduction: str = "mean"
+) -> torch.Tensor:
+    """Binary cross-entropy of the image scores against the multi-hot ``labels`` (``C``, or
+    ``C + 1`` with a background column whose label is 0), ``mean`` over the columns
+    (wetectron's MIST) or ``sum`` (WSOD2's OICR). Not a constant factor between methods: the
+    refinement losses are per-RoI means, so ``mean`` weakens the MIL term ``C`` times
+    relative to them."""
+    if reduction not in MIL_REDUCTIONS:
+        raise ValueError(f"unknown MIL reduction {reduction!r}; known: {MIL_REDUCTIONS}")
+    return F.binary_cross_entropy(image_scores, labels.to(image_scores.dtype), reduction=reduction)
 
 
 def refinement_loss(logits: torch.Tensor, targets: RoiTargets) -> torch.Tensor:

@@ -11,9 +11,11 @@ mist       Linear → C, C    K x Linear → C+1  K x Linear → 4(C+1)
 supervised -                1 x Linear → C+1  1 x Linear → 4(C+1)
 ========== ================ ================= ==============================
 
-WSDDN's heads have no background column (MIST's reference head has 21 with the background
-label always 0, which only adds a constant to the MIL loss). Heads are initialised N(0, 0.001)
-as in the method. The model owns its pre- and post-processing: it takes images in original
+WSDDN's heads have no background column by default; ``model.mil_background`` gives them
+``C + 1`` columns with the background at index 0, as wetectron's ``MISTPredictor`` (the
+background column is in every RoI's class softmax, so it changes ``phi``; its image label is
+always 0, method §3a). Heads are initialised N(0, ``head_init_std``): 0.001 in wetectron,
+0.01 in WSOD2's OICR. The model owns its pre- and post-processing: it takes images in original
 pixels and proposals in original-image coordinates, makes the view (resize, flip), pools, and
 returns per-RoI outputs that need no further geometry (box deltas are expressed for the
 original, unflipped image), or, with :meth:`WSODModel.predict`, scores and boxes in
@@ -48,7 +50,7 @@ from weaksam.wsod.transforms import (
     pad_batch,
 )
 
-HEAD_INIT_STD = 0.001
+HEAD_INIT_STD = 0.001  # wetectron's (MIST); WSOD2's OICR uses 0.01
 
 
 class RoIHead(nn.Module):
@@ -66,9 +68,9 @@ class RoIHead(nn.Module):
         return self.drop(torch.relu(self.fc7(x)))
 
 
-def _head(cin: int, cout: int) -> nn.Linear:
+def _head(cin: int, cout: int, std: float = HEAD_INIT_STD) -> nn.Linear:
     lin = nn.Linear(cin, cout)
-    nn.init.normal_(lin.weight, std=HEAD_INIT_STD)
+    nn.init.normal_(lin.weight, std=std)
     nn.init.zeros_(lin.bias)
     return lin
 
@@ -76,7 +78,16 @@ def _head(cin: int, cout: int) -> nn.Linear:
 class WSODHeads(nn.Module):
     """The method's output layers on fc7 features (see the module table)."""
 
-    def __init__(self, hidden: int, num_classes: int, method: str, refine_branches: int) -> None:
+    def __init__(
+        self,
+        hidden: int,
+        num_classes: int,
+        method: str,
+        refine_branches: int,
+        *,
+        mil_background: bool = False,
+        init_std: float = HEAD_INIT_STD,
+    ) -> None:
         super().__init__()
         if method not in METHODS:
             raise ValueError(f"unknown method {method!r}; known: {list(METHODS)}")
@@ -86,15 +97,20 @@ class WSODHeads(nn.Module):
         has_mil = method != "supervised"
         k = branch_count(method, refine_branches)
         regress = method in ("mist", "supervised")
-        self.cls = _head(hidden, c) if has_mil else None
-        self.det = _head(hidden, c) if has_mil else None
-        self.refine = nn.ModuleList(_head(hidden, c + 1) for _ in range(k))
-        self.bbox = nn.ModuleList(_head(hidden, 4 * (c + 1)) for _ in range(k if regress else 0))
+        self.mil_background = mil_background and has_mil
+        m = c + 1 if self.mil_background else c
+        self.cls = _head(hidden, m, init_std) if has_mil else None
+        self.det = _head(hidden, m, init_std) if has_mil else None
+        self.refine = nn.ModuleList(_head(hidden, c + 1, init_std) for _ in range(k))
+        self.bbox = nn.ModuleList(
+            _head(hidden, 4 * (c + 1), init_std) for _ in range(k if regress else 0)
+        )
 
     def forward(
         self, x: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-        """``N x hidden`` → (cls ``NxC``, det ``NxC``, refine ``KxNx(C+1)``,
+        """``N x hidden`` → (cls ``NxC`` (``Nx(C+1)`` with ``mil_background``), det the same,
+        refine ``KxNx(C+1)``,
         deltas ``KxNx(C+1)x4``), ``None`` where the method has no such head."""
         n, c = x.shape[0], self.num_classes
         cls = self.cls(x) if self.cls is not None else None
@@ -194,7 +210,8 @@ class WSODModel(nn.Module):
                 ]
             )
             deltas = torch.cat([deltas[..., :1] * sign[None, :, None, None], deltas[..., 1:]], -1)
-        return HeadOutputs(cls, det, refine, deltas, [int(p.shape[0]) for p in proposals])
+        counts = [int(p.shape[0]) for p in proposals]
+        return HeadOutputs(cls, det, refine, deltas, counts, self.heads.mil_background)
 
     @torch.no_grad()
     def predict(
@@ -247,7 +264,14 @@ def build_wsod_model(cfg: WSODModelConfig, num_classes: int, method: str) -> WSO
         _load_vgg_fc(roi_head, rest)
     if cfg.freeze_backbone:
         freeze(backbone)
-    heads = WSODHeads(cfg.hidden, num_classes, method, cfg.refine_branches)
+    heads = WSODHeads(
+        cfg.hidden,
+        num_classes,
+        method,
+        cfg.refine_branches,
+        mil_background=cfg.mil_background,
+        init_std=cfg.head_init_std,
+    )
     return WSODModel(backbone, roi_head, heads, roi_op=cfg.roi_op, roi_size=cfg.roi_size)
 
 

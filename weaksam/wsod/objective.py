@@ -111,10 +111,11 @@ def image_loss(
     else:
         assert out.cls_logits is not None and out.det_logits is not None
         phi, image_scores = wsddn_scores(out.cls_logits[sl], out.det_logits[sl])
+        bg = 1 if out.mil_background else 0  # background column 0: its label stays 0
         multi_hot = torch.zeros_like(image_scores)
-        multi_hot[target.labels.long()] = 1.0
-        terms["mil"] = mil_loss(image_scores, multi_hot)
-        source = phi.detach()
+        multi_hot[target.labels.long() + bg] = 1.0
+        terms["mil"] = mil_loss(image_scores, multi_hot, cfg.mil_reduction)
+        source = phi.detach()[:, bg:]
     for b in range(k):
         if gt is not None:
             pseudo = gt

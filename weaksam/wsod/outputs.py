@@ -17,11 +17,13 @@ class HeadOutputs:
     """Per-RoI outputs of a batch; the RoIs of image ``i`` are rows ``slices[i]``.
 
     Attributes:
-        cls_logits / det_logits: ``NxC`` WSDDN logits (None for ``supervised``).
+        cls_logits / det_logits: ``NxC`` WSDDN logits (None for ``supervised``); ``Nx(C+1)``
+            with the background at column 0 when ``mil_background``.
         refine_logits: ``KxNx(C+1)`` (``K = 0`` for ``wsddn``).
         bbox_deltas: ``KxNx(C+1)x4`` deltas for the original, unflipped image (None without
             regression).
         counts: RoIs per image.
+        mil_background: the WSDDN logits have a background column 0 (wetectron's MIST).
     """
 
     cls_logits: torch.Tensor | None
@@ -29,6 +31,7 @@ class HeadOutputs:
     refine_logits: torch.Tensor
     bbox_deltas: torch.Tensor | None
     counts: list[int]
+    mil_background: bool = False
 
     @property
     def slices(self) -> list[slice]:

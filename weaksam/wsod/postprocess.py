@@ -28,6 +28,8 @@ def roi_scores_and_boxes(out: HeadOutputs, rois: torch.Tensor) -> tuple[torch.Te
     else:
         assert out.cls_logits is not None and out.det_logits is not None
         scores, _ = wsddn_scores(out.cls_logits, out.det_logits)
+        if out.mil_background:
+            scores = scores[:, 1:]
     r, c = scores.shape
     if out.bbox_deltas is None:
         return scores, rois[:, None, :].expand(r, c, 4).clone()

@@ -63,7 +63,9 @@ class TrainJob:
 
 def build_optimizer(model: nn.Module, cfg: WSODTrainConfig) -> torch.optim.Optimizer:
     """Three groups: weights (decay), biases (``bias_lr_factor`` x lr, no decay), other 1-D
-    parameters such as BatchNorm scales (no decay). Frozen parameters are left out."""
+    parameters such as BatchNorm scales (no decay); with ``refine_lr_factor`` the refinement
+    layers' weights and biases in two more groups at that factor. Frozen parameters are left
+    out."""
     weights, biases, norms = [], [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -74,11 +76,19 @@ def build_optimizer(model: nn.Module, cfg: WSODTrainConfig) -> torch.optim.Optim
             norms.append(p)
         else:
             weights.append(p)
-    groups = [
+    groups: list[dict[str, Any]] = [
         {"params": weights, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
         {"params": biases, "weight_decay": 0.0, "lr_scale": cfg.bias_lr_factor},
         {"params": norms, "weight_decay": 0.0, "lr_scale": 1.0},
     ]
+    if cfg.refine_lr_factor != 1.0:  # WSOD2's OICR: refine* layers at 10x, in groups of their own
+        refine = {id(p) for n, p in model.named_parameters() if ".refine." in f".{n}"}
+        for g in list(groups):
+            mine = [p for p in g["params"] if id(p) in refine]
+            if mine:
+                g["params"] = [p for p in g["params"] if id(p) not in refine]
+                scale = g["lr_scale"] * cfg.refine_lr_factor
+                groups.append({**g, "params": mine, "lr_scale": scale})
     groups = [g for g in groups if g["params"]]
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
