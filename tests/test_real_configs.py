@@ -83,6 +83,8 @@ def test_voc07() -> None:
         0.001,
         "mean",
     )
+    assert (m.cdb, m.cdb_drop_prob, m.cdb_block_size, m.cdb_temperature) == (True, 0.3, 3, 0.01)
+    assert (cfg.wsod.train.cdb_lr, cfg.wsod.train.cdb_weight) == (1e-5, 0.01)
     r = cfg.retrain
     assert r.enabled and r.model.backbone == "resnet50_fpn"
     assert r.model.min_size == VOC07_TRAIN_SIDES

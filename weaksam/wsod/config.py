@@ -70,6 +70,10 @@ class WSODModelConfig:
             (WSOD2's OICR and this project's default so far).
         head_init_std: N(0, std) initialisation of the output layers (wetectron 0.001,
             WSOD2's OICR 0.01).
+        cdb: Concrete DropBlock on the pooled RoI features, ``mist`` only
+            (:mod:`weaksam.wsod.cdb`; part of MIST in the method, off in the CPU configs).
+        cdb_drop_prob / cdb_block_size / cdb_temperature: its budget (0.3), block side (3)
+            and Concrete temperature (0.01).
     """
 
     backbone: str = "vgg16"
@@ -83,10 +87,17 @@ class WSODModelConfig:
     refine_branches: int = 3
     mil_background: bool = False
     head_init_std: float = 0.001
+    cdb: bool = False
+    cdb_drop_prob: float = 0.3
+    cdb_block_size: int = 3
+    cdb_temperature: float = 0.01
 
     def __post_init__(self) -> None:
         check_choice(self, "backbone", BACKBONE_NAMES, "WSOD backbone")
         check_range(self, 0.0, 1.0, "head_init_std", low_open=True)
+        check_range(self, 0.0, 1.0, "cdb_drop_prob")
+        check_at_least(self, 1, "cdb_block_size")
+        check_range(self, 0.0, 10.0, "cdb_temperature", low_open=True)
         check_choice(self, "roi_op", ROI_OPS)
         check_at_least(self, 1, "width", "roi_size", "hidden")
         check_at_least(self, 1, "refine_branches")  # method: wsddn for none
@@ -154,6 +165,8 @@ class WSODTrainConfig:
         refine_lr_factor: learning-rate factor of the refinement layers (WSOD2's OICR: 10).
         mil_reduction: ``mean`` over the image-score columns (wetectron's MIST) or ``sum``
             (WSOD2's OICR) of the MIL BCE (:func:`weaksam.wsod.losses.mil_loss`).
+        cdb_lr / cdb_weight_decay / cdb_weight: the Concrete DropBlock's own Adam (1e-5,
+            5e-4, constant rate) and the weight of its adversarial loss ``-weight * L``.
         branch_weights: loss weight per refinement branch; ``()`` = the method's (MIST 3, 1,
             1, ...; OICR all 1).
         oicr_ratio / oicr_nms: WSOD2's OICR rule (``p >= ratio * max p``, class-agnostic NMS).
@@ -181,6 +194,9 @@ class WSODTrainConfig:
     bias_lr_factor: float = 2.0
     refine_lr_factor: float = 1.0
     mil_reduction: str = "mean"
+    cdb_lr: float = 1e-5
+    cdb_weight_decay: float = 5e-4
+    cdb_weight: float = 0.01
     warmup_steps: int = 200
     warmup_factor: float = 1.0 / 3
     lr_steps: tuple[int, ...] = (20000, 26700)

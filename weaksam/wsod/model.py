@@ -40,6 +40,7 @@ from weaksam.wsod.backbones import (
     load_sam_encoder,
     resolve_backbone_file,
 )
+from weaksam.wsod.cdb import ConcreteDropBlock
 from weaksam.wsod.config import METHODS, WSODModelConfig, branch_count
 from weaksam.wsod.outputs import HeadOutputs
 from weaksam.wsod.postprocess import merge_passes, roi_scores_and_boxes
@@ -132,6 +133,7 @@ class WSODModel(nn.Module):
         heads: the method's heads.
         roi_op: ``pool`` (RoIPool) or ``align`` (RoIAlign, sampling ratio 2, aligned).
         roi_size: pooled side.
+        cdb: a Concrete DropBlock on the pooled features (training only), or None.
     """
 
     def __init__(
@@ -142,11 +144,13 @@ class WSODModel(nn.Module):
         *,
         roi_op: str = "pool",
         roi_size: int = 7,
+        cdb: ConcreteDropBlock | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.roi_head = roi_head
         self.heads = heads
+        self.cdb = cdb
         self.roi_op = roi_op
         self.roi_size = roi_size
 
@@ -200,6 +204,8 @@ class WSODModel(nn.Module):
             rois.append(torch.cat([idx, boxes_to_view(props.float(), view)], dim=1))
         features = self.backbone(pad_batch(views, 32))
         pooled = self._pool(features, torch.cat(rois))
+        if self.cdb is not None:
+            pooled = self.cdb(pooled)  # identity in eval mode
         cls, det, refine, deltas = self.heads(self.roi_head(pooled))
         if deltas is not None and any(flips):
             # dx was predicted in the flipped frame: negate it for the original image
@@ -272,7 +278,12 @@ def build_wsod_model(cfg: WSODModelConfig, num_classes: int, method: str) -> WSO
         mil_background=cfg.mil_background,
         init_std=cfg.head_init_std,
     )
-    return WSODModel(backbone, roi_head, heads, roi_op=cfg.roi_op, roi_size=cfg.roi_size)
+    cdb = None
+    if cfg.cdb and method == "mist":  # part of MIST in the method
+        cdb = ConcreteDropBlock(
+            backbone.out_channels, cfg.cdb_drop_prob, cfg.cdb_block_size, cfg.cdb_temperature
+        )
+    return WSODModel(backbone, roi_head, heads, roi_op=cfg.roi_op, roi_size=cfg.roi_size, cdb=cdb)
 
 
 def _load_vgg_fc(roi_head: RoIHead, rest: dict[str, torch.Tensor]) -> None:

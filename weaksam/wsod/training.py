@@ -31,6 +31,7 @@ from weaksam.train.checkpoint import restore_training_state
 from weaksam.train.distributed import prepare_ddp, unwrap, world_rank, world_size
 from weaksam.train.reporting import load_resume_state, report
 from weaksam.train.schedule import step_decay_schedule
+from weaksam.wsod.cdb import ConcreteDropBlock
 from weaksam.wsod.config import WSODConfig, WSODTrainConfig
 from weaksam.wsod.data import TrainSampler, join_proposals, read_weak_manifest
 from weaksam.wsod.model import build_wsod_model
@@ -64,11 +65,11 @@ class TrainJob:
 def build_optimizer(model: nn.Module, cfg: WSODTrainConfig) -> torch.optim.Optimizer:
     """Three groups: weights (decay), biases (``bias_lr_factor`` x lr, no decay), other 1-D
     parameters such as BatchNorm scales (no decay); with ``refine_lr_factor`` the refinement
-    layers' weights and biases in two more groups at that factor. Frozen parameters are left
-    out."""
+    layers' weights and biases in two more groups at that factor. Frozen parameters and the
+    Concrete DropBlock's (:func:`build_cdb_optimizer`) are left out."""
     weights, biases, norms = [], [], []
     for name, p in model.named_parameters():
-        if not p.requires_grad:
+        if not p.requires_grad or _is_cdb(name):
             continue
         if name.endswith(".bias"):
             biases.append(p)
@@ -93,6 +94,19 @@ def build_optimizer(model: nn.Module, cfg: WSODTrainConfig) -> torch.optim.Optim
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=0.9)
     return torch.optim.Adam(groups, lr=cfg.lr)
+
+
+def _is_cdb(name: str) -> bool:
+    return name.startswith(("cdb.", "module.cdb."))
+
+
+def build_cdb_optimizer(model: nn.Module, cfg: WSODTrainConfig) -> torch.optim.Optimizer | None:
+    """The Concrete DropBlock's own Adam (``cdb_lr``, ``cdb_weight_decay``, constant rate), or
+    None when the model has no CDB."""
+    params = [p for n, p in model.named_parameters() if _is_cdb(n) and p.requires_grad]
+    if not params:
+        return None
+    return torch.optim.Adam(params, lr=cfg.cdb_lr, weight_decay=cfg.cdb_weight_decay)
 
 
 def _targets(
@@ -133,11 +147,16 @@ def fit(
     """
     tc = cfg.train
     opt = build_optimizer(model, tc)
+    cdb_opt = build_cdb_optimizer(model, tc)
+    found = getattr(unwrap(model), "cdb", None)
+    cdb: ConcreteDropBlock | None = found if isinstance(found, ConcreteDropBlock) else None
     schedule = step_decay_schedule(tc)
     start = 0
     history: list[dict[str, Any]] = []
     if resume is not None:
         start, history = restore_training_state(resume, model, opt)
+        if cdb_opt is not None and "cdb_optimizer" in resume:
+            cdb_opt.load_state_dict(resume["cdb_optimizer"])
         log.info("resuming %s training at step %d", job.method, start)
     rank = world_rank()
     window: dict[str, list[float]] = {k: [] for k in LOSS_KEYS}
@@ -160,9 +179,18 @@ def fit(
         opt.step()
         for k in LOSS_KEYS:
             window[k].append(float(terms[k].detach()))
+        if cdb_opt is not None and cdb is not None:
+            # the adversary: a second pass, the CDB block alone steps on -weight * L
+            window.setdefault("cdb_dropped", []).append(cdb.last_dropped)
+            out = model(batch.images, batch.proposals, batch.scale, cfg.data.max_side, batch.flips)
+            adv = batch_loss(job.method, out, batch.proposals, targets, tc)["loss"]
+            cdb_opt.zero_grad(set_to_none=True)
+            (-tc.cdb_weight * adv).backward()
+            cdb_opt.step()
+            window.setdefault("cdb_loss", []).append(float(adv.detach()))
         done = step + 1
         if done % tc.log_every == 0 or done == tc.steps:
-            point = {k: float(np.mean(v)) for k, v in window.items()}
+            point = {k: float(np.mean(v)) for k, v in window.items() if v}
             point.update(step=done, lr=tc.lr * schedule(step))
             point["seconds_per_step"] = (time.time() - t0) / len(window["loss"])
             history.append(point)
@@ -182,6 +210,8 @@ def fit(
                 "model_config": to_dict(cfg.model),
                 "data": dict(sampler.stats),  # the training split's usable images
             }
+            if cdb_opt is not None:
+                state["cdb_optimizer"] = cdb_opt.state_dict()
             last = history[-1] if history else {}
             reporter({"step": done, **{k: last.get(k, 0.0) for k in LOSS_KEYS}}, state)
         if stop_after is not None and done >= stop_after:
