@@ -136,3 +136,28 @@ def test_resume_repeats_the_uninterrupted_run(wsod_run: str, tiny_cfg: WSODConfi
     assert [h["step"] for h in resumed["history"]] == [1, 2, 3, 4]
     for k, v in full["model"].items():
         torch.testing.assert_close(resumed["model"][k], v, msg=k)
+
+
+def test_method_overrides_give_each_method_its_own_settings() -> None:
+    """WSOD2's OICR next to wetectron's MIST in one comparison."""
+    cfg = load_into(
+        WSODConfig,
+        None,
+        [
+            "compare=[oicr]",
+            "method_overrides=['oicr:train.mil_reduction=sum', 'oicr:train.refine_lr_factor=10',"
+            " 'oicr:model.head_init_std=0.01', 'oicr:test.flip=false']",
+        ],
+    )
+    oicr, mist = cfg.for_method("oicr"), cfg.for_method("mist")
+    assert (oicr.train.mil_reduction, oicr.train.refine_lr_factor) == ("sum", 10.0)
+    assert (oicr.model.head_init_std, oicr.test.flip) == (0.01, False)
+    assert (mist.train.mil_reduction, mist.train.refine_lr_factor) == ("mean", 1.0)
+    assert mist.test.flip and not oicr.method_overrides and not mist.method_overrides
+    for bad, why in [
+        ("method_overrides=['rcnn:train.lr=1']", "must look like"),
+        ("method_overrides=['oicr:train.no_such=1']", "no setting train.no_such"),
+        ("method_overrides=['oicr:train.mil_reduction=max']", "for oicr"),
+    ]:
+        with pytest.raises(Exception, match=why):
+            load_into(WSODConfig, None, [bad])

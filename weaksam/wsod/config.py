@@ -17,9 +17,10 @@ supervised Fast R-CNN on the same proposals with ground-truth boxes (upper bound
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from weaksam.configlib import (
+    ConfigError,
     FieldError,
     check_at_least,
     check_choice,
@@ -28,6 +29,9 @@ from weaksam.configlib import (
     check_nonempty,
     check_positive,
     check_range,
+    from_dict,
+    parse_override,
+    to_dict,
 )
 from weaksam.wsod.losses import MIL_REDUCTIONS
 
@@ -289,6 +293,11 @@ class WSODConfig:
         proposals: ``sam`` reads ``<run>/proposals`` (the proposals stage); ``grid`` uses a
             fixed multi-scale window grid, for plumbing only (no learning signal about
             objects, no ground truth).
+        method_overrides: settings of one method only, ``"<method>:<key.path>=<value>"``
+            (``key.path`` inside this section), so that each method of a comparison runs as
+            published, e.g. WSOD2's OICR: ``oicr:train.mil_reduction=sum``,
+            ``oicr:train.refine_lr_factor=10``, ``oicr:model.head_init_std=0.01``,
+            ``oicr:test.flip=false`` (:meth:`for_method`).
     """
 
     method: str = "mist"
@@ -298,8 +307,26 @@ class WSODConfig:
     data: WSODDataConfig = field(default_factory=WSODDataConfig)
     train: WSODTrainConfig = field(default_factory=WSODTrainConfig)
     test: WSODTestConfig = field(default_factory=WSODTestConfig)
+    method_overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        for text in self.method_overrides:
+            method, _, rest = text.partition(":")
+            if method not in METHODS or not rest:
+                raise FieldError(
+                    "method_overrides",
+                    "{method_overrides} items must look like <method>:<key.path>=<value> with "
+                    f"a method of {list(METHODS)}, got {{value}}",
+                    text,
+                )
+        for method in {t.partition(":")[0] for t in self.method_overrides}:
+            try:
+                self.for_method(method)
+            except (ConfigError, ValueError) as exc:
+                why = str(exc).replace("{", "{{").replace("}", "}}")
+                raise FieldError(
+                    "method_overrides", f"{{method_overrides}} for {method}: {why}", ""
+                ) from None
         check_choice(self, "method", WEAK_METHODS)
         check_choice(self, "compare", METHODS, "compare method")
         check_choice(self, "proposals", PROPOSAL_SOURCES)
@@ -314,6 +341,24 @@ class WSODConfig:
                     "got {value}",
                     weights,
                 )
+
+    def for_method(self, method: str) -> WSODConfig:
+        """This section with ``method``'s :attr:`method_overrides` applied (and none left)."""
+        mine = [t.partition(":")[2] for t in self.method_overrides if t.startswith(f"{method}:")]
+        if not mine:
+            return replace(self, method_overrides=())
+        data = to_dict(replace(self, method_overrides=()))
+        for text in mine:
+            keys, value = parse_override(text)
+            node = data
+            for k in keys[:-1]:
+                if not isinstance(node.get(k), dict):
+                    raise ConfigError(f"{text!r}: {'.'.join(keys[:-1])} is not a section")
+                node = node[k]
+            if keys[-1] not in node:
+                raise ConfigError(f"{text!r}: no setting {'.'.join(keys)}")
+            node[keys[-1]] = value
+        return from_dict(data, WSODConfig)
 
     @property
     def methods(self) -> tuple[str, ...]:

@@ -22,6 +22,7 @@ import os
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pyarrow as pa
@@ -286,15 +287,16 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
             train_split,
         )
         t0 = time.time()
-        name = run_name(cfg, method, [manifest, proposals])
-        state = train_method(cfg, job, ray_train, name, use_gpu=train.use_gpu)
+        mcfg = replace(cfg, wsod=wcfg.for_method(method))  # the method's own settings
+        name = run_name(mcfg, method, [manifest, proposals])
+        state = train_method(mcfg, job, ray_train, name, use_gpu=train.use_gpu)
         train_s = time.time() - t0
         ckpt = export_checkpoint(state, model_file(out_dir))
         plot_curves(state["history"], storage.join(out_dir, "curves.png"), method)
         t0 = time.time()
         parts = detection_parts(out_dir)
         dets = predict_with_ray_data(
-            proposals, manifest, splits, len(rows), ckpt, wcfg, use_gpu, parts, classes
+            proposals, manifest, splits, len(rows), ckpt, mcfg.wsod, use_gpu, parts, classes
         )
         for split in splits:
             write_split_outputs(dets, skipped, rows, split, out_dir, classes)
