@@ -27,4 +27,11 @@ def test_summary_reads_stage_metrics_and_computes_ratios(tmp_path) -> None:
     assert s["wsis_ap70"] is None and s["upper_bound_segm_ap"] == 0.2
     text = quality_table(s, "t")
     assert "Faster R-CNN on PGT + RoI drop" in text and "0.8000" in text
+    assert "AP50 VOC07 (test)" in text and "PGT precision / recall (train)" in text
+    named = quality_table(s, "t", "trainval", "val")  # the run's own split names
+    assert "AP50 VOC07 (val)" in named and "PGT precision / recall (trainval)" in named
+    from weaksam.wsod.summary import comparison_table
+
+    methods = {"mist": {"ap50_voc07": 0.5, "corloc": 0.6}}
+    assert "CorLoc (trainval)" in comparison_table(methods, "t", "trainval", "val")
     assert quality_summary(str(tmp_path / "empty"))["retrain_ap50"] is None

@@ -365,7 +365,9 @@ def run_wsis(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     log.info("\n%s", metrics["table"])
     # the run's weak-vs-full table (wsod, pgt, retrain and this stage), in the paper's style
     metrics["quality"] = quality_summary(ctx.run_dir, {"wsis": metrics})
-    log.info("\n%s", quality_table(metrics["quality"], f"{cfg.name}: weak vs full supervision"))
+    title = f"{cfg.name}: weak vs full supervision"
+    splits = cfg.data.splits
+    log.info("\n%s", quality_table(metrics["quality"], title, splits[0], splits[-1]))
     return metrics
 
 

@@ -66,8 +66,11 @@ def quality_summary(
     return out
 
 
-def quality_table(summary: Mapping[str, Any], title: str = "") -> str:
-    """Two aligned tables of :func:`quality_summary`'s numbers."""
+def quality_table(
+    summary: Mapping[str, Any], title: str = "", train: str = "train", test: str = "test"
+) -> str:
+    """Three aligned tables of :func:`quality_summary`'s numbers; the labels name the splits
+    ``train`` (PGT) and ``test`` (detectors)."""
     s = summary
     det = [
         [f"WSOD ({s.get('wsod_method') or '-'})", "image labels", s.get("wsod_ap50")],
@@ -85,8 +88,8 @@ def quality_table(summary: Mapping[str, Any], title: str = "") -> str:
         ["ratio weak / full", "", s.get("weak_full_ratio")],
     ]
     pgt = [
-        ["PGT precision / recall (train)", s.get("pgt_precision"), s.get("pgt_recall")],
-        ["PGT mask precision (train)", s.get("pgt_mask_precision"), None],
+        [f"PGT precision / recall ({train})", s.get("pgt_precision"), s.get("pgt_recall")],
+        [f"PGT mask precision ({train})", s.get("pgt_mask_precision"), None],
     ]
     seg_keys = ("ap25", "ap50", "ap70", "ap75")
     seg = [
@@ -100,11 +103,19 @@ def quality_table(summary: Mapping[str, Any], title: str = "") -> str:
     return "\n\n".join(
         [
             format_table(
-                det, ["detector", "supervision", "AP50 VOC07 (test)"], title=title or None
+                det, ["detector", "supervision", f"AP50 VOC07 ({test})"], title=title or None
             ),
             format_table(pgt, ["pseudo ground truth", "precision", "recall"]),
             format_table(
-                seg, ["instance segmentation", "AP25", "AP50", "AP70", "AP75", "COCO segm AP"]
+                seg,
+                [
+                    f"instance segmentation ({test})",
+                    "AP25",
+                    "AP50",
+                    "AP70",
+                    "AP75",
+                    "COCO segm AP",
+                ],
             ),
         ]
     )

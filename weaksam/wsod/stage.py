@@ -324,7 +324,7 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         if ub and m.get("ap50_voc07") is not None:
             m["ratio_to_upper_bound"] = m["ap50_voc07"] / ub
     title = f"WSOD on {cfg.name} ({metrics['proposal_source']} proposals)"
-    metrics["table"] = comparison_table(metrics["methods"], title)
+    metrics["table"] = comparison_table(metrics["methods"], title, train_split, test_split)
     log.info("\n%s", metrics["table"])
     return metrics
 

@@ -7,11 +7,11 @@ from typing import Any
 
 from weaksam.eval.table import format_table
 
-TABLE_HEADERS = (
+TABLE_HEADERS = (  # {train} / {test}: the run's split names (comparison_table)
     "method",
-    "AP50 VOC07 (test)",
-    "AP50 all-pt (test)",
-    "CorLoc (train)",
+    "AP50 VOC07 ({test})",
+    "AP50 all-pt ({test})",
+    "CorLoc ({train})",
     "train s",
     "infer s",
 )
@@ -69,6 +69,10 @@ def comparison_rows(methods: Mapping[str, Mapping[str, Any]]) -> list[list[Any]]
     ]
 
 
-def comparison_table(methods: Mapping[str, Mapping[str, Any]], title: str) -> str:
-    """The printed comparison table (``supervised`` is the ground-truth upper bound)."""
-    return format_table(comparison_rows(methods), list(TABLE_HEADERS), title=title, decimals=3)
+def comparison_table(
+    methods: Mapping[str, Mapping[str, Any]], title: str, train: str = "train", test: str = "test"
+) -> str:
+    """The printed comparison table (``supervised`` is the ground-truth upper bound); the
+    headers name the splits ``train`` and ``test``."""
+    heads = [h.format(train=train, test=test) for h in TABLE_HEADERS]
+    return format_table(comparison_rows(methods), heads, title=title, decimals=3)
