@@ -138,3 +138,8 @@ def test_dropped_rois_are_logged_from_operate_iter(
     fg = [h["rois_foreground"] for h in state["history"]]
     assert dropped[:2] == [0, 0] and all(d > 0 for d in dropped[2:])
     assert np.all(np.asarray(dropped) <= np.asarray(fg))
+    # thresholds 0: every foreground RoI is over both, before and after the switch-on step;
+    # while drop is on, the RoIs over both are exactly the ones dropped
+    assert [h["rois_over_both"] for h in state["history"]] == fg
+    assert [h["rois_over_both_active"] for h in state["history"]] == dropped
+    assert [h["rois_foreground_active"] for h in state["history"]] == [0, 0, *fg[2:]]

@@ -90,10 +90,13 @@ def test_roi_drop_counts_split_before_and_after_switch_on() -> None:
             "rois_over_cls": 1,
             "rois_over_reg": 4,
             "rois_over_both": 1,
-            "drop_active": True,
+            "rois_foreground_active": 5,  # the window in which drop switched on
+            "rois_over_reg_active": 3,
+            "rois_over_both_active": 1,
         },
     ]
     got = roi_drop_counts(history)
     assert (got["rois_foreground"], got["rois_over_cls"], got["rois_over_both"]) == (18, 4, 2)
-    assert (got["rois_foreground_active"], got["rois_over_reg_active"]) == (8, 4)
+    assert (got["rois_foreground_active"], got["rois_over_reg_active"]) == (5, 3)
+    assert got["rois_over_both_active"] == 1 and got["rois_over_cls_active"] == 0
     assert roi_drop_counts([])["rois_over_both_active"] == 0

@@ -170,9 +170,9 @@ def evaluate_detections(manifest: str, path: str, split: str, masks: bool) -> di
 
 def roi_drop_counts(history: Sequence[Mapping[str, Any]]) -> dict[str, int]:
     """Sums over a training history of the foreground RoIs seen, those over each RoI-drop
-    threshold and over both, before and after drop switched on (``*_active``): whether drop
-    can act at all on this data, and why not (thresholds against the losses' scale, or the
-    switch-on step against the schedule)."""
+    threshold and over both, in all steps and in the steps with drop switched on
+    (``*_active``, counted per step): whether drop can act at all on this data, and why not
+    (thresholds against the losses' scale, or the switch-on step against the schedule)."""
     out = dict.fromkeys(
         (
             f"rois_{k}{w}"
@@ -182,11 +182,8 @@ def roi_drop_counts(history: Sequence[Mapping[str, Any]]) -> dict[str, int]:
         0,
     )
     for h in history:
-        for k in ("foreground", "over_cls", "over_reg", "over_both"):
-            n = int(h.get(f"rois_{k}", 0))
-            out[f"rois_{k}"] += n
-            if h.get("drop_active"):
-                out[f"rois_{k}_active"] += n
+        for key in out:
+            out[key] += int(h.get(key, 0))
     return out
 
 

@@ -140,6 +140,7 @@ def fit(
     window: dict[str, list[float]] = {}
     dropped = foreground = 0
     over = np.zeros(3, dtype=np.int64)  # foreground RoIs over thresh_cls, thresh_reg, both
+    over_active = np.zeros(4, dtype=np.int64)  # foreground and the same, while drop is on
     cache = ImageCache(cfg.cache_mb if cfg.cache_images else 0)
     state: dict[str, Any] = {}
     t0 = time.time()
@@ -163,6 +164,8 @@ def fit(
             window.setdefault(k, []).append(float(v.detach()))
         dropped, foreground = dropped + heads.dropped, foreground + heads.foreground
         over += heads.over
+        if heads.drop_active:
+            over_active += (heads.foreground, *heads.over)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             point: dict[str, Any] = {k: float(np.mean(v)) for k, v in window.items()}
@@ -175,7 +178,10 @@ def fit(
                 rois_over_cls=int(over[0]),
                 rois_over_reg=int(over[1]),
                 rois_over_both=int(over[2]),
-                drop_active=bool(heads.drop_active),
+                rois_foreground_active=int(over_active[0]),
+                rois_over_cls_active=int(over_active[1]),
+                rois_over_reg_active=int(over_active[2]),
+                rois_over_both_active=int(over_active[3]),
             )
             history.append(point)
             if rank == 0:
@@ -190,6 +196,7 @@ def fit(
                 )
             window, dropped, foreground, t0 = {}, 0, 0, time.time()
             over[:] = 0
+            over_active[:] = 0
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             state = {
                 "model": unwrap(model).state_dict(),
