@@ -15,7 +15,11 @@ and the CDB block, with its own optimiser, minimises ``-weight * L`` (``weight``
 second forward pass (:func:`weaksam.wsod.training.fit`). At inference the block does nothing.
 
 The reference settings (wetectron's defaults): ``drop_prob`` 0.3, ``block_size`` 3, Concrete
-temperature 0.01, hard masks; the CDB optimiser Adam at lr 1e-5, weight decay 5e-4.
+temperature 0.01, hard masks; the CDB optimiser Adam at lr 1e-5, weight decay 5e-4. The design
+(a residual block scoring cells, seeds bounded by the DropBlock budget, DropBlock's rescale)
+is the method's as its reference implementation realises it; the reference code is under a
+non-commercial licence and none of it is copied here. At temperature 0.01 the relaxed sample
+saturates, so the adversary's gradient is small except near the decision boundary.
 """
 
 from __future__ import annotations
