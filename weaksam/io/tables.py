@@ -80,6 +80,16 @@ def _path_base(root: str, path: str) -> str:
     return posixpath.relpath(base, posixpath.dirname(file))
 
 
+def _locate(path: str) -> tuple[pafs.FileSystem, str, bool]:
+    """``(filesystem, path in it, is a folder)`` of a table location; raises
+    ``FileNotFoundError`` when nothing is there."""
+    fs, p = storage.resolve(path)
+    info = fs.get_file_info(p)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"no table at {path}")
+    return fs, p, info.type == pafs.FileType.Directory
+
+
 def read_table(
     path: str, table: str | None = None, columns: Sequence[str] | None = None
 ) -> pa.Table:
@@ -87,11 +97,8 @@ def read_table(
 
     Files whose names start with ``_`` or ``.`` (markers, metrics) are skipped.
     """
-    fs, p = storage.resolve(path)
-    info = fs.get_file_info(p)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"no table at {path}")
-    if info.type == pafs.FileType.Directory:
+    fs, p, is_dir = _locate(path)
+    if is_dir:
         ds = pads.dataset(p, filesystem=fs, format="parquet", exclude_invalid_files=True)
         tbl = ds.to_table(columns=list(columns) if columns else None)
         files = ds.files
@@ -102,7 +109,7 @@ def read_table(
         tbl = pq.read_table(p, filesystem=fs, columns=list(columns) if columns else None)
     if table is not None and columns is None:
         tbl = validate_table(tbl, table)
-    folder = path if info.type == pafs.FileType.Directory else storage.parent(path)
+    folder = path if is_dir else storage.parent(path)
     return _resolve_paths(tbl, folder)
 
 
@@ -115,11 +122,8 @@ def iter_batches(
     batches are not rebased like :func:`read_table`'s tables)."""
     if "path" in columns:
         raise ValueError("iter_batches does not resolve relative paths: use read_table")
-    fs, p = storage.resolve(path)
-    info = fs.get_file_info(p)
-    if info.type == pafs.FileType.NotFound:
-        raise FileNotFoundError(f"no table at {path}")
-    if info.type == pafs.FileType.Directory:
+    fs, p, is_dir = _locate(path)
+    if is_dir:
         ds = pads.dataset(p, filesystem=fs, format="parquet", exclude_invalid_files=True)
         files = sorted(ds.files)
     else:
