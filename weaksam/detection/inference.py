@@ -8,11 +8,13 @@ key check. The ``retrain`` and ``wsis`` stages write it from their training stat
 service's fixtures).
 
 :class:`DetectorBatchPredictor` is what Ray Data's ``map_batches`` runs on an actor pool: its
-``__init__`` loads the model once per actor, its ``__call__`` takes a dict batch of
-:data:`INPUT_COLUMNS` (numpy arrays) and returns a ``detections`` table, one row per input
-row: boxes (XYXY, original pixels), scores, 0-based classes and, for Mask R-CNN, RLE masks
-(mask probability ``>= mask_threshold``). An image that cannot be decoded becomes an error
-row. It runs without Ray too (tests call it directly).
+``__init__`` loads the model once per actor (and, given the manifest, the rows of one split),
+its ``__call__`` takes a dict batch of :data:`INPUT_COLUMNS` (numpy arrays), or of
+``image_id`` alone as :func:`predict_with_ray_data` reads them from the manifest, and returns a
+``detections`` table, one row per input row of the split: boxes (XYXY, original pixels),
+scores, 0-based classes and, for Mask R-CNN, RLE masks (mask probability
+``>= mask_threshold``). An image that cannot be decoded becomes an error row. It runs without
+Ray too (tests call it directly).
 """
 
 from __future__ import annotations
