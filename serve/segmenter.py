@@ -91,13 +91,13 @@ class Segmenter:
 
         A point prompt gives SAM's multimask output with the best predicted IoU (all three
         with ``multimask``), as ``SamPredictor.predict(..., multimask_output=True)`` users
-        pick; a box prompt the best of three (``box_mask_token = -1``).
+        pick; a box prompt the best of three (``box_mask = "best_iou"``).
         """
         eng = self.engine(
             keep_multimask_tokens=(0, 1, 2),
             point_pred_iou_thresh=0.0,
             return_masks=True,
-            box_mask_token=-1,
+            box_mask="best_iou",
         )
         emb = eng.embed_image(image)
         parts: list[tuple[PromptMasks, str]] = []
