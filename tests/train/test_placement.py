@@ -9,6 +9,7 @@ from weaksam.train.placement import (
     decide_actor_gpus,
     decide_gpu,
     parse_policy,
+    pool_cpus,
     pool_sizes,
 )
 
@@ -85,3 +86,11 @@ def test_actor_pools_follow_advertised_gpus_and_say_when_cuda_is_missing(
     assert not decide_actor_gpus("auto", 1, what="x", resources=NO_GPU, probe=_never_called).use_gpu
     assert not decide_actor_gpus("false", 1, what="x", resources=TWO_GPUS).use_gpu
     assert decide_actor_gpus("auto", 2, what="x", resources=TWO_GPUS, probe=lambda: True).use_gpu
+
+
+def test_pool_cpus_leave_room_for_the_read_tasks() -> None:
+    assert pool_cpus(1.0, 2, on_gpu=False, cluster_cpus=2.0) == 0.5  # one CPU left free
+    assert pool_cpus(1.0, 1, on_gpu=False, cluster_cpus=8.0) == 1.0  # room already
+    assert pool_cpus(2.0, 4, on_gpu=False, cluster_cpus=4.0) == 0.75
+    assert pool_cpus(1.0, 1, on_gpu=False, cluster_cpus=1.0) == 1.0  # nothing to spare
+    assert pool_cpus(3.0, 4, on_gpu=True, cluster_cpus=2.0) == 3.0  # GPU pools: as asked

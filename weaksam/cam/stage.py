@@ -32,6 +32,7 @@ from weaksam.cam.training import export_classifier, load_classifier
 from weaksam.config import Config, config_hash, to_dict
 from weaksam.data.imageio import load_image
 from weaksam.eval.table import format_table
+from weaksam.io.parts import read_pool_inputs
 from weaksam.io.rle import decode_masks
 from weaksam.io.tables import read_classes, read_table
 from weaksam.runs import classifier_path, file_digest, manifest_path, points_path, read_success
@@ -156,7 +157,6 @@ def classify_table(metrics: dict[str, Any]) -> str:
 
 def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Peak points of every manifest image with Ray Data; quality metrics and ``peaks.png``."""
-    import ray
 
     ctx.ray_init()
     manifest = _manifest(ctx.run_dir)
@@ -171,14 +171,9 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     else:
         storage.remove(out)
     device = decide_actor_gpus(pcfg.use_gpu, pcfg.actors, what="peaks: actors")
-    cpus = pcfg.actor_cpus
-    if not device.use_gpu:  # room for the read task next to the pool
-        cpus = pool_cpus(cpus, pcfg.actors, float(ray.cluster_resources().get("CPU", 1.0)))
     # The actors read the manifest rows (and images) from storage; Ray Data reads the ids.
-    per_block = max(pcfg.batch_size, min(-(-num_images // (4 * pcfg.actors)), 256))
-    fs, path = storage.resolve(manifest)
-    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["image_id"])
-    ds = ds.repartition(target_num_rows_per_block=per_block).map_batches(
+    ds = read_pool_inputs(manifest, ("image_id",), num_images, pcfg.batch_size, pcfg.actors)
+    ds = ds.map_batches(
         PeakExtractor,
         fn_constructor_kwargs={
             "checkpoint": checkpoint,
@@ -192,7 +187,7 @@ def run_peaks(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         batch_size=pcfg.batch_size,
         batch_format="pyarrow",  # keeps nulls (numpy batches turn a null string into NaN)
         num_gpus=1 if device.use_gpu else 0,
-        num_cpus=cpus,
+        num_cpus=pool_cpus(pcfg.actor_cpus, pcfg.actors, device.use_gpu),
     )
     # min and max: shards of rows_per_file rows, not one small file per batch
     n = pcfg.rows_per_file

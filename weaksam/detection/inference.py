@@ -33,7 +33,7 @@ from weaksam.detection.config import DetectorModelConfig, RoIDropConfig
 from weaksam.detection.data import image_tensor
 from weaksam.detection.model import build_detector, set_inference_size
 from weaksam.io.classes import ClassMap
-from weaksam.io.parts import write_and_read_parts
+from weaksam.io.parts import read_pool_inputs, write_and_read_parts
 from weaksam.io.rle import encode_masks
 from weaksam.io.schemas import empty_row, error_row, rows_to_table
 from weaksam.io.tables import read_table
@@ -218,17 +218,9 @@ def predict_with_ray_data(
     actor pool: Ray Data reads the manifest's ids from storage, each actor reads the rows of
     the split itself and writes the detections into ``parts_dir`` (emptied first:
     :func:`weaksam.io.parts.write_parts`), read back from there as one table (row order not
-    guaranteed). ``num_images`` (the split's) sizes the blocks."""
-    import ray
-
-    n_blocks = max(1, min(num_images // max(1, batch_size), 4 * num_actors))
-    rows_per_block = max(batch_size, min(-(-num_images // n_blocks), 256))
-    fs, path = storage.resolve(manifest)
-    cpus = cpus_per_actor
-    if not use_gpu:
-        cpus = pool_cpus(cpus, num_actors, float(ray.cluster_resources().get("CPU", 1.0)))
-    ds = ray.data.read_parquet(path, filesystem=fs).select_columns(["image_id"])
-    ds = ds.repartition(target_num_rows_per_block=rows_per_block)
+    guaranteed). ``num_images`` (the split's) sizes the blocks
+    (:func:`weaksam.io.parts.read_pool_inputs`)."""
+    ds = read_pool_inputs(manifest, ("image_id",), num_images, batch_size, num_actors)
     ds = ds.map_batches(
         DetectorBatchPredictor,
         fn_constructor_kwargs={
@@ -242,7 +234,7 @@ def predict_with_ray_data(
         compute=actor_pool(num_actors, max_actors, use_gpu),
         batch_size=batch_size,
         batch_format="numpy",
-        num_cpus=cpus,
+        num_cpus=pool_cpus(cpus_per_actor, num_actors, use_gpu),
         num_gpus=1 if use_gpu else 0,
     )
     return write_and_read_parts(ds, parts_dir, "detections", classes)

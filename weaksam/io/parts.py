@@ -1,14 +1,18 @@
-"""Writing a Ray Data dataset of contract rows as a folder of Parquet parts.
+"""Ray Data and Parquet for actor pools: the pool's inputs read from storage, its contract
+rows written as a folder of Parquet parts.
 
-The workers that made the rows write them (``Dataset.write_parquet``): nothing passes through
-the driver. Each file holds ``rows_per_file`` rows (the last fewer; Ray Data gathers blocks
-until a file is full, instead of one small file per batch), and its schema carries the
-contract's metadata and the class map, as :func:`weaksam.io.tables.write_table`'s files do, so
+:func:`read_pool_inputs` reads a table's columns with Ray Data's read tasks, cut into blocks
+small enough that every actor of a pool gets work. The workers that made the rows write them
+(``Dataset.write_parquet``): nothing passes through the driver. Each file holds
+``rows_per_file`` rows (the last fewer; Ray Data gathers blocks until a file is full, instead
+of one small file per batch), and its schema carries the contract's metadata and the class
+map, as :func:`weaksam.io.tables.write_table`'s files do, so
 :func:`weaksam.io.tables.read_table` reads the folder as one table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
@@ -41,6 +45,34 @@ def write_parts(
     )
 
 
+MAX_BLOCK_ROWS = 256
+
+
+def rows_per_block(num_rows: int, batch_size: int, num_actors: int) -> int:
+    """Rows of one input block of a pool of ``num_actors`` that takes ``batch_size`` rows a
+    call: about one batch a block, at most four blocks an actor, at most
+    :data:`MAX_BLOCK_ROWS` rows (never less than a batch)."""
+    n_blocks = max(1, min(num_rows // max(1, batch_size), 4 * num_actors))
+    return max(batch_size, min(-(-num_rows // n_blocks), MAX_BLOCK_ROWS))
+
+
+def read_pool_inputs(
+    source: str, columns: Sequence[str], num_rows: int, batch_size: int, num_actors: int
+) -> Any:
+    """A ``ray.data.Dataset`` of ``columns`` of the Parquet table at ``source`` (a file or a
+    folder of parts, a :mod:`weaksam.storage` location), read by Ray Data's tasks and cut
+    into blocks of :func:`rows_per_block` rows (files give the blocks at scale; a small table
+    of one file is split so that every actor works). ``num_rows``: the rows the pool will
+    use (they size the blocks)."""
+    import ray
+
+    fs, _ = storage.resolve(source)
+    files = storage.list_files(source, ".parquet") if storage.is_dir(source) else [source]
+    ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs)
+    per_block = rows_per_block(num_rows, batch_size, num_actors)
+    return ds.select_columns(list(columns)).repartition(target_num_rows_per_block=per_block)
+
+
 def write_and_read_parts(
     ds: Any, folder: str, table: str, classes: ClassMap | None = None
 ) -> pa.Table:
@@ -53,4 +85,11 @@ def write_and_read_parts(
     return read_table(folder, table)
 
 
-__all__ = ["ROWS_PER_FILE", "write_and_read_parts", "write_parts"]
+__all__ = [
+    "MAX_BLOCK_ROWS",
+    "ROWS_PER_FILE",
+    "read_pool_inputs",
+    "rows_per_block",
+    "write_and_read_parts",
+    "write_parts",
+]

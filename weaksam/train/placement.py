@@ -175,12 +175,23 @@ def actor_pool(min_actors: int, max_actors: int, on_gpu: bool) -> ActorPoolStrat
 
 
 def pool_cpus(
-    per_actor: float, num_actors: int, cluster_cpus: float, reserve: float = 1.0
+    per_actor: float,
+    num_actors: int,
+    on_gpu: bool,
+    cluster_cpus: float | None = None,
+    reserve: float = 1.0,
 ) -> float:
-    """The CPUs each actor of a CPU pool reserves: ``per_actor``, capped so that
-    ``num_actors`` of them leave ``reserve`` CPUs of the cluster's ``cluster_cpus`` to the
-    dataset's read and repartition tasks (a pool holding every CPU starves them and the job
-    hangs). Only the reservation shrinks, not the actors' threads."""
+    """The CPUs each actor of a pool reserves: ``per_actor`` on GPUs; on CPUs capped so that
+    ``num_actors`` of them leave ``reserve`` CPUs of the cluster's ``cluster_cpus`` (default:
+    ``ray.cluster_resources()``) to the dataset's read and repartition tasks (a pool holding
+    every CPU starves them and the job hangs). Only the reservation shrinks, not the actors'
+    threads."""
+    if on_gpu:
+        return per_actor
+    if cluster_cpus is None:
+        import ray
+
+        cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
     free = cluster_cpus - reserve if cluster_cpus > reserve else cluster_cpus
     return max(0.01, min(per_actor, free / max(1, num_actors)))
 

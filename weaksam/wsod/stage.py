@@ -32,7 +32,7 @@ from weaksam.config import Config, config_hash, to_dict
 from weaksam.eval import detections_to_coco_results, evaluate, load_manifest_gt, to_jsonable
 from weaksam.eval.formats import load_detections_table
 from weaksam.io.classes import ClassMap
-from weaksam.io.parts import write_and_read_parts
+from weaksam.io.parts import read_pool_inputs, write_and_read_parts
 from weaksam.io.schemas import error_row
 from weaksam.io.tables import read_classes, read_table, write_table
 from weaksam.runs import (
@@ -131,24 +131,11 @@ def predict_with_ray_data(
     ``parts_dir`` (emptied first: :func:`weaksam.io.parts.write_parts`), read back from there
     as one table. Neither the proposals nor the detections pass through the driver.
 
-    ``num_images`` (the images of ``splits``) sizes the blocks: about one batch each, at most
-    four per actor."""
-    import ray
-
+    ``num_images`` (the images of ``splits``) sizes the blocks
+    (:func:`weaksam.io.parts.read_pool_inputs`)."""
     test = cfg.test
-    source, columns = (proposals, list(PROPOSAL_COLUMNS)) if proposals else (manifest, ["image_id"])
-    fs, _ = storage.resolve(source)
-    files = storage.list_files(source, ".parquet") if storage.is_dir(source) else [source]
-    # About one batch a block, at most four blocks an actor and 256 rows a block (files give
-    # the blocks at scale; a small table of one file is split so that every actor works).
-    n_blocks = max(1, min(num_images // max(1, test.batch_size), 4 * test.num_actors))
-    rows_per_block = max(test.batch_size, min(-(-num_images // n_blocks), 256))
-    cpus = test.cpus_per_actor
-    if not use_gpu:
-        cluster_cpus = float(ray.cluster_resources().get("CPU", 1.0))
-        cpus = pool_cpus(cpus, test.num_actors, cluster_cpus)
-    ds = ray.data.read_parquet([storage.resolve(f)[1] for f in files], filesystem=fs)
-    ds = ds.select_columns(columns).repartition(target_num_rows_per_block=rows_per_block)
+    source, columns = (proposals, PROPOSAL_COLUMNS) if proposals else (manifest, ("image_id",))
+    ds = read_pool_inputs(source, columns, num_images, test.batch_size, test.num_actors)
     ds = ds.map_batches(
         WSODBatchPredictor,
         fn_constructor_kwargs={
@@ -164,7 +151,7 @@ def predict_with_ray_data(
         compute=actor_pool(test.num_actors, test.max_actors, use_gpu),
         batch_size=test.batch_size,
         batch_format="pyarrow",  # keeps nulls (numpy batches turn a null string into NaN)
-        num_cpus=cpus,
+        num_cpus=pool_cpus(test.cpus_per_actor, test.num_actors, use_gpu),
         num_gpus=1 if use_gpu else 0,
     )
     return write_and_read_parts(ds, parts_dir, "detections", classes)
