@@ -213,9 +213,6 @@ def usable_proposals(
     return boxes, None
 
 
-_NOT_KEPT = np.zeros((0, 4), np.float32)  # a usable image whose boxes another worker keeps
-
-
 def shard_of(items: Sequence[T], rank: int, world: int) -> list[T]:
     """Worker ``rank`` of ``world``'s share ``items[rank::world]`` (all of them when that is
     empty: fewer items than workers)."""
@@ -248,13 +245,14 @@ def join_proposals(
     """
     by_id = {str(r["image_id"]): r for r in manifest_rows}
 
-    counts: dict[str, int] = {}
-
-    def scan(keep: set[str] | None, store: bool) -> tuple[dict[str, FloatArray], dict[str, str]]:
-        """Filter every row (the last one of an id wins); boxes of ``keep`` (None: all) are
-        kept when ``store``, the others only counted as usable (an empty placeholder)."""
-        counts.clear()
-        found: dict[str, FloatArray] = {}
+    def scan(
+        keep: set[str] | None,
+    ) -> tuple[dict[str, FloatArray], dict[str, int], dict[str, str]]:
+        """Filter every row (the last one of an id wins): the boxes of the usable images in
+        ``keep`` (None: all), the proposal count of every usable image, and why each other
+        image is skipped."""
+        kept: dict[str, FloatArray] = {}
+        counts: dict[str, int] = {}
         reasons: dict[str, str] = {}
         rows = (
             ((i, None) for i in by_id)
@@ -265,29 +263,26 @@ def join_proposals(
             boxes, reason = usable_proposals(
                 by_id[image_id], prow, cfg, grid=proposals is None, require_labels=require_labels
             )
-            found.pop(image_id, None)
-            reasons.pop(image_id, None)
-            counts.pop(image_id, None)
+            for seen in (kept, counts, reasons):
+                seen.pop(image_id, None)
             if boxes is None:
                 reasons[image_id] = str(reason)
                 continue
             counts[image_id] = len(boxes)
-            if store and (keep is None or image_id in keep):
-                found[image_id] = boxes
-            else:
-                found[image_id] = _NOT_KEPT
-        for image_id in by_id.keys() - found.keys() - reasons.keys():  # no proposals row
+            if keep is None or image_id in keep:
+                kept[image_id] = boxes
+        for image_id in by_id.keys() - counts.keys() - reasons.keys():  # no proposals row
             _, reason = usable_proposals(by_id[image_id], None, cfg, require_labels=require_labels)
             reasons[image_id] = str(reason)
-        return found, reasons
+        return kept, counts, reasons
 
     two_pass = shard is not None and proposals is not None and shard[1] > 1
-    found, reasons = scan(None, store=not two_pass)
-    order = [i for i in by_id if i in found]
+    found, counts, reasons = scan(set() if two_pass else None)
+    order = [i for i in by_id if i in counts]
     if shard is not None:
         order = shard_of(order, *shard)
         if two_pass:  # read again, keeping this worker's boxes only
-            found, _ = scan(set(order), store=True)
+            found, _, _ = scan(set(order))
     data = SplitData([])
     data.skipped = {i: reasons[i] for i in by_id if i in reasons}
     data.proposal_counts = {i: counts[i] for i in by_id if i in counts}
