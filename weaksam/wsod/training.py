@@ -100,13 +100,9 @@ def _is_cdb(name: str) -> bool:
     return name.startswith(("cdb.", "module.cdb."))
 
 
-def build_cdb_optimizer(model: nn.Module, cfg: WSODTrainConfig) -> torch.optim.Optimizer | None:
-    """The Concrete DropBlock's own Adam (``cdb_lr``, ``cdb_weight_decay``, constant rate), or
-    None when the model has no CDB."""
-    params = [p for n, p in model.named_parameters() if _is_cdb(n) and p.requires_grad]
-    if not params:
-        return None
-    return torch.optim.Adam(params, lr=cfg.cdb_lr, weight_decay=cfg.cdb_weight_decay)
+def build_cdb_optimizer(cdb: ConcreteDropBlock, cfg: WSODTrainConfig) -> torch.optim.Optimizer:
+    """The Concrete DropBlock's own Adam (``cdb_lr``, ``cdb_weight_decay``, constant rate)."""
+    return torch.optim.Adam(cdb.parameters(), lr=cfg.cdb_lr, weight_decay=cfg.cdb_weight_decay)
 
 
 def _targets(
@@ -147,9 +143,9 @@ def fit(
     """
     tc = cfg.train
     opt = build_optimizer(model, tc)
-    cdb_opt = build_cdb_optimizer(model, tc)
     found = getattr(unwrap(model), "cdb", None)
-    cdb: ConcreteDropBlock | None = found if isinstance(found, ConcreteDropBlock) else None
+    cdb = found if isinstance(found, ConcreteDropBlock) else None
+    cdb_opt = build_cdb_optimizer(cdb, tc) if cdb is not None else None
     schedule = step_decay_schedule(tc)
     start = 0
     history: list[dict[str, Any]] = []
@@ -179,7 +175,7 @@ def fit(
         opt.step()
         for k in LOSS_KEYS:
             window[k].append(float(terms[k].detach()))
-        if cdb_opt is not None and cdb is not None:
+        if cdb is not None and cdb_opt is not None:
             # the adversary: a second pass, the CDB block alone steps on -weight * L
             window.setdefault("cdb_dropped", []).append(cdb.last_dropped)
             out = model(batch.images, batch.proposals, batch.scale, cfg.data.max_side, batch.flips)
@@ -210,7 +206,7 @@ def fit(
                 "model_config": to_dict(cfg.model),
                 "data": dict(sampler.stats),  # the training split's usable images
             }
-            if cdb_opt is not None:
+            if cdb is not None and cdb_opt is not None:
                 state["cdb_optimizer"] = cdb_opt.state_dict()
             last = history[-1] if history else {}
             reporter({"step": done, **{k: last.get(k, 0.0) for k in LOSS_KEYS}}, state)
