@@ -28,8 +28,8 @@ class PGTMaskJobConfig:
         batch_size: images per ``map_batches`` call. decode_cpus: CPUs of each decode task.
         rows_per_file: row cap per Parquet shard. max_pixels: larger images are error rows.
         engine: SAM settings; ``engine.box_mask`` picks the mask of each box (``single``:
-            SAM's ``multimask_output=False``; ``best_iou``: the multimask output with the
-            highest predicted IoU, the default so far; ``token``: a fixed multimask output).
+            SAM's ``multimask_output=False``, the default; ``best_iou``: the multimask output
+            with the highest predicted IoU; ``token``: a fixed multimask output).
     """
 
     num_actors: int = 1
@@ -58,9 +58,9 @@ class PGTStageConfig:
         mode: ``adaptive`` (WeakSAM's ``pgt`` rule, without its bugs) or ``top1``.
         t_keep / t_con: the adaptive rule's thresholds (0.5, 0.85).
         normalization: the adaptive rule's per-class score normalisation: ``reference``
-            (``s / (max - min)``, the reference code's, method §4.1) or ``minmax``
-            (``(s - min) / (max - min)``, this project's first rule and still the default: the
-            bench figures were measured with it; the switch waits for a bench run).
+            (``s / (max - min)``, the reference code's, method §4.1; the default) or ``minmax``
+            (``(s - min) / (max - min)``, this project's first rule; docs/benchmarks.md
+            compares the two on the bench).
         masks: prompt SAM with each PGT box for masks (needed by the ``wsis`` stage).
         bbox_source: the COCO json's ``bbox``: ``pgt`` (the PGT box) or ``mask`` (the mask's
             tight box). The ``pgt`` table always keeps the PGT boxes.
@@ -70,7 +70,7 @@ class PGTStageConfig:
     mode: str = "adaptive"
     t_keep: float = 0.5
     t_con: float = 0.85
-    normalization: str = "minmax"
+    normalization: str = "reference"
     masks: bool = True
     bbox_source: str = "pgt"
     mask_job: PGTMaskJobConfig = field(default_factory=PGTMaskJobConfig)

@@ -95,9 +95,9 @@ class EngineConfig:
         point_pred_iou_thresh: optional predicted-IoU filter for point/class prompts (WeakSAM:
             none, 0).
         box_mask: the mask each box prompt gives: ``single`` (SAM's single-mask output,
-            ``multimask_output=False``, SAM's own use of box prompts), ``best_iou`` (the
-            multimask output with the highest predicted IoU) or ``token`` (the multimask
-            output ``box_mask_token``, 0–2).
+            ``multimask_output=False``, SAM's own use of box prompts; the default),
+            ``best_iou`` (the multimask output with the highest predicted IoU) or ``token``
+            (the multimask output ``box_mask_token``, 0–2).
         box_mask_token: the multimask output of ``box_mask: token``.
         return_masks: also return RLE masks (only ever built for masks that are kept).
         keep_empty: keep point/class proposals whose mask is empty (box ``[0, 0, 0, 0]``);
@@ -124,7 +124,7 @@ class EngineConfig:
     mask_threshold: float = 0.0
     keep_multimask_tokens: tuple[int, ...] = (1, 2)
     point_pred_iou_thresh: float = 0.0
-    box_mask: str = "best_iou"
+    box_mask: str = "single"
     box_mask_token: int = 0
     return_masks: bool = False
     keep_empty: bool = False
