@@ -56,7 +56,7 @@ def render_peaks_sheet(
                 colors=[class_color(int(c)) for c in pcls[sel]],
             )
             tiles.append(tile)
-            titles.append(f"{row['image_id']} {kind}: {shown}")
+            titles.append(f"{split} {row['image_id']} {kind}: {shown}")
     if not tiles:
         return np.zeros((8, 8, 3), dtype=np.uint8)
     return contact_sheet(tiles, ncols=2 * len(cfg.map_kinds), titles=titles)

@@ -252,7 +252,10 @@ def data_section(ctx: SampleContext) -> Section:
     reason = ctx.need("data", "data/contact_sheet.png")
     if reason is None:
         sec.figures.append(
-            ("data/contact_sheet.png", "Synthetic training images with their ground truth.")
+            (
+                "data/contact_sheet.png",
+                "Synthetic images (titled split/file) with their ground truth.",
+            )
         )
     else:
         sec.missing.append(f"the contact sheet of the synthetic data: {reason}")
@@ -266,8 +269,8 @@ def peaks_section(ctx: SampleContext) -> Section:
         sec.figures.append(
             (
                 "peaks/peaks.png",
-                "Class maps (max over the image's classes) of test images with their peak "
-                "points, per map kind.",
+                "Class maps (max over the image's classes) of images of split "
+                f"`{ctx.train_test[1]}` with their peak points, per map kind.",
             )
         )
     else:
@@ -343,7 +346,13 @@ def wsod_section(ctx: SampleContext) -> Section:
     sec = Section("Weakly-supervised detector (WSOD) training")
     reason = ctx.need("wsod", "wsod/curves.png")
     if reason is None:
-        sec.figures.append(("wsod/curves.png", "WSOD loss terms and learning rate per step."))
+        train, _ = ctx.train_test
+        sec.figures.append(
+            (
+                "wsod/curves.png",
+                f"WSOD loss terms and learning rate per step (training on split `{train}`).",
+            )
+        )
     else:
         sec.missing.append(f"the WSOD training curves: {reason}")
     return sec
@@ -461,8 +470,8 @@ def _curves(
 
 
 def pr_section(ctx: SampleContext) -> Section:
-    sec = Section("Precision-recall on the test split")
     _, test = ctx.train_test
+    sec = Section(f"Precision-recall on split `{test}`")
     panels: list[PRPanel] = []
     gt = None
     for stage, label in (("retrain", "Faster R-CNN (retrain)"), ("wsis", "Mask R-CNN (wsis)")):
@@ -477,7 +486,7 @@ def pr_section(ctx: SampleContext) -> Section:
         voc = eval_detection_voc(gt.records, dets, num_classes, 0.5, use_07_metric=True)
         panels.append(
             PRPanel(
-                f"{label}, boxes, IoU > 0.5\nmAP {voc.map:.3f} (VOC07 11-point)",
+                f"{label} on {test}, boxes, IoU > 0.5\nmAP {voc.map:.3f} (VOC07 11-point)",
                 _curves(ctx, voc.precision, voc.recall, voc.npos, voc.ap),
             )
         )
@@ -489,7 +498,8 @@ def pr_section(ctx: SampleContext) -> Section:
             ap = ap_from_curves(prec, rec, npos, use_07_metric=False)
             panels.append(
                 PRPanel(
-                    f"{label}, masks, IoU >= 0.5\nmask AP50 {nanmean(ap):.3f} (all-point)",
+                    f"{label} on {test}, masks, IoU >= 0.5\n"
+                    f"mask AP50 {nanmean(ap):.3f} (all-point)",
                     _curves(ctx, prec, rec, npos, ap),
                 )
             )

@@ -279,7 +279,9 @@ def run_wsod(cfg: Config, ctx: StageContext) -> dict[str, Any]:
         state = train_method(mcfg, job, ray_train, name, use_gpu=train.use_gpu)
         train_s = time.time() - t0
         ckpt = export_checkpoint(state, model_file(out_dir))
-        plot_curves(state["history"], storage.join(out_dir, "curves.png"), method)
+        plot_curves(
+            state["history"], storage.join(out_dir, "curves.png"), f"{method} on {train_split}"
+        )
         t0 = time.time()
         parts = detection_parts(out_dir)
         dets = predict_with_ray_data(
