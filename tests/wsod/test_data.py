@@ -58,6 +58,28 @@ def test_filter_clip_dedup_min_size_and_cap() -> None:
     assert filter_proposals([], None, 10, 10, cfg).shape == (0, 4)
 
 
+def test_dedup_grid_as_wsod2() -> None:
+    """WSOD2's LoadProposals: boxes equal after round(box / 8) are one (8 px at VOC's 500 px;
+    4 px on a 250-px image by the min_size_ref rule)."""
+    boxes = np.array(
+        [[0, 0, 40, 40], [1, 1, 41, 41], [0, 0, 42, 40], [100, 0, 140, 40]], np.float32
+    )
+    exact = WSODDataConfig(min_size=0)
+    assert len(filter_proposals(boxes, None, 100, 500, exact)) == 4
+    voc = WSODDataConfig(min_size=0, dedup_grid=8)
+    # /8 at 500 px: (0,0,5,5), (0.125..5.125 -> 0,0,5,5), (0,0,5.25->5,5), (12.5->12,0,17.5->18,5)
+    np.testing.assert_array_equal(
+        filter_proposals(boxes, None, 100, 500, voc), [[0, 0, 40, 40], [100, 0, 140, 40]]
+    )
+    # a 250-px image: a 4-px grid; x2 42 / 4 = 10.5 rounds to 10 (= 40 / 4), 41 / 4 = 10.25
+    np.testing.assert_array_equal(
+        filter_proposals(boxes, None, 100, 250, voc), [[0, 0, 40, 40], [100, 0, 140, 40]]
+    )
+    shifted = np.array([[0, 0, 40, 40], [3, 0, 43, 40]], np.float32)  # 3 / 4 rounds to 1
+    assert len(filter_proposals(shifted, None, 100, 250, voc)) == 2
+    assert len(filter_proposals(shifted, None, 100, 500, voc)) == 1  # 3 / 8 rounds to 0
+
+
 def test_grid_proposals_fit_the_image() -> None:
     g = grid_proposals(100, 200)
     assert g.shape[1] == 4 and len(g) > 50

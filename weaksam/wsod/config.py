@@ -115,7 +115,10 @@ class WSODDataConfig:
     Attributes:
         min_size: proposals narrower or shorter than ``min_size * max(H, W) / min_size_ref``
             pixels (original image) are dropped (the method: 20 px at VOC's ~500 px).
-        min_size_ref: the image side at which ``min_size`` applies.
+        min_size_ref: the image side at which ``min_size`` and ``dedup_grid`` apply.
+        dedup_grid: 0 drops exact duplicate proposals; ``g > 0`` also those equal after
+            ``round(box / g')``, ``g' = g * max(H, W) / min_size_ref`` (WSOD2's OICR: 8 px on
+            VOC, its ``LoadProposals`` hash).
         max_proposals: keep at most this many per image after filtering (0 = all, the
             method's setting).
         cap_order: which to keep under the cap: ``stored`` (first N in the table's order) or
@@ -135,6 +138,7 @@ class WSODDataConfig:
 
     min_size: float = 20.0
     min_size_ref: float = 500.0
+    dedup_grid: float = 0.0
     max_proposals: int = 0
     cap_order: str = "stored"
     train_scales: tuple[int, ...] = (480, 576, 688, 864, 1000, 1200)
@@ -150,7 +154,7 @@ class WSODDataConfig:
         check_at_least(self, 0, "cache_mb")
         check_nonempty(self, "train_scales")
         check_at_least(self, 1, "train_scales", "max_side")
-        check_at_least(self, 0, "min_size", "max_proposals")  # 0: keep all
+        check_at_least(self, 0, "min_size", "max_proposals", "dedup_grid")  # 0: keep all
         check_positive(self, "min_size_ref")
         check_fraction(self, "color_jitter")  # factors in [1 - j, 1 + j] stay >= 0
 

@@ -7,7 +7,9 @@ Only image-level ``labels`` reach training: the manifest is read with :data:`WEA
 Proposal filtering per image (:func:`filter_proposals`), in this order, in original pixels:
 
 1. clip to the image;
-2. drop exact duplicates (after clipping; the first occurrence is kept);
+2. drop duplicates (after clipping; the first occurrence is kept): exact ones, or with
+   ``data.dedup_grid`` boxes equal on a grid of that many pixels at ``min_size_ref`` (WSOD2's
+   OICR: ``round(box / 8)`` on VOC);
 3. drop boxes narrower or shorter than ``min_size * max(H, W) / min_size_ref`` pixels
    (the method's 20 px at VOC's ~500 px side);
 4. cap at ``max_proposals`` (0 = no cap): the first N in stored order (``cap_order:
@@ -97,7 +99,8 @@ def filter_proposals(
         else np.asarray(scores, np.float32)
     )
     if len(b):
-        _, first = np.unique(b, axis=0, return_index=True)
+        grid = cfg.dedup_grid * max(height, width) / cfg.min_size_ref
+        _, first = np.unique(np.round(b / grid) if grid > 0 else b, axis=0, return_index=True)
         order = np.sort(first)
         b, s = b[order], s[order]
     m = min_side_px(height, width, cfg)
