@@ -12,7 +12,7 @@ Each pair ``CLS:REG`` retrains Faster R-CNN on the pool's PGT with ``thresh_cls`
 ``thresh_reg`` REG (``off``: without drop) through the pipeline's own ``retrain`` stage
 (``--only retrain``, the same schedule and switch-on step as the bench) and scores it on the
 pool's test split. Prints one row per pair: AP50 (VOC07 11-point and all-point), the change
-against ``off``, and the foreground RoIs over each threshold and dropped once drop is on.
+against ``off``, the foreground RoIs over each threshold (all steps) and those dropped.
 The stage's outputs are replaced by each pair's, so the last pair's model stays in the run.
 """
 
@@ -51,6 +51,41 @@ def pair_overrides(pair: tuple[float, float] | None) -> list[str]:
     ]
 
 
+def sweep_table(rows: list[dict[str, Any]], run_dir: str) -> str:
+    """One row per pair: AP50, the change against ``off``, RoIs over each threshold in all steps
+    (with or without drop: how often the rule holds) and those dropped (from the switch-on)."""
+    base = next((r["ap50_voc07"] for r in rows if r["thresh_cls"] is None), None)
+    table = [
+        [
+            "off" if r["thresh_cls"] is None else f"{r['thresh_cls']:g} / {r['thresh_reg']:g}",
+            r["ap50_voc07"],
+            None if base is None else round(r["ap50_voc07"] - base, 4),
+            r["ap50_voc"],
+            r["rois_foreground"],
+            r["rois_over_cls"],
+            r["rois_over_reg"],
+            r["rois_over_both"],
+            r["rois_dropped"],
+        ]
+        for r in rows
+    ]
+    return format_table(
+        table,
+        [
+            "cls / reg",
+            "AP50 voc07",
+            "vs off",
+            "AP50 all-pt",
+            "fg",
+            ">cls",
+            ">reg",
+            ">both",
+            "dropped",
+        ],
+        title=f"RoI drop on {run_dir}: AP50 on its test split; foreground RoIs of all steps",
+    )
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     p.add_argument("--config", default="configs/tune_roi_drop.yaml")
@@ -63,7 +98,13 @@ def main() -> int:
         "1:3.96, and lower ones)",
     )
     p.add_argument("--out", default="")
+    p.add_argument("--show", default="", help="print the table of a saved --out file and stop")
     a = p.parse_args()
+    if a.show:
+        with open(a.show) as f:
+            saved = json.load(f)
+        print(sweep_table(saved["rows"], load_run_config(saved["config"]).run_dir))
+        return 0
     rows: list[dict[str, Any]] = []
     for pair in a.pairs:
         cfg = load_run_config(a.config, pair_overrides(pair))
@@ -80,28 +121,7 @@ def main() -> int:
             }
         )
         print(json.dumps(rows[-1]), flush=True)
-    base = next((r["ap50_voc07"] for r in rows if r["thresh_cls"] is None), None)
-    table = [
-        [
-            "off" if r["thresh_cls"] is None else f"{r['thresh_cls']:g} / {r['thresh_reg']:g}",
-            r["ap50_voc07"],
-            None if base is None else round(r["ap50_voc07"] - base, 4),
-            r["ap50_voc"],
-            r["rois_foreground_active"],
-            r["rois_over_cls_active"],
-            r["rois_over_reg_active"],
-            r["rois_over_both_active"] if r["thresh_cls"] is not None else 0,
-        ]
-        for r in rows
-    ]
-    print(
-        format_table(
-            table,
-            ["cls / reg", "AP50 voc07", "vs off", "AP50 all-pt", "fg", ">cls", ">reg", "dropped"],
-            title=f"RoI drop on {load_run_config(a.config).run_dir} (test split of the pool; "
-            "RoI counts from the switch-on step)",
-        )
-    )
+    print(sweep_table(rows, load_run_config(a.config).run_dir))
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"config": a.config, "rows": rows}, f, indent=1)
