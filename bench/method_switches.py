@@ -58,6 +58,7 @@ SWITCHES: dict[str, tuple[str, list[str], str, str]] = {
         "PGT normalised (s - min) / (max - min)",
         [
             "pgt.normalization=minmax",
+            "retrain.enabled=true",
             "retrain.compare_no_drop=false",
             "retrain.upper_bound=false",
             "wsis.enabled=false",
