@@ -60,7 +60,7 @@ class PGTStageConfig:
         normalization: the adaptive rule's per-class score normalisation: ``reference``
             (``s / (max - min)``, the reference code's, method §4.1; the default) or ``minmax``
             (``(s - min) / (max - min)``, this project's first rule; docs/benchmarks.md
-            compares the two on the bench).
+            compares the two on the RoI-drop tuning pool: the same PGT there).
         masks: prompt SAM with each PGT box for masks (needed by the ``wsis`` stage).
         bbox_source: the COCO json's ``bbox``: ``pgt`` (the PGT box) or ``mask`` (the mask's
             tight box). The ``pgt`` table always keeps the PGT boxes.
