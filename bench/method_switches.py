@@ -25,7 +25,7 @@ from typing import Any
 from ray_jobs._stage import execute
 from weaksam.config import load_run_config
 from weaksam.eval.table import format_table
-from weaksam.pipeline.results import collect_results
+from weaksam.pipeline.results import RESULT_KEYS, collect_results
 
 # name: (what it turns back, --set items, (only | from), stage)
 _EARLIER_WSOD = ["wsod.compare=[]", "wsod.method_overrides=[]", "wsod.model.mil_background=false"]
@@ -77,19 +77,6 @@ SWITCHES: dict[str, tuple[str, list[str], str, str]] = {
         "pgt",
     ),
 }
-FIGURES = (
-    "wsod_ap50_wsddn",
-    "wsod_ap50_oicr",
-    "wsod_ap50_mist",
-    "wsod_corloc",
-    "pgt_precision",
-    "pgt_recall",
-    "retrain_ap50",
-    "wsis_ap25",
-    "wsis_ap50",
-    "wsis_ap70",
-    "wsis_ap75",
-)
 
 
 def run_switch(config: str, run: str, name: str) -> dict[str, Any]:
@@ -104,7 +91,8 @@ def run_switch(config: str, run: str, name: str) -> dict[str, Any]:
     t0 = time.time()
     reports = execute(cfg, only=[stage]) if how == "only" else execute(cfg, from_stage=stage)
     res = collect_results(reports, time.time() - t0, cfg.data.splits[-1], cfg.data.splits[0])
-    return {k: res[k] for k in FIGURES if res.get(k) is not None} | {
+    # only the rerun stages' figures are set (collect_results leaves the others None)
+    return {k: res[k] for k in RESULT_KEYS if res.get(k) is not None} | {
         "seconds": res["total_seconds"]
     }
 
@@ -119,7 +107,7 @@ def main() -> int:
     a = p.parse_args()
     with open(os.path.join(a.run, "results.json")) as f:
         bench = json.load(f)
-    out: dict[str, Any] = {"run": a.run, "bench": {k: bench.get(k) for k in FIGURES}}
+    out: dict[str, Any] = {"run": a.run, "bench": {k: bench.get(k) for k in RESULT_KEYS}}
     rows: list[list[object]] = []
     for name in a.switches:
         figures = run_switch(a.config, a.run, name)
@@ -127,7 +115,7 @@ def main() -> int:
         if a.clean:
             shutil.rmtree(f"{a.run.rstrip('/')}_{name}")
         print(json.dumps({name: figures}), flush=True)
-        for k in FIGURES:
+        for k in RESULT_KEYS:
             if k in figures and bench.get(k) is not None:
                 delta = round(bench[k] - figures[k], 4)
                 rows.append([SWITCHES[name][0], k, figures[k], bench[k], delta])
