@@ -7,10 +7,19 @@ CONFIG ?= configs/demo.yaml
 
 .PHONY: install demo test lint format typecheck unit bench clean test-cluster
 
+# Pins read from pyproject.toml (the one place they are written).
+pin = $(shell sed -n 's/^ *"\($(1)==[^"]*\)",.*/\1/p' pyproject.toml)
+PIP := $(PY) -m pip install -q --disable-pip-version-check
+
 # (Re)install when pyproject.toml changes. torch/torchvision come from this machine's local disk.
+# sam2 exists on PyPI only as a source distribution whose build imports torch: torch goes in
+# first, then sam2 is built against it without build isolation (which would fetch another
+# torch) and without its optional CUDA extension (SAM2_BUILD_CUDA=0), then the project.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PIP) "setuptools>=68" wheel '$(call pin,torch)'
+	SAM2_BUILD_CUDA=0 $(PIP) --no-build-isolation '$(call pin,sam2)'
+	$(PIP) -e '.[dev]'
 	@touch $(STAMP)
 
 install: $(STAMP)

@@ -80,18 +80,21 @@ class ProposalGenerator:
     """Holds one SAM per actor and generates WeakSAM proposals for a batch of decoded images.
 
     Args:
-        sam_config: ``SamConfig`` as a dict (see :func:`weaksam.configlib.to_dict`).
+        sam_config: ``SamConfig`` as a dict (see :func:`weaksam.configlib.to_dict`); its
+            ``model_type`` picks the backend (SAM or SAM 2.1, :func:`~weaksam.sam.backends
+            .build_engine`).
         engine_config: ``EngineConfig`` as a dict.
     """
 
     def __init__(self, sam_config: Mapping[str, Any], engine_config: Mapping[str, Any]) -> None:
         from weaksam.configlib import from_dict
-        from weaksam.sam.build import SamConfig, build_sam
-        from weaksam.sam.engine import EngineConfig, SamPromptEngine
+        from weaksam.sam.backends import build_engine
+        from weaksam.sam.build import SamConfig
+        from weaksam.sam.engine import EngineConfig
 
         self.sam_config = from_dict(sam_config, SamConfig)
         self.engine_config = from_dict(engine_config, EngineConfig)
-        self.engine = SamPromptEngine(build_sam(self.sam_config), self.engine_config)
+        self.engine = build_engine(self.sam_config, self.engine_config)
 
     def __call__(self, batch: dict[str, Any]) -> pa.Table:
         rows = []

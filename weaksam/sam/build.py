@@ -50,7 +50,10 @@ from weaksam import storage
 from weaksam.configlib import FieldError, check_choice
 from weaksam.train.checkpoint import atomic_torch_save
 
-MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "demo")
+SAM_MODEL_TYPES = ("vit_h", "vit_l", "vit_b", "demo")
+# SAM 2.1 through the ``sam2`` package (weaksam/sam/sam2_build.py; named as its config files)
+SAM2_MODEL_TYPES = ("sam2.1_hiera_t", "sam2.1_hiera_s", "sam2.1_hiera_b+", "sam2.1_hiera_l")
+MODEL_TYPES = SAM_MODEL_TYPES + SAM2_MODEL_TYPES
 DEVICES = ("auto", "cpu", "cuda")
 AUTOCAST_DTYPES = ("none", "bf16", "fp16")
 
@@ -59,8 +62,14 @@ AUTOCAST_DTYPES = ("none", "bf16", "fp16")
 class SamConfig:
     """Which SAM to build and where to run it.
 
+    The model type is the backend switch: ``vit_*`` and ``demo`` are SAM (segment-anything,
+    :class:`~weaksam.sam.engine.SamPromptEngine`), ``sam2.1_hiera_*`` are SAM 2.1 (the
+    ``sam2`` package, :class:`~weaksam.sam.sam2_engine.Sam2PromptEngine`);
+    :func:`weaksam.sam.backends.build_engine` builds whichever it names.
+
     Attributes:
-        model_type: one of ``vit_h``, ``vit_l``, ``vit_b``, ``demo``.
+        model_type: ``vit_h``, ``vit_l``, ``vit_b``, ``demo`` (SAM) or ``sam2.1_hiera_t``,
+            ``sam2.1_hiera_s``, ``sam2.1_hiera_b+``, ``sam2.1_hiera_l`` (SAM 2.1).
         checkpoint: path or URI of a checkpoint to load; ``builtin`` is the committed demo-SAM
             checkpoint (``weaksam/assets/demo_sam.pt``, demo model only); ``""`` keeps the
             random initialisation (only meaningful for tests).
@@ -86,6 +95,11 @@ class SamConfig:
                 self.device,
             )
         check_choice(self, "autocast_dtype", AUTOCAST_DTYPES)
+
+    @property
+    def backend(self) -> str:
+        """``sam`` (segment-anything) or ``sam2`` (SAM 2.1), from the model type."""
+        return "sam2" if self.model_type in SAM2_MODEL_TYPES else "sam"
 
 
 def _build(
@@ -245,8 +259,15 @@ def build_sam(cfg: SamConfig) -> Sam:
     """Build ``cfg.model_type``, load ``cfg.checkpoint`` (if set) and move it to the device.
 
     Returns the model in eval mode. Checkpoint errors raise ``ValueError`` (see
-    :func:`load_sam_checkpoint`).
+    :func:`load_sam_checkpoint`); so does a SAM 2.1 model type (built by
+    :func:`weaksam.sam.sam2_build.build_sam2`, engines by
+    :func:`weaksam.sam.backends.build_engine`).
     """
+    if cfg.backend != "sam":
+        raise ValueError(
+            f"model_type {cfg.model_type!r} is a SAM 2.1 model: build it with "
+            "weaksam.sam.sam2_build.build_sam2 (an engine: weaksam.sam.backends.build_engine)"
+        )
     model = build_sam_model(cfg.model_type)
     if cfg.checkpoint:
         load_sam_checkpoint(model, resolve_checkpoint(cfg))
@@ -271,7 +292,7 @@ def load_sam_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str]) ->
     """Load a SAM checkpoint into ``model`` with ``weights_only=True`` and a strict key check.
 
     Accepts a raw state dict (the published ``sam_vit_*.pth``) or ``{"model": state_dict,
-    ...}`` (ours, see :func:`save_sam_checkpoint`).
+    ...}`` (ours, see :func:`save_sam_checkpoint`; also the published SAM 2.1 ``.pt`` files).
 
     Returns:
         the checkpoint's other entries (e.g. ``{"config": {...}}``); empty for a raw state dict.
@@ -281,6 +302,20 @@ def load_sam_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str]) ->
         SamCheckpointError (a ``ValueError``): a corrupt or truncated file, a pickle with
             objects other than tensors and plain containers (refused by ``weights_only``),
             or keys / shapes that do not match ``model`` (the message lists the first few).
+    """
+    state, extra = read_sam_checkpoint(path)
+    check_state_dict(model, state, path)
+    model.load_state_dict(state, strict=True)
+    return extra
+
+
+def read_sam_checkpoint(
+    path: str | os.PathLike[str],
+) -> tuple[Mapping[str, torch.Tensor], dict[str, Any]]:
+    """``(state_dict, other entries)`` of a checkpoint file, read with ``weights_only=True``.
+
+    Errors as :func:`load_sam_checkpoint` (a missing file, an unreadable or refused pickle, a
+    payload that is not a state dict of tensors); the keys are not checked here.
     """
     path = os.fspath(path)
     remote = storage.is_uri(path)
@@ -315,7 +350,18 @@ def load_sam_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str]) ->
         raise SamCheckpointError(
             f"{path} is not a valid SAM checkpoint: non-tensor entries {_first(bad)}"
         )
+    return state, extra
 
+
+def check_state_dict(
+    model: torch.nn.Module,
+    state: Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    hint: str = "",
+) -> None:
+    """Raise :class:`SamCheckpointError` unless ``state`` has exactly ``model``'s keys and
+    shapes; the message names ``path``, lists the first few differences and ends with
+    ``hint`` (when given)."""
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [str(k) for k in state if k not in expected]
@@ -333,10 +379,10 @@ def load_sam_checkpoint(model: torch.nn.Module, path: str | os.PathLike[str]) ->
         if mismatched:
             parts.append(f"{len(mismatched)} shape mismatches: {_first(mismatched, 4)}")
         raise SamCheckpointError(
-            f"{path} does not match the model ({type(model).__name__}): " + "; ".join(parts)
+            f"{os.fspath(path)} does not match the model ({type(model).__name__}): "
+            + "; ".join(parts)
+            + (f" ({hint})" if hint else "")
         )
-    model.load_state_dict(state, strict=True)
-    return extra
 
 
 def _to_plain(value: Any, where: str) -> Any:

@@ -21,7 +21,8 @@ threads on different images.
   the masks, see :func:`weaksam.sam.prompts.bucket_by_size`).
 - :meth:`~SamPromptEngine.predict_boxes`: box prompts for pseudo-ground-truth masks.
 - :meth:`~SamPromptEngine.generate`: grid + point + class prompts of one image as a
-  :class:`ProposalSet` in WeakSAM's order.
+  :class:`ProposalSet` in WeakSAM's order (:func:`generate_proposal_set`, shared with the SAM 2.1
+  engine through the :class:`PromptEngine` protocol).
 
 The decoder runs as :func:`run_two_way_transformer` and :func:`predict_mask_logits`: the
 operations of segment-anything's ``MaskDecoder`` (same results bit for bit), except that the
@@ -38,6 +39,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -226,6 +228,40 @@ class ProposalSet:
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
+
+
+E = TypeVar("E")
+
+
+class PromptEngine(Protocol[E]):
+    """What the proposal and PGT jobs need of a prompting engine, whatever the model:
+    :class:`SamPromptEngine` (SAM) and :class:`~weaksam.sam.sam2_engine.Sam2PromptEngine`
+    (SAM 2.1). ``E`` is the engine's encoded-image type (one per image, from ``embed_image``).
+    """
+
+    cfg: EngineConfig
+
+    def embed_image(self, image: npt.ArrayLike) -> E: ...
+
+    def generate_grid(self, emb: E) -> PromptMasks: ...
+
+    def predict_points(
+        self, emb: E, points: npt.ArrayLike, labels: npt.ArrayLike | None = None
+    ) -> PromptMasks: ...
+
+    def predict_multipoint(
+        self, emb: E, groups: Sequence[tuple[npt.ArrayLike, npt.ArrayLike | None]]
+    ) -> PromptMasks: ...
+
+    def predict_boxes(self, emb: E, boxes: npt.ArrayLike) -> PromptMasks: ...
+
+    def generate(
+        self,
+        image: npt.ArrayLike,
+        points: npt.ArrayLike | None = None,
+        point_classes: npt.ArrayLike | None = None,
+        point_kinds: Sequence[str] | None = None,
+    ) -> ProposalSet: ...
 
 
 @dataclass(frozen=True)
@@ -751,94 +787,107 @@ class SamPromptEngine:
             unless ``keep_empty``; then ``min_box_size``, ``final_nms_thresh`` and
             ``max_proposals`` apply (no cross-source NMS by default). The order is kept.
         """
-        cfg = self.cfg
-        emb = self.embed_image(image)
-        pts = check_points(np.zeros((0, 2)) if points is None else points)
-        n = pts.shape[0]
-        classes = (
-            None
-            if point_classes is None
-            else np.asarray(point_classes).reshape(-1).astype(np.int64)
-        )
-        if classes is not None and classes.shape[0] != n:
-            raise ValueError(f"point_classes must have {n} entries, got {classes.shape[0]}")
-        kinds = [cfg.point_kind] * n if point_kinds is None else [str(k) for k in point_kinds]
-        if len(kinds) != n:
-            raise ValueError(f"point_kinds must have {n} entries, got {len(kinds)}")
+        return generate_proposal_set(self, image, points, point_classes, point_kinds)
 
-        blocks: list[tuple[PromptMasks, list[str], npt.NDArray[np.int32]]] = []
-        if cfg.points_per_side > 0:
-            grid = self.generate_grid(emb)
-            blocks.append((grid, ["grid"] * len(grid), np.full(len(grid), -1, np.int32)))
-        if n:
-            singles = self.predict_points(emb, pts)
-            kind_arr = np.asarray(kinds, dtype=object)
-            group_kinds: list[str] = []
-            group_ids: list[int] = []
-            groups: list[tuple[npt.ArrayLike, npt.ArrayLike | None]] = []
-            if classes is not None:
-                for kind in order_kinds(kinds, cfg.kind_order):
-                    if kind not in cfg.classwise_kinds:
-                        continue
-                    sel = kind_arr == kind
-                    ids, sets = group_points_by_class(pts[sel], classes[sel])
-                    group_kinds += [kind] * len(ids)
-                    group_ids += ids
-                    groups += [(s, None) for s in sets]
-            multi = self.predict_multipoint(emb, groups) if groups else None
+
+def generate_proposal_set(
+    engine: PromptEngine[Any],
+    image: npt.ArrayLike,
+    points: npt.ArrayLike | None = None,
+    point_classes: npt.ArrayLike | None = None,
+    point_kinds: Sequence[str] | None = None,
+) -> ProposalSet:
+    """:meth:`SamPromptEngine.generate` for any :class:`PromptEngine`: one ``embed_image``,
+    then the grid, point and class-wise prompts through the engine, in WeakSAM's order."""
+    cfg = engine.cfg
+    emb = engine.embed_image(image)
+    pts = check_points(np.zeros((0, 2)) if points is None else points)
+    n = pts.shape[0]
+    classes = (
+        None if point_classes is None else np.asarray(point_classes).reshape(-1).astype(np.int64)
+    )
+    if classes is not None and classes.shape[0] != n:
+        raise ValueError(f"point_classes must have {n} entries, got {classes.shape[0]}")
+    kinds = [cfg.point_kind] * n if point_kinds is None else [str(k) for k in point_kinds]
+    if len(kinds) != n:
+        raise ValueError(f"point_kinds must have {n} entries, got {len(kinds)}")
+
+    blocks: list[tuple[PromptMasks, list[str], npt.NDArray[np.int32]]] = []
+    if cfg.points_per_side > 0:
+        grid = engine.generate_grid(emb)
+        blocks.append((grid, ["grid"] * len(grid), np.full(len(grid), -1, np.int32)))
+    if n:
+        singles = engine.predict_points(emb, pts)
+        kind_arr = np.asarray(kinds, dtype=object)
+        group_kinds: list[str] = []
+        group_ids: list[int] = []
+        groups: list[tuple[npt.ArrayLike, npt.ArrayLike | None]] = []
+        if classes is not None:
             for kind in order_kinds(kinds, cfg.kind_order):
-                rows = np.flatnonzero(kind_arr[singles.prompt_index] == kind)
-                hints = (
-                    classes[singles.prompt_index[rows]].astype(np.int32)
-                    if classes is not None
-                    else np.full(rows.size, -1, np.int32)
-                )
-                blocks.append((reorder(singles, rows), [f"point:{kind}"] * rows.size, hints))
-                if multi is not None:
-                    gk = np.asarray(group_kinds, dtype=object)[multi.prompt_index]
-                    rows = np.flatnonzero(gk == kind)
-                    gid = np.asarray(group_ids, dtype=np.int32)[multi.prompt_index[rows]]
-                    blocks.append((reorder(multi, rows), [f"class:{kind}"] * rows.size, gid))
-        return self._assemble(blocks, emb.original_size)
-
-    def _assemble(
-        self,
-        blocks: Sequence[tuple[PromptMasks, list[str], npt.NDArray[np.int32]]],
-        image_size: tuple[int, int],
-    ) -> ProposalSet:
-        cfg = self.cfg
-        with_masks = cfg.return_masks
-        if blocks:
-            pm = _concat_prompt_masks([b[0] for b in blocks], with_masks)
-            sources = [s for b in blocks for s in b[1]]
-            hints = np.concatenate([b[2] for b in blocks]).astype(np.int32)
-        else:
-            pm, sources, hints = _empty_prompt_masks(with_masks), [], np.zeros(0, np.int32)
-        keep = np.ones(len(pm), dtype=bool)
-        if not cfg.keep_empty:
-            keep &= pm.nonempty
-        if cfg.min_box_size > 0:
-            wh = pm.boxes[:, 2:] - pm.boxes[:, :2]
-            keep &= (wh >= cfg.min_box_size).all(axis=1)
-        idx = np.flatnonzero(keep)
-        if cfg.final_nms_thresh > 0 and idx.size:
-            k = nms(
-                torch.as_tensor(pm.boxes[idx]),
-                torch.as_tensor(pm.scores[idx]),
-                cfg.final_nms_thresh,
+                if kind not in cfg.classwise_kinds:
+                    continue
+                sel = kind_arr == kind
+                ids, sets = group_points_by_class(pts[sel], classes[sel])
+                group_kinds += [kind] * len(ids)
+                group_ids += ids
+                groups += [(s, None) for s in sets]
+        multi = engine.predict_multipoint(emb, groups) if groups else None
+        for kind in order_kinds(kinds, cfg.kind_order):
+            rows = np.flatnonzero(kind_arr[singles.prompt_index] == kind)
+            hints = (
+                classes[singles.prompt_index[rows]].astype(np.int32)
+                if classes is not None
+                else np.full(rows.size, -1, np.int32)
             )
-            idx = np.sort(idx[k.numpy()])
-        if cfg.max_proposals and idx.size > cfg.max_proposals:
-            top = np.argsort(-pm.scores[idx], kind="stable")[: cfg.max_proposals]
-            idx = np.sort(idx[top])
-        return ProposalSet(
-            boxes=pm.boxes[idx],
-            scores=pm.scores[idx],
-            sources=[sources[i] for i in idx],
-            class_hints=hints[idx],
-            masks=[pm.masks[i] for i in idx] if pm.masks is not None else None,
-            image_size=image_size,
+            blocks.append((reorder(singles, rows), [f"point:{kind}"] * rows.size, hints))
+            if multi is not None:
+                gk = np.asarray(group_kinds, dtype=object)[multi.prompt_index]
+                rows = np.flatnonzero(gk == kind)
+                gid = np.asarray(group_ids, dtype=np.int32)[multi.prompt_index[rows]]
+                blocks.append((reorder(multi, rows), [f"class:{kind}"] * rows.size, gid))
+    return assemble_proposals(cfg, blocks, emb.original_size)
+
+
+def assemble_proposals(
+    cfg: EngineConfig,
+    blocks: Sequence[tuple[PromptMasks, list[str], npt.NDArray[np.int32]]],
+    image_size: tuple[int, int],
+) -> ProposalSet:
+    """Blocks of ``(masks, sources, class hints)`` → one :class:`ProposalSet`: empty masks
+    dropped unless ``keep_empty``, then ``min_box_size``, ``final_nms_thresh`` and
+    ``max_proposals``; the order is kept."""
+    with_masks = cfg.return_masks
+    if blocks:
+        pm = _concat_prompt_masks([b[0] for b in blocks], with_masks)
+        sources = [s for b in blocks for s in b[1]]
+        hints = np.concatenate([b[2] for b in blocks]).astype(np.int32)
+    else:
+        pm, sources, hints = _empty_prompt_masks(with_masks), [], np.zeros(0, np.int32)
+    keep = np.ones(len(pm), dtype=bool)
+    if not cfg.keep_empty:
+        keep &= pm.nonempty
+    if cfg.min_box_size > 0:
+        wh = pm.boxes[:, 2:] - pm.boxes[:, :2]
+        keep &= (wh >= cfg.min_box_size).all(axis=1)
+    idx = np.flatnonzero(keep)
+    if cfg.final_nms_thresh > 0 and idx.size:
+        k = nms(
+            torch.as_tensor(pm.boxes[idx]),
+            torch.as_tensor(pm.scores[idx]),
+            cfg.final_nms_thresh,
         )
+        idx = np.sort(idx[k.numpy()])
+    if cfg.max_proposals and idx.size > cfg.max_proposals:
+        top = np.argsort(-pm.scores[idx], kind="stable")[: cfg.max_proposals]
+        idx = np.sort(idx[top])
+    return ProposalSet(
+        boxes=pm.boxes[idx],
+        scores=pm.scores[idx],
+        sources=[sources[i] for i in idx],
+        class_hints=hints[idx],
+        masks=[pm.masks[i] for i in idx] if pm.masks is not None else None,
+        image_size=image_size,
+    )
 
 
 def _empty_prompt_masks(with_masks: bool) -> PromptMasks:
