@@ -16,6 +16,7 @@ from weaksam.io.schemas import META_TABLE
 from weaksam.io.tables import read_classes, read_table, write_table
 from weaksam.proposals.job import SHARDS, completed_ids, generate_proposals, summarize_proposals
 from weaksam.proposals.udf import ProposalGenerator, decode_images, pack_points
+from weaksam.sam.fast import box_agreement
 
 OVERRIDES = [
     "sam.model_type=demo",
@@ -42,8 +43,8 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> str:
     return path
 
 
-def _generator() -> ProposalGenerator:
-    cfg = load_config(None, OVERRIDES)
+def _generator(*extra: str) -> ProposalGenerator:
+    cfg = load_config(None, [*OVERRIDES, *extra])
     from weaksam.configlib import to_dict
 
     return ProposalGenerator(to_dict(cfg.sam), to_dict(cfg.proposals.engine))
@@ -75,6 +76,29 @@ def test_udf_direct_call_with_corrupt_image(manifest: str) -> None:
         assert {"point:fine", "class:fine"} & set(r["sources"])  # the peak point was used
         hints = [h for h, s in zip(r["class_hints"], r["sources"], strict=True) if s != "grid"]
         assert set(hints) == {1}
+
+
+def test_udf_fast_path_batches_the_encoder_around_a_bad_image(manifest: str) -> None:
+    decoded = decode_images(_items(manifest))
+    exact = _generator()(decoded).to_pylist()
+    gen = _generator("proposals.engine.precision=fast", "proposals.engine.encoder_batch=4")
+    calls: list[int] = []
+    inner = gen.engine.embed_images
+
+    def counting(images):  # type: ignore[no-untyped-def]
+        calls.append(len(images))
+        return inner(images)
+
+    gen.engine.embed_images = counting  # type: ignore[method-assign]
+    fast = gen(decoded).to_pylist()
+    assert calls == [5]  # the five good images in one call (two encoder passes of <= 4)
+    assert fast[1]["error"] and "truncated" in fast[1]["error"]
+    for i, (r, f) in enumerate(zip(exact, fast, strict=True)):
+        if i == 1:
+            continue
+        assert f["error"] is None and f["sources"] == r["sources"]
+        matched, total = box_agreement(r["boxes"], f["boxes"], r["sources"], f["sources"])
+        assert matched == total  # float32 SDPA vs exact: every box within IoU 0.9
 
 
 @pytest.mark.ray

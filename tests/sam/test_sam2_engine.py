@@ -246,3 +246,20 @@ def test_published_input_size_with_the_unmodified_predictor() -> None:
             ref_iou,
             [0, 1, 2],
         )
+
+
+def test_batched_encoder_equals_one_by_one(sam2_model: SAM2Base) -> None:
+    # precision: fast batches images through Hiera (SAM2ImagePredictor.set_image_batch's way)
+    cfg = EngineConfig(points_per_side=4, precision="fast", encoder_batch=3)
+    engine = Sam2PromptEngine(sam2_model, cfg)
+    images = [make_sam2_image(s, 256, 180 + 30 * s) for s in range(3)]
+    batched = engine.embed_images(images)
+    exact = Sam2PromptEngine(sam2_model, EngineConfig(points_per_side=4))
+    for img, emb in zip(images, batched, strict=True):
+        one = exact.embed_image(img)
+        assert emb.original_size == one.original_size
+        for got, want in zip([emb.features, *emb.high_res], [one.features, *one.high_res]):
+            np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            engine.generate_grid(emb).boxes, exact.generate_grid(one).boxes, atol=1.0
+        )

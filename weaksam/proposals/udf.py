@@ -90,21 +90,42 @@ class ProposalGenerator:
         from weaksam.configlib import from_dict
         from weaksam.sam.backends import build_engine
         from weaksam.sam.build import SamConfig
-        from weaksam.sam.engine import EngineConfig
+        from weaksam.sam.engine import EngineConfig, prompt_embedding
 
+        self._prompt_embedding = prompt_embedding
         self.sam_config = from_dict(sam_config, SamConfig)
         self.engine_config = from_dict(engine_config, EngineConfig)
         self.engine = build_engine(self.sam_config, self.engine_config)
 
     def __call__(self, batch: dict[str, Any]) -> pa.Table:
-        rows = []
-        for i in range(len(batch["image_id"])):
-            item = {k: (batch[k][i] if k in batch else None) for k in (*ITEM_KEYS, "image")}
-            rows.append(self.process(item))
-        return rows_to_table(rows, "proposals")
+        items = [
+            {k: (batch[k][i] if k in batch else None) for k in (*ITEM_KEYS, "image")}
+            for i in range(len(batch["image_id"]))
+        ]
+        embeddings = self._embed_batch(items)
+        return rows_to_table(
+            [self.process(item, embeddings.get(i)) for i, item in enumerate(items)],
+            "proposals",
+        )
 
-    def process(self, item: Mapping[str, Any]) -> dict[str, Any]:
-        """One work item (with a decoded ``image``) → one ``proposals`` row."""
+    def _embed_batch(self, items: Sequence[Mapping[str, Any]]) -> dict[int, Any]:
+        """Encoder passes shared by the batch's good images, when the engine batches them
+        (``precision: fast`` with ``encoder_batch > 1``); ``{}`` otherwise or when the
+        batched pass fails (each image is then encoded, and fails, on its own)."""
+        cfg = self.engine_config
+        good = [i for i, it in enumerate(items) if not it.get("error")]
+        if cfg.precision != "fast" or cfg.encoder_batch < 2 or len(good) < 2:
+            return {}
+        try:
+            embs = self.engine.embed_images([items[i]["image"] for i in good])
+        except Exception:
+            log.warning("batched encoder pass failed; encoding one image at a time", exc_info=True)
+            return {}
+        return dict(zip(good, embs, strict=True))
+
+    def process(self, item: Mapping[str, Any], embedding: Any = None) -> dict[str, Any]:
+        """One work item (with a decoded ``image``) → one ``proposals`` row; ``embedding``:
+        the image already encoded (a batched encoder pass), else it is encoded here."""
         image_id, index = str(item["image_id"]), int(item["image_index"])
         if item.get("error"):
             return error_row("proposals", image_id, index, str(item["error"]))
@@ -112,9 +133,12 @@ class ProposalGenerator:
         t0 = time.perf_counter()
         try:
             points, classes, kinds = _points_of(item)
-            result = self.engine.generate(
-                image, points=points, point_classes=classes, point_kinds=kinds
-            )
+            if embedding is None:
+                result = self.engine.generate(
+                    image, points=points, point_classes=classes, point_kinds=kinds
+                )
+            else:
+                result = self._prompt_embedding(self.engine, embedding, points, classes, kinds)
         except Exception as exc:  # one bad image must not stop the job
             log.exception("proposal generation failed for %s", image_id)
             return error_row("proposals", image_id, index, f"proposal generation failed: {exc}")

@@ -44,6 +44,7 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 import torch
+import torch.nn.functional as F
 from segment_anything.modeling import MaskDecoder, Sam
 from segment_anything.modeling.transformer import Attention
 from segment_anything.utils.transforms import ResizeLongestSide
@@ -51,6 +52,7 @@ from torchvision.ops import nms
 
 from weaksam.configlib import FieldError, check_at_least, check_choice, check_fraction
 from weaksam.sam.build import SamConfig, build_sam
+from weaksam.sam.fast import PRECISIONS, fast_dtype, prepare_fast_model
 from weaksam.sam.postprocess import (
     encode_binary_masks,
     inclusive_to_continuous,
@@ -115,6 +117,14 @@ class EngineConfig:
         final_nms_thresh: NMS over all proposals of an image (continuous boxes, scored by
             predicted IoU); 0 disables (WeakSAM: no cross-source NMS).
         max_proposals: keep at most this many proposals, the highest-scoring ones (0: no cap).
+        precision: ``exact`` (segment-anything's modules in float32; the grid equals AMG and
+            the prompts ``SamPredictor``) or ``fast`` (:mod:`weaksam.sam.fast`: one compute
+            dtype end to end, bf16 on CUDA with ``sam.autocast_dtype: bf16``; SDPA; batched
+            encoder; fixed decoder shapes), checked against ``exact`` by box agreement.
+        encoder_batch: images per encoder pass on the fast path (``exact`` encodes one at a
+            time, as ``SamPredictor``).
+        compile: ``torch.compile`` the encoder and decoder on the fast path (the first calls
+            compile; worth it for long GPU jobs, not on CPU).
     """
 
     points_per_side: int = 32
@@ -136,10 +146,14 @@ class EngineConfig:
     classwise_kinds: tuple[str, ...] = ("cam", "refined", "coarse", "fine", "peak")
     final_nms_thresh: float = 0.0
     max_proposals: int = 0
+    precision: str = "exact"
+    encoder_batch: int = 1
+    compile: bool = False
 
     def __post_init__(self) -> None:
         check_at_least(self, 0, "points_per_side", "max_proposals", "min_box_size")  # 0: off
-        check_at_least(self, 1, "points_per_batch")
+        check_at_least(self, 1, "points_per_batch", "encoder_batch")
+        check_choice(self, "precision", PRECISIONS, "engine precision")
         toks = self.keep_multimask_tokens
         if not toks or len(set(toks)) != len(toks) or any(t not in (0, 1, 2) for t in toks):
             raise FieldError(
@@ -243,6 +257,8 @@ class PromptEngine(Protocol[E]):
 
     def embed_image(self, image: npt.ArrayLike) -> E: ...
 
+    def embed_images(self, images: Sequence[npt.ArrayLike]) -> list[E]: ...
+
     def generate_grid(self, emb: E) -> PromptMasks: ...
 
     def predict_points(
@@ -297,20 +313,48 @@ def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     return x.reshape(b, t, heads, c // heads).transpose(1, 2)
 
 
-def _attend(attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+def _attend(
+    attn: Attention, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, sdpa: bool = False
+) -> torch.Tensor:
     """``Attention.forward`` after its input projections: ``q`` ``BxNxTqxD``, ``k`` and ``v``
-    ``BxNxTkxD`` (a batch of 1 broadcasts) → ``BxTqxC``."""
-    a = q @ k.permute(0, 1, 3, 2)
-    a = a / math.sqrt(q.shape[-1])
-    a = torch.softmax(a, dim=-1)
-    out = a @ v
+    ``BxNxTkxD`` (a batch of 1 broadcasts) → ``BxTqxC``. ``sdpa``: through
+    ``scaled_dot_product_attention`` (the fast path) instead of SAM's explicit softmax."""
+    if sdpa:
+        b = max(q.shape[0], k.shape[0])
+        out = F.scaled_dot_product_attention(
+            q.expand(b, -1, -1, -1), k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)
+        )
+    else:
+        a = q @ k.permute(0, 1, 3, 2)
+        a = a / math.sqrt(q.shape[-1])
+        a = torch.softmax(a, dim=-1)
+        out = a @ v
     b, n, t, d = out.shape
     return attn.out_proj(out.transpose(1, 2).reshape(b, t, n * d))
 
 
-def encode_image_tokens(model: Sam, features: torch.Tensor, image_pe: torch.Tensor) -> ImageTokens:
-    """:class:`ImageTokens` of an image's features ``1xCxhxw`` and dense PE ``1xCxhxw``."""
+def _self_attend(attn: Attention, qk: torch.Tensor, v: torch.Tensor, sdpa: bool) -> torch.Tensor:
+    """The decoder's token self-attention ``attn(q=qk, k=qk, v=v)``; ``BxTxC`` → ``BxTxC``."""
+    if not sdpa:
+        return attn(q=qk, k=qk, v=v)
+    n = attn.num_heads
+    return _attend(
+        attn,
+        _split_heads(attn.q_proj(qk), n),
+        _split_heads(attn.k_proj(qk), n),
+        _split_heads(attn.v_proj(v), n),
+        True,
+    )
+
+
+def encode_image_tokens(
+    model: Sam, features: torch.Tensor, image_pe: torch.Tensor, dtype: torch.dtype | None = None
+) -> ImageTokens:
+    """:class:`ImageTokens` of an image's features ``1xCxhxw`` and dense PE ``1xCxhxw``;
+    ``dtype``: cast the no-mask embedding and the PE to it first (the fast path)."""
     dense = model.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1)
+    if dtype is not None:
+        dense, image_pe = dense.to(dtype), image_pe.to(dtype)
     # contiguous: the adds below and in the transformer then give contiguous tensors (the
     # same values) that the projections and layer norms need not copy first
     keys = (features + dense).flatten(2).permute(0, 2, 1).contiguous()
@@ -329,7 +373,7 @@ def encode_image_tokens(model: Sam, features: torch.Tensor, image_pe: torch.Tens
 
 
 def run_two_way_transformer(
-    decoder: MaskDecoder, image: ImageTokens, sparse: torch.Tensor
+    decoder: MaskDecoder, image: ImageTokens, sparse: torch.Tensor, sdpa: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """SAM's two-way transformer for ``B`` prompts on one image, bit for bit as
     ``MaskDecoder.predict_masks`` runs it, without one copy of the image per prompt.
@@ -343,6 +387,8 @@ def run_two_way_transformer(
         image: from :func:`encode_image_tokens`.
         sparse: ``BxKxC`` sparse prompt embeddings (``PromptEncoder``; masks are not
             supported: the dense embedding is the no-mask one).
+        sdpa: attention through ``scaled_dot_product_attention`` (the fast path; not bit for
+            bit).
 
     Returns:
         ``(queries, keys)``: the output tokens ``Bx(1+M+K)xC`` (IoU token, ``M`` mask
@@ -353,11 +399,12 @@ def run_two_way_transformer(
     tokens = torch.cat((out_tokens.unsqueeze(0).expand(sparse.size(0), -1, -1), sparse), dim=1)
     queries, keys = tokens, image.keys
     for i, block in enumerate(tr.layers):
+        sa = block.self_attn
         if block.skip_first_layer_pe:
-            queries = block.self_attn(q=queries, k=queries, v=queries)
+            queries = _self_attend(sa, queries, queries, sdpa)
         else:
             q = queries + tokens
-            queries = queries + block.self_attn(q=q, k=q, v=queries)
+            queries = queries + _self_attend(sa, q, queries, sdpa)
         queries = block.norm1(queries)
         t2i, i2t = block.cross_attn_token_to_image, block.cross_attn_image_to_token
         if i == 0:
@@ -368,11 +415,11 @@ def run_two_way_transformer(
             v_img = _split_heads(t2i.v_proj(keys), t2i.num_heads)
             q_img = _split_heads(i2t.q_proj(k), i2t.num_heads)
         q_tok = _split_heads(t2i.q_proj(queries + tokens), t2i.num_heads)
-        queries = block.norm2(queries + _attend(t2i, q_tok, k_img, v_img))
+        queries = block.norm2(queries + _attend(t2i, q_tok, k_img, v_img, sdpa))
         queries = block.norm3(queries + block.mlp(queries))
         k_tok = _split_heads(i2t.k_proj(queries + tokens), i2t.num_heads)
         v_tok = _split_heads(i2t.v_proj(queries), i2t.num_heads)
-        keys = block.norm4(keys + _attend(i2t, q_img, k_tok, v_tok))
+        keys = block.norm4(keys + _attend(i2t, q_img, k_tok, v_tok, sdpa))
     fa = tr.final_attn_token_to_image
     k = keys + image.key_pe
     attn_out = _attend(
@@ -380,6 +427,7 @@ def run_two_way_transformer(
         _split_heads(fa.q_proj(queries + tokens), fa.num_heads),
         _split_heads(fa.k_proj(k), fa.num_heads),
         _split_heads(fa.v_proj(keys), fa.num_heads),
+        sdpa,
     )
     return tr.norm_final_attn(queries + attn_out), keys
 
@@ -417,14 +465,24 @@ class SamPromptEngine:
     """Prompts one SAM with grids, points, point groups and boxes.
 
     Args:
-        model: a ``segment_anything`` ``Sam`` (see :func:`weaksam.sam.build.build_sam`).
+        model: a ``segment_anything`` ``Sam`` (see :func:`weaksam.sam.build.build_sam`). With
+            ``cfg.precision: fast`` the engine prepares it in place
+            (:func:`~weaksam.sam.fast.prepare_fast_model`: cast, SDPA, compile).
         cfg: prompting settings.
         autocast_dtype: ``none``, ``bf16`` or ``fp16``: mixed precision on CUDA (ignored on
-            CPU). Mask post-processing always runs in float32.
+            CPU) on the exact path; the compute dtype of the fast path on CUDA. Mask
+            post-processing always runs in float32.
+        compute_dtype: the fast path's dtype, overriding the rule above (e.g. bf16 on CPU to
+            check its numerics); ignored on the exact path.
     """
 
     def __init__(
-        self, model: Sam, cfg: EngineConfig | None = None, *, autocast_dtype: str = "none"
+        self,
+        model: Sam,
+        cfg: EngineConfig | None = None,
+        *,
+        autocast_dtype: str = "none",
+        compute_dtype: torch.dtype | None = None,
     ) -> None:
         if autocast_dtype not in ("none", *_AUTOCAST):
             raise ValueError(f"unknown autocast_dtype {autocast_dtype!r}")
@@ -432,6 +490,16 @@ class SamPromptEngine:
         self.cfg = cfg or EngineConfig()
         self.transform = ResizeLongestSide(model.image_encoder.img_size)
         self.autocast_dtype = autocast_dtype
+        self.fast = self.cfg.precision == "fast"
+        self.dtype = torch.float32
+        if self.fast:
+            self.dtype = compute_dtype or fast_dtype(self.device, autocast_dtype)
+            prepare_fast_model(self.model, self.dtype, compile_model=self.cfg.compile)
+        self._transformer = run_two_way_transformer
+        self._mask_logits = predict_mask_logits
+        if self.fast and self.cfg.compile:
+            self._transformer = torch.compile(run_two_way_transformer, dynamic=False)
+            self._mask_logits = torch.compile(predict_mask_logits, dynamic=False)
 
     @classmethod
     def from_config(cls, sam_cfg: SamConfig, cfg: EngineConfig | None = None) -> SamPromptEngine:
@@ -443,7 +511,7 @@ class SamPromptEngine:
         return torch.device(self.model.device)
 
     def _autocast(self) -> contextlib.AbstractContextManager[object]:
-        if self.device.type == "cuda" and self.autocast_dtype in _AUTOCAST:
+        if not self.fast and self.device.type == "cuda" and self.autocast_dtype in _AUTOCAST:
             return torch.autocast("cuda", dtype=_AUTOCAST[self.autocast_dtype])
         return contextlib.nullcontext()
 
@@ -454,22 +522,48 @@ class SamPromptEngine:
 
         Exactly ``SamPredictor.set_image``: ``ResizeLongestSide``, normalise, pad, encode.
         """
-        img = _as_image(image)
-        original_size = (int(img.shape[0]), int(img.shape[1]))
-        resized = self.transform.apply_image(img)
-        x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
-        input_size = (int(x.shape[-2]), int(x.shape[-1]))
+        return self.embed_images([image])[0]
+
+    @torch.inference_mode()
+    def embed_images(self, images: Sequence[npt.ArrayLike]) -> list[ImageEmbedding]:
+        """:meth:`embed_image` of each image; on the fast path ``cfg.encoder_batch`` images
+        share an encoder pass (padded to the same ``1024x1024`` input, as each one is)."""
+        arrays = [_as_image(im) for im in images]
+        batch = self.cfg.encoder_batch if self.fast else 1
+        out: list[ImageEmbedding] = []
+        for s in range(0, len(arrays), batch):
+            out += self._encode(arrays[s : s + batch])
+        return out
+
+    def _encode(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[ImageEmbedding]:
+        sizes, inputs = [], []
+        for img in images:
+            resized = self.transform.apply_image(img)
+            x = torch.as_tensor(resized, device=self.device).permute(2, 0, 1).contiguous()[None]
+            sizes.append(
+                ((int(img.shape[0]), int(img.shape[1])), (int(x.shape[-2]), int(x.shape[-1])))
+            )
+            inputs.append(self.model.preprocess(x))
         image_pe = self.model.prompt_encoder.get_dense_pe()  # float32, as SamPredictor's
         with self._autocast():
-            features = self.model.image_encoder(self.model.preprocess(x))
-            tokens = encode_image_tokens(self.model, features, image_pe)
-        return ImageEmbedding(
-            features=features,
-            image_pe=image_pe,
-            input_size=input_size,
-            original_size=original_size,
-            tokens=tokens,
-        )
+            if self.fast:
+                features = self.model.image_encoder(torch.cat(inputs).to(self.dtype))
+            else:
+                features = torch.cat([self.model.image_encoder(x) for x in inputs])
+            out = []
+            for i, (original_size, input_size) in enumerate(sizes):
+                f = features[i : i + 1]
+                dtype = self.dtype if self.fast else None
+                out.append(
+                    ImageEmbedding(
+                        features=f,
+                        image_pe=image_pe,
+                        input_size=input_size,
+                        original_size=original_size,
+                        tokens=encode_image_tokens(self.model, f, image_pe, dtype),
+                    )
+                )
+        return out
 
     # ------------------------------------------------------------------ decoder
     def _decode(
@@ -493,21 +587,29 @@ class SamPromptEngine:
         token ``N`` (int64). The IoU comes from the transformer's IoU token, so masks are
         upscaled only for the prompts with a token that passes.
         """
+        n = next(t.shape[0] for t in (coords, boxes) if t is not None)
+        if self.fast and n < self.cfg.points_per_batch:  # fixed shapes: pad, drop rows later
+            coords, labels, boxes = (
+                None if t is None else _pad_rows(t, self.cfg.points_per_batch)
+                for t in (coords, labels, boxes)
+            )
         points = (coords, labels) if coords is not None and labels is not None else None
         dec = self.model.mask_decoder
         with self._autocast():
             sparse, _ = self.model.prompt_encoder(points=points, boxes=boxes, masks=None)
-            queries, keys = run_two_way_transformer(dec, emb.tokens, sparse)
+            if self.fast:
+                sparse = sparse.to(self.dtype)
+            queries, keys = self._transformer(dec, emb.tokens, sparse, self.fast)
             tok = torch.as_tensor([-1] if single else list(tokens), device=sparse.device)
             cols = tok + 1  # mask token 0 is the single-mask output, 1..3 the multimask ones
             iou = dec.iou_prediction_head(queries[:, 0, :]).float()[:, cols]
-            prompt = torch.arange(iou.shape[0], device=iou.device)
-            keep = None
-            if iou_thresh > 0.0:
-                keep = iou > iou_thresh
+            prompt = torch.arange(n, device=iou.device)
+            keep = iou[:n] > iou_thresh if iou_thresh > 0.0 else None
+            if keep is not None and not self.fast:  # upscale only prompts with a passing mask
                 prompt = torch.nonzero(keep.any(1)).squeeze(1)
                 queries, keys, iou, keep = (t[prompt] for t in (queries, keys, iou, keep))
-            low = predict_mask_logits(dec, queries, keys, emb.tokens.grid)[:, cols].float()
+            low = self._mask_logits(dec, queries, keys, emb.tokens.grid)[:n, cols].float()
+            iou = iou[:n]
         token = tok.repeat(prompt.shape[0])
         prompt = prompt.repeat_interleave(tok.shape[0])
         low, iou = low.flatten(0, 1), iou.flatten()
@@ -799,8 +901,19 @@ def generate_proposal_set(
 ) -> ProposalSet:
     """:meth:`SamPromptEngine.generate` for any :class:`PromptEngine`: one ``embed_image``,
     then the grid, point and class-wise prompts through the engine, in WeakSAM's order."""
+    return prompt_embedding(engine, engine.embed_image(image), points, point_classes, point_kinds)
+
+
+def prompt_embedding(
+    engine: PromptEngine[Any],
+    emb: Any,
+    points: npt.ArrayLike | None = None,
+    point_classes: npt.ArrayLike | None = None,
+    point_kinds: Sequence[str] | None = None,
+) -> ProposalSet:
+    """:func:`generate_proposal_set` on an image the engine has encoded already (``emb``, from
+    ``embed_image`` or ``embed_images``: batched encoders give one per image)."""
     cfg = engine.cfg
-    emb = engine.embed_image(image)
     pts = check_points(np.zeros((0, 2)) if points is None else points)
     n = pts.shape[0]
     classes = (
@@ -888,6 +1001,12 @@ def assemble_proposals(
         masks=[pm.masks[i] for i in idx] if pm.masks is not None else None,
         image_size=image_size,
     )
+
+
+def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
+    """``t`` with its last row repeated up to ``rows`` rows (prompts are independent, so the
+    copies change nothing and are dropped after decoding)."""
+    return torch.cat([t, t[-1:].expand(rows - t.shape[0], *t.shape[1:])])
 
 
 def _empty_prompt_masks(with_masks: bool) -> PromptMasks:

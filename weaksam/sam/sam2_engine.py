@@ -140,22 +140,41 @@ class Sam2PromptEngine:
         Exactly ``SAM2ImagePredictor.set_image``, with the feature sizes read from the
         encoder's output (the predictor assumes a 1024-px model).
         """
-        img = _as_image(image)
-        original_size = (int(img.shape[0]), int(img.shape[1]))
-        x = self.transforms(img)[None].to(self.device)
+        return self.embed_images([image])[0]
+
+    @torch.inference_mode()
+    def embed_images(self, images: Sequence[npt.ArrayLike]) -> list[Sam2ImageEmbedding]:
+        """:meth:`embed_image` of each image; with ``precision: fast``, ``cfg.encoder_batch``
+        images share an encoder pass (``SAM2ImagePredictor.set_image_batch``'s way). SAM 2's
+        attention already runs through SDPA, so the fast path here is batching plus the
+        ``autocast_dtype`` on CUDA."""
+        arrays = [_as_image(im) for im in images]
+        batch = self.cfg.encoder_batch if self.cfg.precision == "fast" else 1
+        out: list[Sam2ImageEmbedding] = []
+        for s in range(0, len(arrays), batch):
+            out += self._encode(arrays[s : s + batch])
+        return out
+
+    def _encode(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Sam2ImageEmbedding]:
+        x = torch.stack([self.transforms(img) for img in images]).to(self.device)
         model = self.model
         with self._autocast():
             backbone_out = model.forward_image(x)
             _, feats, _, sizes = model._prepare_backbone_features(backbone_out)
             if model.directly_add_no_mem_embed:
                 feats[-1] = feats[-1] + model.no_mem_embed
-        maps = [f.permute(1, 2, 0).view(1, -1, *size) for f, size in zip(feats, sizes, strict=True)]
-        return Sam2ImageEmbedding(
-            features=maps[-1],
-            high_res=maps[:-1],
-            image_pe=model.sam_prompt_encoder.get_dense_pe(),
-            original_size=original_size,
-        )
+        b = len(images)
+        maps = [f.permute(1, 2, 0).view(b, -1, *size) for f, size in zip(feats, sizes, strict=True)]
+        image_pe = model.sam_prompt_encoder.get_dense_pe()
+        return [
+            Sam2ImageEmbedding(
+                features=maps[-1][i : i + 1],
+                high_res=[m[i : i + 1] for m in maps[:-1]],
+                image_pe=image_pe,
+                original_size=(int(img.shape[0]), int(img.shape[1])),
+            )
+            for i, img in enumerate(images)
+        ]
 
     def _to_input(self, xy: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
         """Pixel coordinates ``...x2`` (float32) → the model's input frame, as the predictor."""
