@@ -258,7 +258,9 @@ def test_batched_encoder_equals_one_by_one(sam2_model: SAM2Base) -> None:
     for img, emb in zip(images, batched, strict=True):
         one = exact.embed_image(img)
         assert emb.original_size == one.original_size
-        for got, want in zip([emb.features, *emb.high_res], [one.features, *one.high_res]):
+        for got, want in zip(
+            [emb.features, *emb.high_res], [one.features, *one.high_res], strict=True
+        ):
             np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(
             engine.generate_grid(emb).boxes, exact.generate_grid(one).boxes, atol=1.0

@@ -16,8 +16,8 @@ import torch
 from segment_anything.modeling import Sam
 from segment_anything.modeling.image_encoder import Attention as ImageAttention
 from segment_anything.modeling.image_encoder import add_decomposed_rel_pos
+from test_sam_engine import make_image, make_test_sam
 
-from tests.sam.test_sam_engine import make_image, make_test_sam
 from weaksam.configlib import FieldError
 from weaksam.sam.engine import (
     EngineConfig,
@@ -186,7 +186,7 @@ def test_fast_path_decodes_fixed_shapes(sam: Sam) -> None:
 
     fast._transformer = recording
     img = make_image(4)
-    pts, cls = _points(4, 5)  # 5 points: chunks of 16 are padded
+    pts, _ = _points(4, 5)  # 5 points: chunks of 16 are padded
     emb = fast.embed_image(img)
     out = fast.predict_points(emb, pts)
     assert sorted(set(out.prompt_index.tolist())) == list(range(5))  # no padded prompt leaks

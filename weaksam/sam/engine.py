@@ -119,7 +119,7 @@ class EngineConfig:
         max_proposals: keep at most this many proposals, the highest-scoring ones (0: no cap).
         precision: ``exact`` (segment-anything's modules in float32; the grid equals AMG and
             the prompts ``SamPredictor``) or ``fast`` (:mod:`weaksam.sam.fast`: one compute
-            dtype end to end, bf16 on CUDA with ``sam.autocast_dtype: bf16``; SDPA; batched
+            dtype end to end, fp16 on CUDA unless ``sam.autocast_dtype: bf16``; SDPA; batched
             encoder; fixed decoder shapes), checked against ``exact`` by box agreement.
         encoder_batch: images per encoder pass on the fast path (``exact`` encodes one at a
             time, as ``SamPredictor``).
@@ -443,6 +443,9 @@ def predict_mask_logits(
     src = keys.transpose(1, 2).view(b, keys.shape[2], *grid)
     upscaled = decoder.output_upscaling(src)
     mlps = decoder.output_hypernetworks_mlps
+    # the hypernetworks' dtype (float32 on the fast path too): the logits' last product
+    dtype = mlps[0].layers[0].weight.dtype
+    queries, upscaled = queries.to(dtype), upscaled.to(dtype)
     hyper = torch.stack([mlp(queries[:, 1 + i, :]) for i, mlp in enumerate(mlps)], dim=1)
     _, c, h, w = upscaled.shape
     return (hyper @ upscaled.view(b, c, h * w)).view(b, hyper.shape[1], h, w)
@@ -470,8 +473,9 @@ class SamPromptEngine:
             (:func:`~weaksam.sam.fast.prepare_fast_model`: cast, SDPA, compile).
         cfg: prompting settings.
         autocast_dtype: ``none``, ``bf16`` or ``fp16``: mixed precision on CUDA (ignored on
-            CPU) on the exact path; the compute dtype of the fast path on CUDA. Mask
-            post-processing always runs in float32.
+            CPU) on the exact path; on the fast path the compute dtype on CUDA (``none``:
+            fp16, :func:`~weaksam.sam.fast.fast_dtype`). Mask post-processing always runs in
+            float32.
         compute_dtype: the fast path's dtype, overriding the rule above (e.g. bf16 on CPU to
             check its numerics); ignored on the exact path.
     """
@@ -602,7 +606,9 @@ class SamPromptEngine:
             queries, keys = self._transformer(dec, emb.tokens, sparse, self.fast)
             tok = torch.as_tensor([-1] if single else list(tokens), device=sparse.device)
             cols = tok + 1  # mask token 0 is the single-mask output, 1..3 the multimask ones
-            iou = dec.iou_prediction_head(queries[:, 0, :]).float()[:, cols]
+            head = dec.iou_prediction_head
+            iou_in = queries[:, 0, :].to(head.layers[0].weight.dtype)
+            iou = head(iou_in).float()[:, cols]
             prompt = torch.arange(n, device=iou.device)
             keep = iou[:n] > iou_thresh if iou_thresh > 0.0 else None
             if keep is not None and not self.fast:  # upscale only prompts with a passing mask
