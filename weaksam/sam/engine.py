@@ -502,8 +502,8 @@ class SamPromptEngine:
         self._transformer = run_two_way_transformer
         self._mask_logits = predict_mask_logits
         if self.fast and self.cfg.compile:
-            self._transformer = torch.compile(run_two_way_transformer, dynamic=False)
-            self._mask_logits = torch.compile(predict_mask_logits, dynamic=False)
+            self._transformer = torch.compile(run_two_way_transformer)
+            self._mask_logits = torch.compile(predict_mask_logits)
 
     @classmethod
     def from_config(cls, sam_cfg: SamConfig, cfg: EngineConfig | None = None) -> SamPromptEngine:

@@ -22,10 +22,12 @@ on CPU. ``precision: fast`` trades that equality for speed on a GPU:
   :meth:`~weaksam.sam.engine.SamPromptEngine.embed_images`);
 - **fixed chunk shapes**: every decoder call gets exactly ``points_per_batch`` prompts (the
   last chunk is padded by repeating its last prompt, whose rows are then dropped) and the
-  predicted-IoU filter applies after the mask head, not before, so shapes never depend on
-  the data (CUDA graphs, ``torch.compile`` without recompiles);
+  predicted-IoU filter applies after the mask head, not before, so the batch dimension never
+  depends on the data (grid, single-point and box prompts keep one shape; class-wise prompts
+  vary only in their number of points);
 - **torch.compile** of the encoder and decoder (``EngineConfig.compile``; the first calls
-  compile, so benchmarks warm up untimed).
+  compile, a new class-prompt length makes that dimension dynamic, so benchmarks warm up
+  untimed).
 
 The decoder's image side is shared by all prompts on both paths (:class:`~weaksam.sam.engine
 .ImageTokens`). The fast path is checked against the exact one by :func:`box_agreement`
