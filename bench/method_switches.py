@@ -36,6 +36,12 @@ SWITCHES: dict[str, tuple[str, list[str], str, str]] = {
         "only",
         "wsod",
     ),
+    "mist_background": (
+        "MIST with wetectron's C + 1 WSDDN columns (bench.yaml measured C columns better)",
+        ["wsod.compare=[]", "wsod.model.mil_background=true"],
+        "only",
+        "wsod",
+    ),
     "mist_no_cdb": (
         "MIST without Concrete DropBlock",
         ["wsod.compare=[]", "wsod.model.cdb=false"],
