@@ -142,35 +142,25 @@ def run_reference(
 ) -> dict[str, Any]:
     """The reference way: the package's AMG for the grid, one predictor call per point and
     per class (``masks[1:]`` kept, as WeakSAM's code)."""
+    generator: Any
+    predictor: Any
     if model_type in SAM2_MODEL_TYPES:
-        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
-        from sam2.sam2_image_predictor import SAM2ImagePredictor
-
-        amg: Any = SAM2AutomaticMaskGenerator(
-            model,
-            points_per_side=cfg.points_per_side,
-            points_per_batch=64,
-            pred_iou_thresh=cfg.pred_iou_thresh,
-            stability_score_thresh=cfg.stability_score_thresh,
-            box_nms_thresh=cfg.box_nms_thresh,
-            crop_n_layers=0,
-            min_mask_region_area=0,
-        )
-        pred: Any = SAM2ImagePredictor(model)
+        from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator as generator
+        from sam2.sam2_image_predictor import SAM2ImagePredictor as predictor
     else:
-        from segment_anything import SamAutomaticMaskGenerator, SamPredictor
-
-        amg = SamAutomaticMaskGenerator(
-            model,
-            points_per_side=cfg.points_per_side,
-            points_per_batch=64,
-            pred_iou_thresh=cfg.pred_iou_thresh,
-            stability_score_thresh=cfg.stability_score_thresh,
-            box_nms_thresh=cfg.box_nms_thresh,
-            crop_n_layers=0,
-            min_mask_region_area=0,
-        )
-        pred = SamPredictor(model)
+        from segment_anything import SamAutomaticMaskGenerator as generator
+        from segment_anything import SamPredictor as predictor
+    amg = generator(
+        model,
+        points_per_side=cfg.points_per_side,
+        points_per_batch=64,
+        pred_iou_thresh=cfg.pred_iou_thresh,
+        stability_score_thresh=cfg.stability_score_thresh,
+        box_nms_thresh=cfg.box_nms_thresh,
+        crop_n_layers=0,
+        min_mask_region_area=0,
+    )
+    pred = predictor(model)
 
     def one(item: tuple[np.ndarray, np.ndarray, np.ndarray]) -> int:
         img, pts, cls = item
