@@ -39,7 +39,7 @@ import contextlib
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -464,7 +464,304 @@ def _as_image(image: npt.ArrayLike) -> npt.NDArray[np.uint8]:
     return np.ascontiguousarray(arr)
 
 
-class SamPromptEngine:
+class EncodedImage(Protocol):
+    """What :class:`PromptMethods` reads of an engine's encoded image."""
+
+    @property
+    def original_size(self) -> tuple[int, int]: ...
+
+
+EmbT = TypeVar("EmbT", bound=EncodedImage)
+
+
+class PromptMethods(Generic[EmbT]):
+    """The prompting that SAM and SAM 2.1 share: batching, filters, NMS and the row order of
+    grids, points, point groups and boxes (:class:`SamPromptEngine`,
+    :class:`~weaksam.sam.sam2_engine.Sam2PromptEngine`).
+
+    A subclass supplies the model's own steps: ``_encode`` (images → embeddings),
+    ``_decode`` (prompts in the model's input frame → low-res logits, predicted IoU, prompt
+    and token per kept mask), ``_finish`` (kept logits → :class:`PromptMasks`), the
+    coordinate transforms (``_grid_coords``, ``_point_coords``, ``_box_inputs``) and the
+    grid's measurements (``_grid_measure``, ``_grid_masks``).
+    """
+
+    cfg: EngineConfig
+
+    @property
+    def device(self) -> torch.device:
+        raise NotImplementedError
+
+    def _encode(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[EmbT]:
+        raise NotImplementedError
+
+    def _decode(
+        self,
+        emb: EmbT,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
+        *,
+        tokens: Sequence[int] = (0, 1, 2),
+        iou_thresh: float = 0.0,
+        single: bool = False,
+    ) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError
+
+    def _finish(
+        self,
+        emb: EmbT,
+        low: torch.Tensor,
+        iou: torch.Tensor,
+        prompt_index: torch.Tensor,
+        token: torch.Tensor,
+        with_masks: bool,
+    ) -> PromptMasks:
+        raise NotImplementedError
+
+    def _grid_coords(self, points: npt.NDArray[np.float64], size: tuple[int, int]) -> torch.Tensor:
+        """Grid points ``Nx2`` (original pixels) → the model's input frame, ``Nx2``."""
+        raise NotImplementedError
+
+    def _point_coords(self, points: npt.NDArray[np.float64], size: tuple[int, int]) -> torch.Tensor:
+        """Prompt points ``BxKx2`` (original pixels) → the model's input frame (float32)."""
+        raise NotImplementedError
+
+    def _box_inputs(
+        self, boxes: FloatArray, size: tuple[int, int]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """Boxes ``Nx4`` XYXY (original pixels) → ``_decode``'s ``(coords, labels, boxes)``."""
+        raise NotImplementedError
+
+    def _grid_measure(
+        self, emb: EmbT, low: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stability ``N``, inclusive boxes ``Nx4`` and ``nonempty`` ``N`` of logits
+        ``Nxh'xw'`` at the original size."""
+        raise NotImplementedError
+
+    def _grid_masks(self, emb: EmbT, low: torch.Tensor) -> list[bytes]:
+        """RLE masks of low-res logits ``Nxh'xw'`` at the original size."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ encoder
+    @torch.inference_mode()
+    def embed_image(self, image: npt.ArrayLike) -> EmbT:
+        """Encode an ``HxWx3`` uint8 RGB image (``HxW`` gray and ``HxWx4`` RGBA accepted),
+        exactly as the model's own predictor's ``set_image``."""
+        return self.embed_images([image])[0]
+
+    @torch.inference_mode()
+    def embed_images(self, images: Sequence[npt.ArrayLike]) -> list[EmbT]:
+        """:meth:`embed_image` of each image; with ``precision: fast``, ``cfg.encoder_batch``
+        images share an encoder pass."""
+        arrays = [_as_image(im) for im in images]
+        batch = self.cfg.encoder_batch if self.cfg.precision == "fast" else 1
+        out: list[EmbT] = []
+        for s in range(0, len(arrays), batch):
+            out += self._encode(arrays[s : s + batch])
+        return out
+
+    # ------------------------------------------------------------------ grid
+    @torch.inference_mode()
+    def generate_grid(self, emb: EmbT) -> PromptMasks:
+        """The "everything" grid, equal to the model's automatic mask generator (no crops,
+        no mask-to-mask refinement).
+
+        Per chunk of ``points_per_batch`` grid points: decode 3 outputs per point, keep those
+        with predicted IoU ``> pred_iou_thresh`` (from the IoU token, before any mask is
+        upscaled), measure the survivors' stability scores and boxes at the original size,
+        keep stability ``>= stability_score_thresh``; then NMS (``box_nms_thresh``, by
+        predicted IoU) over all of them on AMG's inclusive boxes. Rows come in NMS order
+        (decreasing predicted IoU), like AMG's. ``prompt_index`` is the grid point index
+        (row-major, x fastest).
+        """
+        cfg = self.cfg
+        pts = grid_points(cfg.points_per_side, *emb.original_size)
+        dev = self.device
+        # per chunk: (iou, stability, inclusive boxes, nonempty, point, token, low-res logits)
+        kept: list[tuple[torch.Tensor, ...]] = []
+        for start in range(0, pts.shape[0], cfg.points_per_batch):
+            coords = self._grid_coords(pts[start : start + cfg.points_per_batch], emb.original_size)
+            labels = torch.ones(coords.shape[0], dtype=torch.int, device=dev)
+            # the IoU filter is exact on the decoder output: it runs before any upscaling
+            low, iou, point, token = self._decode(
+                emb, coords[:, None, :], labels[:, None], iou_thresh=cfg.pred_iou_thresh
+            )
+            if low.shape[0] == 0:
+                continue
+            stab, boxes, nonempty = self._grid_measure(emb, low)
+            fields = [iou, stab, boxes, nonempty, point + start, token, low]
+            if cfg.stability_score_thresh > 0.0:
+                keep = stab >= cfg.stability_score_thresh
+                fields = [t[keep] for t in fields]
+            if not cfg.return_masks:
+                fields[-1] = fields[-1][:0]
+            kept.append(tuple(fields))
+        if not kept:
+            return _empty_prompt_masks(cfg.return_masks)
+        iou, stab, boxes, nonempty, point, token, low = (
+            torch.cat(t) for t in zip(*kept, strict=True)
+        )
+        order = nms(boxes.float(), iou, cfg.box_nms_thresh)
+        # RLE only for the masks NMS keeps
+        masks = self._grid_masks(emb, low[order]) if cfg.return_masks else None
+        boxes, nonempty, iou, stab, point, token = (
+            t[order] for t in (boxes, nonempty, iou, stab, point, token)
+        )
+        return prompt_masks(boxes, nonempty, iou, stab, point, token, masks)
+
+    # ------------------------------------------------------------------ points
+    def _point_prompts(
+        self, emb: EmbT, batches: Iterator[tuple[IntArray, npt.NDArray[np.float64], IntArray]]
+    ) -> PromptMasks:
+        """Decode batches of ``(prompt ids B, points BxKx2, labels BxK)``; keep the
+        configured multimask tokens (``keep_multimask_tokens``)."""
+        cfg, dev = self.cfg, self.device
+        parts: list[PromptMasks] = []
+        for ids, pts, labels in batches:
+            lab = torch.as_tensor(labels, dtype=torch.int, device=dev)
+            low, iou, prompt, token = self._decode(
+                emb,
+                self._point_coords(pts, emb.original_size),
+                lab,
+                tokens=cfg.keep_multimask_tokens,
+                iou_thresh=cfg.point_pred_iou_thresh,
+            )
+            pid = torch.as_tensor(ids, device=dev)[prompt]
+            parts.append(self._finish(emb, low, iou, pid, token, cfg.return_masks))
+        return _concat_prompt_masks(parts, cfg.return_masks)
+
+    @torch.inference_mode()
+    def predict_points(
+        self, emb: EmbT, points: npt.ArrayLike, labels: npt.ArrayLike | None = None
+    ) -> PromptMasks:
+        """Single-point prompts (WeakSAM's per-peak prompts), ``points_per_batch`` per call.
+
+        Args:
+            emb: from :meth:`embed_image`.
+            points: ``Px2`` ``(x, y)`` in original pixels (``P`` may be 0).
+            labels: ``P`` point labels (1 foreground, 0 background); default all 1.
+
+        Returns:
+            ``len(keep_multimask_tokens)`` rows per point, point-major, tokens in the
+            configured order; ``prompt_index`` is the point index. Empty masks are kept and
+            flagged (``nonempty`` false, box ``[0, 0, 0, 0]``); no IoU filter unless
+            ``point_pred_iou_thresh > 0``. Same masks as the model's predictor's
+            ``predict(point, label, multimask_output=True)`` per point.
+        """
+        pts = check_points(points)
+        lab = check_labels(labels, pts.shape[0])
+        bs = self.cfg.points_per_batch
+        batches = (
+            (
+                np.arange(s, min(s + bs, pts.shape[0]), dtype=np.int64),
+                pts[s : s + bs, None, :],
+                lab[s : s + bs, None],
+            )
+            for s in range(0, pts.shape[0], bs)
+        )
+        return self._point_prompts(emb, batches)
+
+    @torch.inference_mode()
+    def predict_multipoint(
+        self, emb: EmbT, groups: Sequence[tuple[npt.ArrayLike, npt.ArrayLike | None]]
+    ) -> PromptMasks:
+        """Multi-point prompts: each group's ``K`` points form one prompt (WeakSAM's class-wise
+        prompts use all points of a class, labels 1).
+
+        Args:
+            emb: from :meth:`embed_image`.
+            groups: ``[(points Kx2, labels K or None), ...]``, ``K >= 1``, original pixels.
+
+        Returns:
+            rows as :meth:`predict_points`, ``prompt_index`` = group index, groups in input
+            order. Groups are batched only with groups of the same ``K`` (exactly the
+            unbatched result; padding with label -1 points would not be).
+        """
+        grs = make_groups(groups)
+        sizes = [g.points.shape[0] for g in grs]
+        batches = (
+            (
+                ids,
+                np.stack([grs[i].points for i in ids]),
+                np.stack([grs[i].labels for i in ids]),
+            )
+            for ids in bucket_by_size(sizes, self.cfg.points_per_batch)
+        )
+        out = self._point_prompts(emb, batches)
+        return reorder(out, np.argsort(out.prompt_index, kind="stable"))
+
+    @torch.inference_mode()
+    def predict_boxes(self, emb: EmbT, boxes: npt.ArrayLike) -> PromptMasks:
+        """Box prompts (pseudo-ground-truth masks): one mask per box, always with its RLE.
+
+        Args:
+            emb: from :meth:`embed_image`.
+            boxes: ``Nx4`` XYXY in original pixels, passed to the model as given (SAM's box
+                prompt takes pixel coordinates; the continuous and inclusive conventions
+                differ by one pixel at ``x2, y2``).
+
+        Returns:
+            one row per box, in input order: the mask ``cfg.box_mask`` picks (the single-mask
+            output as ``multimask_output=False``, the multimask output with the highest
+            predicted IoU, or the multimask output ``box_mask_token``); tight box of that
+            mask, its RLE in ``masks``.
+        """
+        arr = np.asarray(boxes, dtype=np.float32)
+        if arr.size == 0:
+            return _empty_prompt_masks(True)
+        if arr.ndim != 2 or arr.shape[1] != 4 or not np.isfinite(arr).all():
+            raise ValueError(f"boxes must be finite Nx4 XYXY, got shape {arr.shape}")
+        cfg, dev = self.cfg, self.device
+        parts = []
+        for s in range(0, arr.shape[0], cfg.points_per_batch):
+            chunk = arr[s : s + cfg.points_per_batch]
+            coords, labels, b = self._box_inputs(chunk, emb.original_size)
+            if cfg.box_mask == "single":
+                low, iou, prompt, token = self._decode(emb, coords, labels, b, single=True)
+                parts.append(self._finish(emb, low, iou, prompt + s, token, True))
+                continue
+            low, iou, prompt, _ = self._decode(emb, coords, labels, b)
+            if cfg.box_mask == "best_iou":
+                token = iou.view(-1, 3).argmax(dim=1)
+            else:
+                token = torch.full((chunk.shape[0],), cfg.box_mask_token, device=dev)
+            rows = 3 * torch.arange(chunk.shape[0], device=dev) + token
+            parts.append(self._finish(emb, low[rows], iou[rows], prompt[rows] + s, token, True))
+        return _concat_prompt_masks(parts, True)
+
+    # ------------------------------------------------------------------ proposals
+    @torch.inference_mode()
+    def generate(
+        self,
+        image: npt.ArrayLike,
+        points: npt.ArrayLike | None = None,
+        point_classes: npt.ArrayLike | None = None,
+        point_kinds: Sequence[str] | None = None,
+    ) -> ProposalSet:
+        """All proposals of one image from one encoder pass, in WeakSAM's order.
+
+        Args:
+            image: ``HxWx3`` uint8 RGB.
+            points: ``Px2`` peak points ``(x, y)`` in original pixels, or ``None``.
+            point_classes: ``P`` class ids of the points (needed for class-wise prompts and
+                class hints), or ``None``.
+            point_kinds: ``P`` kinds (e.g. ``coarse``, ``fine``, ``cross``); default
+                ``cfg.point_kind`` for every point.
+
+        Returns:
+            grid proposals (source ``grid``, AMG's order), then for each kind in
+            ``kind_order``: the single-point proposals (``point:<kind>``, 2 per point,
+            point-major) and, for ``classwise_kinds`` when classes are given, the class-wise
+            ones (``class:<kind>``, 2 per class, classes ascending). Empty masks are dropped
+            unless ``keep_empty``; then ``min_box_size``, ``final_nms_thresh`` and
+            ``max_proposals`` apply (no cross-source NMS by default). The order is kept.
+        """
+        return generate_proposal_set(self, image, points, point_classes, point_kinds)
+
+
+class SamPromptEngine(PromptMethods[ImageEmbedding]):
     """Prompts one SAM with grids, points, point groups and boxes.
 
     Args:
@@ -518,26 +815,6 @@ class SamPromptEngine:
         if not self.fast and self.device.type == "cuda" and self.autocast_dtype in _AUTOCAST:
             return torch.autocast("cuda", dtype=_AUTOCAST[self.autocast_dtype])
         return contextlib.nullcontext()
-
-    # ------------------------------------------------------------------ encoder
-    @torch.inference_mode()
-    def embed_image(self, image: npt.ArrayLike) -> ImageEmbedding:
-        """Encode an ``HxWx3`` uint8 RGB image (``HxW`` gray and ``HxWx4`` RGBA accepted).
-
-        Exactly ``SamPredictor.set_image``: ``ResizeLongestSide``, normalise, pad, encode.
-        """
-        return self.embed_images([image])[0]
-
-    @torch.inference_mode()
-    def embed_images(self, images: Sequence[npt.ArrayLike]) -> list[ImageEmbedding]:
-        """:meth:`embed_image` of each image; on the fast path ``cfg.encoder_batch`` images
-        share an encoder pass (padded to the same ``1024x1024`` input, as each one is)."""
-        arrays = [_as_image(im) for im in images]
-        batch = self.cfg.encoder_batch if self.fast else 1
-        out: list[ImageEmbedding] = []
-        for s in range(0, len(arrays), batch):
-            out += self._encode(arrays[s : s + batch])
-        return out
 
     def _encode(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[ImageEmbedding]:
         sizes, inputs = [], []
@@ -661,241 +938,31 @@ class SamPromptEngine:
             masks = encode_binary_masks(binary)
         else:
             stab, boxes, nonempty = self._measure(emb, low)
-        return PromptMasks(
-            boxes=inclusive_to_continuous(boxes, nonempty),
-            scores=iou.detach().cpu().numpy().astype(np.float32),
-            stability=stab.detach().cpu().numpy().astype(np.float32),
-            prompt_index=prompt_index.detach().cpu().numpy().astype(np.int64),
-            token=token.detach().cpu().numpy().astype(np.int64),
-            nonempty=nonempty.detach().cpu().numpy(),
-            masks=masks,
-        )
+        return prompt_masks(boxes, nonempty, iou, stab, prompt_index, token, masks)
 
-    # ------------------------------------------------------------------ grid
-    @torch.inference_mode()
-    def generate_grid(self, emb: ImageEmbedding) -> PromptMasks:
-        """The "everything" grid, equal to ``SamAutomaticMaskGenerator`` (no crops).
+    # ------------------------------------------------------------------ prompt frames
+    def _grid_coords(self, points: npt.NDArray[np.float64], size: tuple[int, int]) -> torch.Tensor:
+        # float64 coordinates, exactly as AMG passes them to the prompt encoder
+        return torch.as_tensor(self.transform.apply_coords(points, size), device=self.device)
 
-        Per chunk of ``points_per_batch`` grid points: decode 3 outputs per point, keep those
-        with predicted IoU ``> pred_iou_thresh`` (from the IoU token, before any mask is
-        upscaled), measure the survivors' stability scores and boxes (inside each mask's
-        window, the values AMG gets at full resolution), keep stability
-        ``>= stability_score_thresh``; then NMS (``box_nms_thresh``, by predicted IoU) over
-        all of them on AMG's inclusive boxes. Rows come in NMS order (decreasing predicted
-        IoU), like AMG's. ``prompt_index`` is the grid point index (row-major, x fastest).
-        """
-        cfg = self.cfg
-        h, w = emb.original_size
-        pts = grid_points(cfg.points_per_side, h, w)
-        dev = self.device
-        # per chunk: (iou, stability, inclusive boxes, nonempty, point, token, low-res logits)
-        kept: list[tuple[torch.Tensor, ...]] = []
-        for start in range(0, pts.shape[0], cfg.points_per_batch):
-            chunk = pts[start : start + cfg.points_per_batch]
-            # float64 coordinates, exactly as AMG passes them to the prompt encoder
-            coords = torch.as_tensor(self.transform.apply_coords(chunk, (h, w)), device=dev)
-            labels = torch.ones(coords.shape[0], dtype=torch.int, device=dev)
-            # the IoU filter is exact on the decoder output: it runs before any upscaling
-            low, iou, point, token = self._decode(
-                emb, coords[:, None, :], labels[:, None], iou_thresh=cfg.pred_iou_thresh
-            )
-            if low.shape[0] == 0:
-                continue
-            stab, boxes, nonempty = self._measure(emb, low)
-            fields = [iou, stab, boxes, nonempty, point + start, token]
-            low = low if cfg.return_masks else low[:0]
-            if cfg.stability_score_thresh > 0.0:
-                keep = stab >= cfg.stability_score_thresh
-                fields = [t[keep] for t in fields]
-                low = low[keep] if cfg.return_masks else low
-            kept.append((*fields, low))
-        if not kept:
-            return _empty_prompt_masks(cfg.return_masks)
-        iou, stab, boxes, nonempty, point, token, low = (
-            torch.cat(t) for t in zip(*kept, strict=True)
-        )
-        order = nms(boxes.float(), iou, cfg.box_nms_thresh)
-        masks = None
-        if cfg.return_masks:  # RLE only for the masks NMS keeps
-            logits = upsample_logits(self.model, low[order], emb.input_size, emb.original_size)
-            masks = encode_binary_masks(logits > cfg.mask_threshold)
-        return PromptMasks(
-            boxes=inclusive_to_continuous(boxes[order], nonempty[order]),
-            scores=iou[order].cpu().numpy().astype(np.float32),
-            stability=stab[order].cpu().numpy().astype(np.float32),
-            prompt_index=point[order].cpu().numpy().astype(np.int64),
-            token=token[order].cpu().numpy().astype(np.int64),
-            nonempty=nonempty[order].cpu().numpy(),
-            masks=masks,
-        )
+    def _point_coords(self, points: npt.NDArray[np.float64], size: tuple[int, int]) -> torch.Tensor:
+        coords = self.transform.apply_coords(points, size)
+        return torch.as_tensor(coords, dtype=torch.float, device=self.device)
 
-    # ------------------------------------------------------------------ points
-    def _point_prompts(
-        self,
-        emb: ImageEmbedding,
-        batches: Iterator[tuple[IntArray, npt.NDArray[np.float64], IntArray]],
-        tokens: Sequence[int],
-        iou_thresh: float,
-        with_masks: bool,
-    ) -> PromptMasks:
-        """Decode batches of ``(prompt ids B, points BxKx2, labels BxK)``; keep ``tokens``."""
-        dev = self.device
-        parts: list[PromptMasks] = []
-        for ids, pts, labels in batches:
-            coords = self.transform.apply_coords(pts, emb.original_size)
-            c = torch.as_tensor(coords, dtype=torch.float, device=dev)
-            lab = torch.as_tensor(labels, dtype=torch.int, device=dev)
-            low, iou, prompt, token = self._decode(
-                emb, c, lab, tokens=tokens, iou_thresh=iou_thresh
-            )
-            pid = torch.as_tensor(ids, device=dev)[prompt]
-            parts.append(self._finish(emb, low, iou, pid, token, with_masks))
-        return _concat_prompt_masks(parts, with_masks)
+    def _box_inputs(
+        self, boxes: FloatArray, size: tuple[int, int]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        b = self.transform.apply_boxes(boxes, size)
+        return None, None, torch.as_tensor(b, dtype=torch.float, device=self.device)
 
-    @torch.inference_mode()
-    def predict_points(
-        self,
-        emb: ImageEmbedding,
-        points: npt.ArrayLike,
-        labels: npt.ArrayLike | None = None,
-    ) -> PromptMasks:
-        """Single-point prompts (WeakSAM's per-peak prompts), ``points_per_batch`` per call.
+    def _grid_measure(
+        self, emb: ImageEmbedding, low: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self._measure(emb, low)
 
-        Args:
-            emb: from :meth:`embed_image`.
-            points: ``Px2`` ``(x, y)`` in original pixels (``P`` may be 0).
-            labels: ``P`` point labels (1 foreground, 0 background); default all 1.
-
-        Returns:
-            ``len(keep_multimask_tokens)`` rows per point, point-major, tokens in the
-            configured order; ``prompt_index`` is the point index. Empty masks are kept and
-            flagged (``nonempty`` false, box ``[0, 0, 0, 0]``); no IoU filter unless
-            ``point_pred_iou_thresh > 0``. Same masks as ``SamPredictor.predict(point,
-            label, multimask_output=True)`` per point.
-        """
-        pts = check_points(points)
-        lab = check_labels(labels, pts.shape[0])
-        bs = self.cfg.points_per_batch
-        batches = (
-            (
-                np.arange(s, min(s + bs, pts.shape[0]), dtype=np.int64),
-                pts[s : s + bs, None, :],
-                lab[s : s + bs, None],
-            )
-            for s in range(0, pts.shape[0], bs)
-        )
-        return self._point_prompts(
-            emb,
-            batches,
-            self.cfg.keep_multimask_tokens,
-            self.cfg.point_pred_iou_thresh,
-            self.cfg.return_masks,
-        )
-
-    @torch.inference_mode()
-    def predict_multipoint(
-        self,
-        emb: ImageEmbedding,
-        groups: Sequence[tuple[npt.ArrayLike, npt.ArrayLike | None]],
-    ) -> PromptMasks:
-        """Multi-point prompts: each group's ``K`` points form one prompt (WeakSAM's class-wise
-        prompts use all points of a class, labels 1).
-
-        Args:
-            emb: from :meth:`embed_image`.
-            groups: ``[(points Kx2, labels K or None), ...]``, ``K >= 1``, original pixels.
-
-        Returns:
-            rows as :meth:`predict_points`, ``prompt_index`` = group index, groups in input
-            order. Groups are batched only with groups of the same ``K`` (exactly the
-            unbatched result; padding with label -1 points would not be).
-        """
-        grs = make_groups(groups)
-        sizes = [g.points.shape[0] for g in grs]
-        batches = (
-            (
-                ids,
-                np.stack([grs[i].points for i in ids]),
-                np.stack([grs[i].labels for i in ids]),
-            )
-            for ids in bucket_by_size(sizes, self.cfg.points_per_batch)
-        )
-        out = self._point_prompts(
-            emb,
-            batches,
-            self.cfg.keep_multimask_tokens,
-            self.cfg.point_pred_iou_thresh,
-            self.cfg.return_masks,
-        )
-        return reorder(out, np.argsort(out.prompt_index, kind="stable"))
-
-    @torch.inference_mode()
-    def predict_boxes(self, emb: ImageEmbedding, boxes: npt.ArrayLike) -> PromptMasks:
-        """Box prompts (pseudo-ground-truth masks): one mask per box, always with its RLE.
-
-        Args:
-            emb: from :meth:`embed_image`.
-            boxes: ``Nx4`` XYXY in original pixels, passed to SAM as given (SAM's box prompt
-                takes pixel coordinates; the continuous and inclusive conventions differ by
-                one pixel at ``x2, y2``).
-
-        Returns:
-            one row per box, in input order: the mask ``cfg.box_mask`` picks (the single-mask
-            output, the multimask output with the highest predicted IoU, or the multimask
-            output ``box_mask_token``); tight box of that mask, its RLE in ``masks``.
-        """
-        arr = np.asarray(boxes, dtype=np.float32)
-        if arr.size == 0:
-            return _empty_prompt_masks(True)
-        if arr.ndim != 2 or arr.shape[1] != 4 or not np.isfinite(arr).all():
-            raise ValueError(f"boxes must be finite Nx4 XYXY, got shape {arr.shape}")
-        dev = self.device
-        parts = []
-        bs = self.cfg.points_per_batch
-        for s in range(0, arr.shape[0], bs):
-            chunk = self.transform.apply_boxes(arr[s : s + bs], emb.original_size)
-            b = torch.as_tensor(chunk, dtype=torch.float, device=dev)
-            if self.cfg.box_mask == "single":
-                low, iou, prompt, token = self._decode(emb, None, None, boxes=b, single=True)
-                parts.append(self._finish(emb, low, iou, prompt + s, token, True))
-                continue
-            low, iou, prompt, _ = self._decode(emb, None, None, boxes=b)
-            if self.cfg.box_mask == "best_iou":
-                token = iou.view(-1, 3).argmax(dim=1)
-            else:
-                token = torch.full((b.shape[0],), self.cfg.box_mask_token, device=dev)
-            rows = 3 * torch.arange(b.shape[0], device=dev) + token
-            parts.append(self._finish(emb, low[rows], iou[rows], prompt[rows] + s, token, True))
-        return _concat_prompt_masks(parts, True)
-
-    # ------------------------------------------------------------------ proposals
-    @torch.inference_mode()
-    def generate(
-        self,
-        image: npt.ArrayLike,
-        points: npt.ArrayLike | None = None,
-        point_classes: npt.ArrayLike | None = None,
-        point_kinds: Sequence[str] | None = None,
-    ) -> ProposalSet:
-        """All proposals of one image from one encoder pass, in WeakSAM's order.
-
-        Args:
-            image: ``HxWx3`` uint8 RGB.
-            points: ``Px2`` peak points ``(x, y)`` in original pixels, or ``None``.
-            point_classes: ``P`` class ids of the points (needed for class-wise prompts and
-                class hints), or ``None``.
-            point_kinds: ``P`` kinds (e.g. ``coarse``, ``fine``, ``cross``); default
-                ``cfg.point_kind`` for every point.
-
-        Returns:
-            grid proposals (source ``grid``, AMG's order), then for each kind in
-            ``kind_order``: the single-point proposals (``point:<kind>``, 2 per point,
-            point-major) and, for ``classwise_kinds`` when classes are given, the class-wise
-            ones (``class:<kind>``, 2 per class, classes ascending). Empty masks are dropped
-            unless ``keep_empty``; then ``min_box_size``, ``final_nms_thresh`` and
-            ``max_proposals`` apply (no cross-source NMS by default). The order is kept.
-        """
-        return generate_proposal_set(self, image, points, point_classes, point_kinds)
+    def _grid_masks(self, emb: ImageEmbedding, low: torch.Tensor) -> list[bytes]:
+        logits = upsample_logits(self.model, low, emb.input_size, emb.original_size)
+        return encode_binary_masks(logits > self.cfg.mask_threshold)
 
 
 def generate_proposal_set(
@@ -1013,6 +1080,29 @@ def _pad_rows(t: torch.Tensor, rows: int) -> torch.Tensor:
     """``t`` with its last row repeated up to ``rows`` rows (prompts are independent, so the
     copies change nothing and are dropped after decoding)."""
     return torch.cat([t, t[-1:].expand(rows - t.shape[0], *t.shape[1:])])
+
+
+def prompt_masks(
+    boxes: torch.Tensor,
+    nonempty: torch.Tensor,
+    iou: torch.Tensor,
+    stability: torch.Tensor,
+    prompt_index: torch.Tensor,
+    token: torch.Tensor,
+    masks: list[bytes] | None,
+) -> PromptMasks:
+    """Decoder results as :class:`PromptMasks`: inclusive boxes ``Nx4`` (AMG's convention,
+    made continuous; empty masks ``[0, 0, 0, 0]``), ``nonempty`` ``N``, predicted IoU ``N``,
+    stability ``N``, prompt ``N`` and token ``N`` tensors on any device; RLE masks or None."""
+    return PromptMasks(
+        boxes=inclusive_to_continuous(boxes, nonempty),
+        scores=iou.detach().cpu().numpy().astype(np.float32),
+        stability=stability.detach().cpu().numpy().astype(np.float32),
+        prompt_index=prompt_index.detach().cpu().numpy().astype(np.int64),
+        token=token.detach().cpu().numpy().astype(np.int64),
+        nonempty=nonempty.detach().cpu().numpy(),
+        masks=masks,
+    )
 
 
 def _empty_prompt_masks(with_masks: bool) -> PromptMasks:

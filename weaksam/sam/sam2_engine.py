@@ -42,31 +42,18 @@ import torch
 import torch.nn.functional as F
 from sam2.modeling.sam2_base import SAM2Base
 from sam2.utils.transforms import SAM2Transforms
-from torchvision.ops import nms
 
 from weaksam.sam.build import SamConfig
 from weaksam.sam.engine import (
     EngineConfig,
     PromptMasks,
-    ProposalSet,
-    _as_image,
-    _concat_prompt_masks,
-    _empty_prompt_masks,
-    generate_proposal_set,
-    reorder,
+    PromptMethods,
+    prompt_masks,
 )
 from weaksam.sam.postprocess import (
     encode_binary_masks,
-    inclusive_to_continuous,
     mask_boxes,
     stability_scores,
-)
-from weaksam.sam.prompts import (
-    bucket_by_size,
-    check_labels,
-    check_points,
-    grid_points,
-    make_groups,
 )
 from weaksam.sam.sam2_build import build_sam2
 
@@ -92,7 +79,7 @@ class Sam2ImageEmbedding:
     original_size: tuple[int, int]
 
 
-class Sam2PromptEngine:
+class Sam2PromptEngine(PromptMethods[Sam2ImageEmbedding]):
     """Prompts one SAM 2.1 with grids, points, point groups and boxes.
 
     Args:
@@ -100,6 +87,12 @@ class Sam2PromptEngine:
         cfg: prompting settings (those of :class:`~weaksam.sam.engine.SamPromptEngine`).
         autocast_dtype: ``none``, ``bf16`` or ``fp16``: mixed precision on CUDA (ignored on
             CPU). Mask post-processing always runs in float32.
+
+    The prompting itself (batching, filters, NMS, row order) is
+    :class:`~weaksam.sam.engine.PromptMethods`, shared with the SAM engine. With ``precision:
+    fast``, ``cfg.encoder_batch`` images share an encoder pass
+    (``SAM2ImagePredictor.set_image_batch``'s way); SAM 2's attention already runs through
+    SDPA, so the fast path here is batching plus ``autocast_dtype`` on CUDA.
     """
 
     def __init__(
@@ -132,29 +125,6 @@ class Sam2PromptEngine:
             return torch.autocast("cuda", dtype=_AUTOCAST[self.autocast_dtype])
         return contextlib.nullcontext()
 
-    # ------------------------------------------------------------------ encoder
-    @torch.inference_mode()
-    def embed_image(self, image: npt.ArrayLike) -> Sam2ImageEmbedding:
-        """Encode an ``HxWx3`` uint8 RGB image (``HxW`` gray and ``HxWx4`` RGBA accepted).
-
-        Exactly ``SAM2ImagePredictor.set_image``, with the feature sizes read from the
-        encoder's output (the predictor assumes a 1024-px model).
-        """
-        return self.embed_images([image])[0]
-
-    @torch.inference_mode()
-    def embed_images(self, images: Sequence[npt.ArrayLike]) -> list[Sam2ImageEmbedding]:
-        """:meth:`embed_image` of each image; with ``precision: fast``, ``cfg.encoder_batch``
-        images share an encoder pass (``SAM2ImagePredictor.set_image_batch``'s way). SAM 2's
-        attention already runs through SDPA, so the fast path here is batching plus the
-        ``autocast_dtype`` on CUDA."""
-        arrays = [_as_image(im) for im in images]
-        batch = self.cfg.encoder_batch if self.cfg.precision == "fast" else 1
-        out: list[Sam2ImageEmbedding] = []
-        for s in range(0, len(arrays), batch):
-            out += self._encode(arrays[s : s + batch])
-        return out
-
     def _encode(self, images: Sequence[npt.NDArray[np.uint8]]) -> list[Sam2ImageEmbedding]:
         x = torch.stack([self.transforms(img) for img in images]).to(self.device)
         model = self.model
@@ -184,8 +154,9 @@ class Sam2PromptEngine:
     def _decode(
         self,
         emb: Sam2ImageEmbedding,
-        coords: torch.Tensor,
-        labels: torch.Tensor,
+        coords: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        boxes: torch.Tensor | None = None,
         *,
         tokens: Sequence[int] = (0, 1, 2),
         iou_thresh: float = 0.0,
@@ -193,13 +164,16 @@ class Sam2PromptEngine:
     ) -> tuple[torch.Tensor, ...]:
         """Decode ``B`` prompts given in the model's input frame.
 
-        ``coords`` ``BxKx2`` and ``labels`` ``BxK`` (boxes are two points labelled 2, 3);
+        ``coords`` ``BxKx2`` and ``labels`` ``BxK`` (boxes are two points labelled 2, 3, so
+        ``boxes`` must be ``None``: :meth:`_box_inputs` makes those points);
         ``tokens``: the multimask outputs (0–2) wanted; ``single``: the single-mask output
         instead (``multimask_output=False``: token -1, or the best multimask token where
         SAM 2 falls back to it). Returns, for the ``N`` (prompt, token) pairs with predicted
         IoU ``> iou_thresh`` (all when it is 0), prompt-major: low-res logits ``Nxh'xw'``
         (float32), predicted IoU ``N`` (float32), prompt ``N`` and token ``N`` (int64).
         """
+        if coords is None or labels is None or boxes is not None:
+            raise ValueError("SAM 2 prompts are points (a box is two points labelled 2, 3)")
         model, dec = self.model, self.model.sam_mask_decoder
         with self._autocast():
             sparse, dense = model.sam_prompt_encoder(
@@ -285,195 +259,32 @@ class Sam2PromptEngine:
     ) -> PromptMasks:
         """Measure kept low-res logits ``Nxh'xw'`` (boxes, stability); RLE if asked for."""
         stab, boxes, nonempty, masks = self._measure(emb, low, with_masks)
-        return PromptMasks(
-            boxes=inclusive_to_continuous(boxes, nonempty),
-            scores=iou.detach().cpu().numpy().astype(np.float32),
-            stability=stab.detach().cpu().numpy().astype(np.float32),
-            prompt_index=prompt_index.detach().cpu().numpy().astype(np.int64),
-            token=token.detach().cpu().numpy().astype(np.int64),
-            nonempty=nonempty.detach().cpu().numpy(),
-            masks=masks,
-        )
+        return prompt_masks(boxes, nonempty, iou, stab, prompt_index, token, masks)
 
-    # ------------------------------------------------------------------ grid
-    @torch.inference_mode()
-    def generate_grid(self, emb: Sam2ImageEmbedding) -> PromptMasks:
-        """The "everything" grid, equal to ``SAM2AutomaticMaskGenerator`` (no crops, no
-        mask-to-mask refinement).
+    # ------------------------------------------------------------------ prompt frames
+    def _grid_coords(self, points: npt.NDArray[np.float64], size: tuple[int, int]) -> torch.Tensor:
+        xy = torch.as_tensor(points, dtype=torch.float32, device=self.device)
+        return self._to_input(xy, size)
 
-        Per chunk of ``points_per_batch`` grid points: decode 3 outputs per point, keep those
-        with predicted IoU ``> pred_iou_thresh``, measure stability and boxes at the original
-        size, keep stability ``>= stability_score_thresh``; then NMS (``box_nms_thresh``, by
-        predicted IoU) over all of them on AMG's inclusive boxes. Rows come in NMS order;
-        ``prompt_index`` is the grid point index (row-major, x fastest).
-        """
-        cfg = self.cfg
-        size = emb.original_size
-        pts = grid_points(cfg.points_per_side, *size)
-        dev = self.device
-        # per chunk: (iou, stability, inclusive boxes, nonempty, point, token, low-res logits)
-        kept: list[tuple[torch.Tensor, ...]] = []
-        for start in range(0, pts.shape[0], cfg.points_per_batch):
-            chunk = torch.as_tensor(
-                pts[start : start + cfg.points_per_batch], dtype=torch.float32, device=dev
-            )
-            coords = self._to_input(chunk, size)
-            labels = torch.ones(coords.shape[0], dtype=torch.int, device=dev)
-            low, iou, point, token = self._decode(
-                emb, coords[:, None, :], labels[:, None], iou_thresh=cfg.pred_iou_thresh
-            )
-            if low.shape[0] == 0:
-                continue
-            stab, boxes, nonempty, _ = self._measure(emb, low, False)
-            fields = [iou, stab, boxes, nonempty, point + start, token, low]
-            if cfg.stability_score_thresh > 0.0:
-                keep = stab >= cfg.stability_score_thresh
-                fields = [t[keep] for t in fields]
-            if not cfg.return_masks:
-                fields[-1] = fields[-1][:0]
-            kept.append(tuple(fields))
-        if not kept:
-            return _empty_prompt_masks(cfg.return_masks)
-        iou, stab, boxes, nonempty, point, token, low = (
-            torch.cat(t) for t in zip(*kept, strict=True)
-        )
-        order = nms(boxes.float(), iou, cfg.box_nms_thresh)
-        masks = self._measure(emb, low[order], True)[3] if cfg.return_masks else None
-        return PromptMasks(
-            boxes=inclusive_to_continuous(boxes[order], nonempty[order]),
-            scores=iou[order].cpu().numpy().astype(np.float32),
-            stability=stab[order].cpu().numpy().astype(np.float32),
-            prompt_index=point[order].cpu().numpy().astype(np.int64),
-            token=token[order].cpu().numpy().astype(np.int64),
-            nonempty=nonempty[order].cpu().numpy(),
-            masks=masks,
-        )
+    def _point_coords(self, points: npt.NDArray[np.float64], size: tuple[int, int]) -> torch.Tensor:
+        return self._grid_coords(points, size)
 
-    # ------------------------------------------------------------------ points
-    def _point_prompts(
-        self,
-        emb: Sam2ImageEmbedding,
-        batches: Sequence[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray]],
-    ) -> PromptMasks:
-        """Decode batches of ``(prompt ids B, points BxKx2, labels BxK)``; keep the
-        configured multimask tokens."""
-        cfg, dev = self.cfg, self.device
-        parts: list[PromptMasks] = []
-        for ids, pts, labels in batches:
-            xy = torch.as_tensor(pts, dtype=torch.float32, device=dev)
-            lab = torch.as_tensor(labels, dtype=torch.int, device=dev)
-            low, iou, prompt, token = self._decode(
-                emb,
-                self._to_input(xy, emb.original_size),
-                lab,
-                tokens=cfg.keep_multimask_tokens,
-                iou_thresh=cfg.point_pred_iou_thresh,
-            )
-            pid = torch.as_tensor(ids, device=dev)[prompt]
-            parts.append(self._finish(emb, low, iou, pid, token, cfg.return_masks))
-        return _concat_prompt_masks(parts, cfg.return_masks)
+    def _box_inputs(
+        self, boxes: npt.NDArray[np.float32], size: tuple[int, int]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+        """SAM 2 takes a box as two points labelled 2 (top-left) and 3 (bottom-right)."""
+        b = torch.as_tensor(boxes, device=self.device)
+        coords = self._to_input(b.reshape(-1, 2, 2), size)
+        labels = torch.tensor([_BOX_LABELS], dtype=torch.int, device=self.device)
+        return coords, labels.repeat(b.shape[0], 1), None
 
-    @torch.inference_mode()
-    def predict_points(
-        self,
-        emb: Sam2ImageEmbedding,
-        points: npt.ArrayLike,
-        labels: npt.ArrayLike | None = None,
-    ) -> PromptMasks:
-        """Single-point prompts, ``points_per_batch`` per decoder call; rows and filters as
-        :meth:`weaksam.sam.engine.SamPromptEngine.predict_points`. Same masks as
-        ``SAM2ImagePredictor.predict(point, label, multimask_output=True)`` per point.
+    def _grid_measure(
+        self, emb: Sam2ImageEmbedding, low: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        stab, boxes, nonempty, _ = self._measure(emb, low, False)
+        return stab, boxes, nonempty
 
-        Args:
-            emb: from :meth:`embed_image`.
-            points: ``Px2`` ``(x, y)`` in original pixels (``P`` may be 0).
-            labels: ``P`` point labels (1 foreground, 0 background); default all 1.
-        """
-        pts = check_points(points)
-        lab = check_labels(labels, pts.shape[0])
-        bs = self.cfg.points_per_batch
-        batches = [
-            (
-                np.arange(s, min(s + bs, pts.shape[0]), dtype=np.int64),
-                pts[s : s + bs, None, :],
-                lab[s : s + bs, None],
-            )
-            for s in range(0, pts.shape[0], bs)
-        ]
-        return self._point_prompts(emb, batches)
-
-    @torch.inference_mode()
-    def predict_multipoint(
-        self,
-        emb: Sam2ImageEmbedding,
-        groups: Sequence[tuple[npt.ArrayLike, npt.ArrayLike | None]],
-    ) -> PromptMasks:
-        """Multi-point prompts (each group's ``K`` points form one prompt), batched only with
-        groups of the same ``K``; rows as :meth:`predict_points` with ``prompt_index`` = group
-        index, groups in input order.
-
-        Args:
-            emb: from :meth:`embed_image`.
-            groups: ``[(points Kx2, labels K or None), ...]``, ``K >= 1``, original pixels.
-        """
-        grs = make_groups(groups)
-        sizes = [g.points.shape[0] for g in grs]
-        batches = [
-            (
-                ids,
-                np.stack([grs[i].points for i in ids]),
-                np.stack([grs[i].labels for i in ids]),
-            )
-            for ids in bucket_by_size(sizes, self.cfg.points_per_batch)
-        ]
-        out = self._point_prompts(emb, batches)
-        return reorder(out, np.argsort(out.prompt_index, kind="stable"))
-
-    @torch.inference_mode()
-    def predict_boxes(self, emb: Sam2ImageEmbedding, boxes: npt.ArrayLike) -> PromptMasks:
-        """Box prompts: one mask per box, always with its RLE; the mask ``cfg.box_mask`` picks
-        (as :meth:`weaksam.sam.engine.SamPromptEngine.predict_boxes`; ``single`` is
-        ``SAM2ImagePredictor.predict(box=..., multimask_output=False)``, fall-back included).
-
-        Args:
-            emb: from :meth:`embed_image`.
-            boxes: ``Nx4`` XYXY in original pixels, passed to SAM 2 as given.
-        """
-        arr = np.asarray(boxes, dtype=np.float32)
-        if arr.size == 0:
-            return _empty_prompt_masks(True)
-        if arr.ndim != 2 or arr.shape[1] != 4 or not np.isfinite(arr).all():
-            raise ValueError(f"boxes must be finite Nx4 XYXY, got shape {arr.shape}")
-        cfg, dev = self.cfg, self.device
-        parts = []
-        for s in range(0, arr.shape[0], cfg.points_per_batch):
-            b = torch.as_tensor(arr[s : s + cfg.points_per_batch], device=dev)
-            coords = self._to_input(b.reshape(-1, 2, 2), emb.original_size)
-            labels = torch.tensor([_BOX_LABELS], dtype=torch.int, device=dev)
-            labels = labels.repeat(b.shape[0], 1)
-            if cfg.box_mask == "single":
-                low, iou, prompt, token = self._decode(emb, coords, labels, single=True)
-                parts.append(self._finish(emb, low, iou, prompt + s, token, True))
-                continue
-            low, iou, prompt, _ = self._decode(emb, coords, labels)
-            if cfg.box_mask == "best_iou":
-                token = iou.view(-1, 3).argmax(dim=1)
-            else:
-                token = torch.full((b.shape[0],), cfg.box_mask_token, device=dev)
-            rows = 3 * torch.arange(b.shape[0], device=dev) + token
-            parts.append(self._finish(emb, low[rows], iou[rows], prompt[rows] + s, token, True))
-        return _concat_prompt_masks(parts, True)
-
-    # ------------------------------------------------------------------ proposals
-    @torch.inference_mode()
-    def generate(
-        self,
-        image: npt.ArrayLike,
-        points: npt.ArrayLike | None = None,
-        point_classes: npt.ArrayLike | None = None,
-        point_kinds: Sequence[str] | None = None,
-    ) -> ProposalSet:
-        """All proposals of one image from one encoder pass, in WeakSAM's order: exactly
-        :meth:`weaksam.sam.engine.SamPromptEngine.generate` (the same
-        :func:`~weaksam.sam.engine.generate_proposal_set`) on this engine's prompts."""
-        return generate_proposal_set(self, image, points, point_classes, point_kinds)
+    def _grid_masks(self, emb: Sam2ImageEmbedding, low: torch.Tensor) -> list[bytes]:
+        masks = self._measure(emb, low, True)[3]
+        assert masks is not None
+        return masks
