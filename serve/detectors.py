@@ -1,9 +1,10 @@
 """Detector adapters behind :class:`serve.models.Detector`, and their loaders.
 
-Every detector comes from the library: the Faster/Mask R-CNN of :mod:`weaksam.detection`
-(built by its builders; a ``model.pt`` of the ``retrain``/``wsis`` stages loaded by
-:func:`weaksam.detection.inference.load_detector`, ``weights_only=True``, strict keys) or the
-WSOD model of :mod:`weaksam.wsod.inference`. The loaders, by ``detector.kind``:
+Every detector comes from the library: a detector of :mod:`weaksam.detection` of any family
+(Faster/Mask R-CNN, RT-DETR, Mask2Former; built by
+:func:`weaksam.detection.model.build_detector`; a ``model.pt`` of the ``retrain``/``wsis``
+stages loaded by :func:`weaksam.detection.inference.load_detector`, ``weights_only=True``,
+strict keys) or the WSOD model of :mod:`weaksam.wsod.inference`. The loaders, by ``detector.kind``:
 
 - ``run``: the trained detector of a pipeline run (its ``wsis`` Mask R-CNN, else its
   ``retrain`` Faster R-CNN; :func:`serve.config.detector_checkpoint`);
@@ -12,9 +13,9 @@ WSOD model of :mod:`weaksam.wsod.inference`. The loaders, by ``detector.kind``:
 - ``untrained``: :func:`weaksam.detection.model.init_detector` with ``detector.model`` and a
   seed, reported ``untrained`` (served only when asked for by name).
 
-:class:`RCNNDetector` serves the R-CNNs: ``3xHxW`` float tensors in ``[0, 1]`` in; boxes, 1-based
-labels (0 is background), scores and ``Nx1xHxW`` mask probabilities out, in original
-coordinates.
+:class:`TorchDetector` serves them all (``RCNNDetector`` is its former name): ``3xHxW`` float
+tensors in ``[0, 1]`` in; boxes, 1-based labels (0 is background), scores and ``Nx1xHxW`` mask
+probabilities out, in original coordinates.
 """
 
 from __future__ import annotations
@@ -27,14 +28,21 @@ from typing import Any
 
 import numpy as np
 import torch
-from torchvision.models.detection import FasterRCNN
+from torch import nn
 
 from serve.config import ServeConfig, detector_checkpoint
 from serve.models import Detections, Detector, Image, ModelCard, ProposalCall
 from serve.segmenter import Segmenter
+from weaksam.configlib import to_dict
 from weaksam.detection.data import image_tensor
 from weaksam.detection.inference import load_detector as load_detection_model
-from weaksam.detection.model import init_detector
+from weaksam.detection.model import (
+    detector_has_masks,
+    detector_limits,
+    detector_num_classes,
+    init_detector,
+    set_detector_limits,
+)
 from weaksam.io.rle import encode_masks
 from weaksam.runs import file_digest
 from weaksam.sam.build import resolve_device
@@ -52,11 +60,21 @@ def _select(boxes: np.ndarray, scores: np.ndarray, threshold: float, cap: int) -
     return rows[order][:cap]
 
 
-class RCNNDetector:
-    """:class:`serve.models.Detector` for a :mod:`weaksam.detection` Faster/Mask R-CNN.
+def architecture_id(model_config: dict[str, Any], masks: bool) -> str:
+    """The model card's architecture: ``fasterrcnn_<backbone>``, ``maskrcnn_<backbone>``,
+    ``rtdetr_<trunk>`` or ``mask2former_<trunk>``."""
+    family = model_config.get("family", "rcnn")
+    if family == "rcnn":
+        return f"{'maskrcnn' if masks else 'fasterrcnn'}_{model_config['backbone']}"
+    trunk = (model_config.get(family) or {}).get("trunk", "")
+    return f"{family.replace('_', '')}_{trunk}"
+
+
+class TorchDetector:
+    """:class:`serve.models.Detector` for a :mod:`weaksam.detection` detector of any family.
 
     Args:
-        model: the detector (its transform resizes and normalises; outputs are in original
+        model: the detector (it resizes and normalises; outputs are in original
             coordinates).
         card: what ``/v1/models`` shows (classes, id, floor and cap).
         mask_threshold: mask probability ``>=`` this is inside the mask (as the pipeline's
@@ -64,23 +82,23 @@ class RCNNDetector:
         device: ``auto``, ``cpu`` or ``cuda``.
 
     ``card.min_score`` / ``card.max_detections`` are the floor and cap of every request; each
-    forward sets the RoI heads to its batch's lowest threshold and largest cap.
+    forward sets the model's score floor and cap (an R-CNN's RoI heads) to its batch's lowest
+    threshold and largest cap.
     """
 
     def __init__(
-        self, model: FasterRCNN, card: ModelCard, mask_threshold: float = 0.5, device: str = "cpu"
+        self, model: nn.Module, card: ModelCard, mask_threshold: float = 0.5, device: str = "cpu"
     ) -> None:
         dev = resolve_device(device)
         self.model = model.to(dev).eval()
-        heads: Any = self.model.roi_heads
-        n = heads.box_predictor.cls_score.out_features - 1
+        n = detector_num_classes(self.model)
         if n != len(card.classes):
             raise ValueError(f"the model has {n} classes, {len(card.classes)} names given")
-        self.card = dataclasses.replace(card, masks=bool(heads.has_mask()), device=str(dev))
+        self.card = dataclasses.replace(card, masks=detector_has_masks(self.model), device=str(dev))
         self.classes = card.classes
         self.model_id = card.model_id
         self.min_score = float(card.min_score or 0.0)
-        self.max_detections = int(card.max_detections or heads.detections_per_img)
+        self.max_detections = int(card.max_detections or detector_limits(self.model)[1])
         self.mask_threshold = float(mask_threshold)
         self.device = dev
         self._lock = threading.Lock()
@@ -98,13 +116,15 @@ class RCNNDetector:
         if not images:
             return []
         tensors = [image_tensor(np.ascontiguousarray(im)).to(self.device) for im in images]
-        # The RoI heads keep (and Mask R-CNN pastes masks for) only what some request of the
+        # The model keeps (and Mask R-CNN pastes masks for) only what some request of the
         # batch can return: the lowest threshold and the largest cap of the batch, within the
-        # configured floor and cap. One forward at a time holds the heads' settings.
-        heads: Any = self.model.roi_heads
+        # configured floor and cap. One forward at a time holds the model's settings.
         with self._lock:
-            heads.score_thresh = max(self.min_score, min(float(t) for t in score_thresholds))
-            heads.detections_per_img = min(self.max_detections, max(int(k) for k in max_detections))
+            set_detector_limits(
+                self.model,
+                max(self.min_score, min(float(t) for t in score_thresholds)),
+                min(self.max_detections, max(int(k) for k in max_detections)),
+            )
             outputs = self.model(tensors)
         results = []
         for im, out, thr, cap in zip(
@@ -129,6 +149,9 @@ class RCNNDetector:
                 )
             )
         return results
+
+
+RCNNDetector = TorchDetector  # the former name
 
 
 class WSODDetector:
@@ -213,7 +236,7 @@ def load_trained_detector(cfg: ServeConfig) -> Detector:
     path = detector_checkpoint(det)
     model, meta = load_detection_model(path)
     masks = bool(meta["masks"])
-    architecture = f"{'maskrcnn' if masks else 'fasterrcnn'}_{meta['model_config']['backbone']}"
+    architecture = architecture_id(meta["model_config"], masks)
     digest = file_digest(path)
     variant = f"-{meta['variant']}" if meta.get("variant") else ""
     card = ModelCard(
@@ -229,14 +252,14 @@ def load_trained_detector(cfg: ServeConfig) -> Detector:
         min_score=det.min_score,
         max_detections=det.max_detections,
     )
-    return RCNNDetector(model, card, det.mask_threshold, det.device)
+    return TorchDetector(model, card, det.mask_threshold, det.device)
 
 
 def build_untrained_detector(cfg: ServeConfig) -> Detector:
     """Kind ``untrained``: ``detector.model`` with weights drawn from ``detector.seed``."""
     det = cfg.detector
     model = init_detector(det.model, len(det.classes), masks=det.masks, seed=det.seed)
-    architecture = f"{'maskrcnn' if det.masks else 'fasterrcnn'}_{det.model.backbone}"
+    architecture = architecture_id(to_dict(det.model), det.masks)
     log.warning("detector: serving the UNTRAINED %s (random weights, as asked)", architecture)
     card = ModelCard(
         role="detector",
@@ -251,7 +274,7 @@ def build_untrained_detector(cfg: ServeConfig) -> Detector:
         min_score=det.min_score,
         max_detections=det.max_detections,
     )
-    return RCNNDetector(model, card, det.mask_threshold, det.device)
+    return TorchDetector(model, card, det.mask_threshold, det.device)
 
 
 def load_wsod_detector(cfg: ServeConfig) -> Detector:

@@ -68,9 +68,11 @@ def load_imagenet_weights(module: nn.Module, path: str) -> None:
     module.load_state_dict(state, strict=False)
 
 
-def _resnet_fpn(
-    factory: Callable[..., nn.Module], cfg: DetectorModelConfig, in_channels: list[int]
-) -> BackboneWithFPN:
+def resnet_trunk(factory: Callable[..., nn.Module], cfg: DetectorModelConfig) -> nn.Module:
+    """A torchvision ResNet (``resnet50``/``resnet18``) as a detection trunk: with ``cfg.weights``
+    (ImageNet, :func:`load_imagenet_weights`) frozen batch norms and only the top
+    ``cfg.trainable_layers`` stages trained; with random init ordinary batch norms, all
+    trained."""
     pretrained = bool(cfg.weights)
     trunk = factory(weights=None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
     if pretrained:
@@ -80,6 +82,13 @@ def _resnet_fpn(
     for name, p in trunk.named_parameters():
         if all(not name.startswith(t) for t in train):
             p.requires_grad_(False)
+    return trunk
+
+
+def _resnet_fpn(
+    factory: Callable[..., nn.Module], cfg: DetectorModelConfig, in_channels: list[int]
+) -> BackboneWithFPN:
+    trunk = resnet_trunk(factory, cfg)
     return BackboneWithFPN(
         trunk,
         return_layers=dict(_RETURN_LAYERS),
@@ -198,6 +207,21 @@ def build_plainconv_fpn(cfg: DetectorModelConfig) -> BackboneWithFPN:
         out_channels=cfg.fpn_channels,
         extra_blocks=LastLevelMaxPool(),
     )
+
+
+def build_trunk(name: str, cfg: DetectorModelConfig) -> tuple[nn.Module, tuple[int, ...]]:
+    """The trunk ``name`` (``resnet50``, ``resnet18``, ``plainconv``) of a transformer family
+    and its channels at strides 8, 16, 32 (its ``layer2``, ``layer3``, ``layer4`` outputs);
+    weights and frozen stages from ``cfg.weights`` / ``cfg.trainable_layers`` as for the
+    R-CNN backbones."""
+    if name == "resnet50":
+        return resnet_trunk(resnet50, cfg), (512, 1024, 2048)
+    if name == "resnet18":
+        return resnet_trunk(resnet18, cfg), (128, 256, 512)
+    if name == "plainconv":
+        w = cfg.width
+        return PlainConvTrunk(w, cfg.weights, cfg.trainable_layers), (4 * w, 4 * w, 4 * w)
+    raise ValueError(f"unknown trunk {name!r}; known: ['plainconv', 'resnet18', 'resnet50']")
 
 
 BACKBONES: dict[str, Callable[[DetectorModelConfig], BackboneWithFPN]] = {

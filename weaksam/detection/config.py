@@ -32,6 +32,14 @@ from weaksam.configlib import (
 )
 
 BOX_SOURCES = ("pgt", "gt")
+# Detector families: torchvision's R-CNNs, transformers' RT-DETR (boxes; a ``retrain`` choice)
+# and Mask2Former (masks; a ``wsis`` choice).
+FAMILIES = ("rcnn", "rt_detr", "mask2former")
+RETRAIN_FAMILIES = ("rcnn", "rt_detr")
+WSIS_FAMILIES = ("rcnn", "mask2former")
+# Trunks of the transformer families (torchvision ResNets, or the demo CAM backbone).
+TRUNKS = ("resnet50", "resnet18", "plainconv")
+OPTIMIZERS = ("sgd", "adamw")
 # The names of weaksam.detection.backbones.BACKBONES (a torch module; tests keep them in step).
 BACKBONE_NAMES = ("plainconv_fpn", "resnet50_fpn", "resnet18_fpn", "small_fpn")
 VOC07_TRAIN_SIDES = tuple(range(480, 1217, 32))
@@ -59,10 +67,123 @@ class WSISRoIDropConfig(RoIDropConfig):
 
 
 @dataclass(frozen=True)
-class DetectorModelConfig:
-    """The detector: backbone, FPN and the heads' sizes (torchvision's Faster/Mask R-CNN).
+class RTDetrConfig:
+    """RT-DETR (transformers' ``RTDetrForObjectDetection``, random init) for ``family: rt_detr``.
+
+    Defaults are RT-DETR-R50's (the paper's and transformers' ``RTDetrConfig`` defaults).
+    ``DetectorModelConfig``'s shared fields also apply: ``min_size``/``max_size``/``test_size``
+    (resizing), ``weights`` (the trunk's ImageNet / CAM weights), ``trainable_layers``,
+    ``width`` (the ``plainconv`` width), ``score_thresh``, ``detections_per_img``.
 
     Attributes:
+        trunk: ``resnet50`` / ``resnet18`` (torchvision ResNets; strides 8, 16, 32 from
+            ``layer2..4``) or ``plainconv`` (the demo CAM trunk + two new stages, as
+            ``plainconv_fpn``), swapped in for transformers' own backbone.
+        detector_weights: optional COCO-pretrained RT-DETR state dict of this wrapper
+            (``weights_only=True``; every key but the class-dependent heads must fit; those
+            are re-initialised and logged); ``""`` = none.
+        d_model / encoder_hidden_dim: decoder and hybrid-encoder widths (256).
+        encoder_layers / encoder_ffn_dim / encoder_attention_heads: the AIFI transformer layer
+            on the stride-32 map (1, 1024, 8).
+        hidden_expansion: CCFM (CSP-RepVGG) block expansion (1.0 for R50).
+        decoder_layers / decoder_ffn_dim / decoder_attention_heads / decoder_n_points: the
+            deformable decoder (6, 1024, 8, 4 sampling points per level and head).
+        num_queries: object queries taken from the encoder's top-scoring positions (300).
+        num_denoising / label_noise_ratio / box_noise_scale: contrastive denoising (100 noised
+            queries in groups, 0.5 of labels flipped, box noise x1.0); ``num_denoising 0``
+            turns it off.
+        learn_initial_query: learned decoder content queries (DINO's mixed query selection);
+            must stay ``False`` (RT-DETR's default: content taken from the encoder):
+            transformers 5.23 crashes with ``True`` (docs/real_datasets.md "RT-DETR vs DINO").
+        dropout: transformer dropout (0.0).
+        weight_loss_vfl / weight_loss_bbox / weight_loss_giou: loss weights (1, 5, 2).
+        matcher_class_cost / matcher_bbox_cost / matcher_giou_cost: Hungarian costs (2, 5, 2).
+        focal_loss_alpha / focal_loss_gamma: varifocal loss (0.75, 2.0).
+        auxiliary_loss: losses on every decoder layer and the encoder's top-k (on).
+        size_divisor: batches are padded to a multiple of this (32, the coarsest stride).
+    """
+
+    trunk: str = "resnet50"
+    detector_weights: str = ""
+    d_model: int = 256
+    encoder_hidden_dim: int = 256
+    encoder_layers: int = 1
+    encoder_ffn_dim: int = 1024
+    encoder_attention_heads: int = 8
+    hidden_expansion: float = 1.0
+    decoder_layers: int = 6
+    decoder_ffn_dim: int = 1024
+    decoder_attention_heads: int = 8
+    decoder_n_points: int = 4
+    num_queries: int = 300
+    num_denoising: int = 100
+    label_noise_ratio: float = 0.5
+    box_noise_scale: float = 1.0
+    learn_initial_query: bool = False
+    dropout: float = 0.0
+    weight_loss_vfl: float = 1.0
+    weight_loss_bbox: float = 5.0
+    weight_loss_giou: float = 2.0
+    matcher_class_cost: float = 2.0
+    matcher_bbox_cost: float = 5.0
+    matcher_giou_cost: float = 2.0
+    focal_loss_alpha: float = 0.75
+    focal_loss_gamma: float = 2.0
+    auxiliary_loss: bool = True
+    size_divisor: int = 32
+
+    def __post_init__(self) -> None:
+        check_choice(self, "trunk", TRUNKS, "RT-DETR trunk")
+        check_at_least(
+            self,
+            1,
+            "d_model",
+            "encoder_hidden_dim",
+            "encoder_layers",
+            "encoder_ffn_dim",
+            "encoder_attention_heads",
+            "decoder_layers",
+            "decoder_ffn_dim",
+            "decoder_attention_heads",
+            "decoder_n_points",
+            "num_queries",
+            "size_divisor",
+        )
+        check_at_least(self, 0, "num_denoising", "box_noise_scale")
+        check_at_least(self, 0, "weight_loss_vfl", "weight_loss_bbox", "weight_loss_giou")
+        check_at_least(self, 0, "matcher_class_cost", "matcher_bbox_cost", "matcher_giou_cost")
+        check_at_least(self, 0, "focal_loss_gamma")
+        check_positive(self, "hidden_expansion")
+        check_fraction(self, "label_noise_ratio", "dropout", "focal_loss_alpha")
+        if self.learn_initial_query:
+            raise FieldError(
+                "learn_initial_query",
+                "{learn_initial_query} must be false: transformers 5.23's RTDetrModel crashes "
+                "with learned initial queries ('Embedding' object has no attribute 'tile'), "
+                "got {value}",
+                self.learn_initial_query,
+            )
+        for name, heads in (
+            ("d_model", "decoder_attention_heads"),
+            ("encoder_hidden_dim", "encoder_attention_heads"),
+        ):
+            if getattr(self, name) % getattr(self, heads):
+                raise FieldError(
+                    (name, heads),
+                    "{" + name + "} must be a multiple of {" + heads + "}, got {value}",
+                    getattr(self, name),
+                )
+
+
+@dataclass(frozen=True)
+class DetectorModelConfig:
+    """The detector: backbone, FPN and the heads' sizes (torchvision's Faster/Mask R-CNN), or a
+    transformer family's settings.
+
+    Attributes:
+        family: ``rcnn`` (torchvision's Faster/Mask R-CNN; the fields below), ``rt_detr``
+            (:class:`RTDetrConfig` in ``rt_detr``) or ``mask2former``.
+        rt_detr: RT-DETR's settings (read when ``family`` is ``rt_detr``).
         backbone: a name of :data:`weaksam.detection.backbones.BACKBONES` (``resnet50_fpn``,
             ``resnet18_fpn``, ``small_fpn``, ``plainconv_fpn``).
         weights: optional local ImageNet weights file (a torchvision classification state dict)
@@ -95,6 +216,8 @@ class DetectorModelConfig:
             100).
     """
 
+    family: str = "rcnn"
+    rt_detr: RTDetrConfig = field(default_factory=RTDetrConfig)
     backbone: str = "resnet50_fpn"
     weights: str = ""
     trainable_layers: int = 3
@@ -120,6 +243,7 @@ class DetectorModelConfig:
     detections_per_img: int = 100
 
     def __post_init__(self) -> None:
+        check_choice(self, "family", FAMILIES, "detector family")
         check_choice(self, "backbone", BACKBONE_NAMES, "detector backbone")
         check_range(self, 0, 5, "trainable_layers")
         check_nonempty(self, "min_size")
@@ -165,12 +289,17 @@ class MaskModelConfig(DetectorModelConfig):
 
 @dataclass(frozen=True)
 class DetectorTrainConfig:
-    """Optimisation (SGD, momentum 0.9) and Ray Train settings.
+    """Optimisation (SGD, momentum 0.9, or AdamW) and Ray Train settings.
 
     Attributes:
         steps: optimiser steps. images_per_step: images per step over all workers (split
             evenly; the method: 16).
-        lr / momentum / weight_decay: SGD (0.02, 0.9, 1e-4).
+        optimizer: ``sgd`` (momentum; the R-CNN recipe) or ``adamw`` (the DETR recipe: lr
+            1e-4, weight decay 1e-4, ``trunk_lr_factor`` 0.1, ``grad_clip`` 0.1).
+        lr / momentum / weight_decay: SGD (0.02, 0.9, 1e-4); AdamW uses lr and weight decay
+            (betas 0.9, 0.999).
+        trunk_lr_factor: lr multiplier for the trunk's parameters (the model's ``trunk``;
+            an R-CNN's ``backbone.body``).
         warmup_steps / warmup_factor: linear warm-up from ``warmup_factor`` x lr (30, 1e-3).
         lr_steps / gamma: step decay.
         grad_clip: max gradient norm (0 = off).
@@ -192,7 +321,9 @@ class DetectorTrainConfig:
 
     steps: int = 9000
     images_per_step: int = 16
+    optimizer: str = "sgd"
     lr: float = 0.02
+    trunk_lr_factor: float = 1.0
     momentum: float = 0.9
     weight_decay: float = 1e-4
     warmup_steps: int = 30
@@ -231,7 +362,8 @@ class DetectorTrainConfig:
                 + "), got {value}",
                 self.images_per_step,
             )
-        check_positive(self, "lr", "gamma")
+        check_choice(self, "optimizer", OPTIMIZERS, "optimizer")
+        check_positive(self, "lr", "gamma", "trunk_lr_factor")
         check_range(self, 0.0, 1.0, "momentum", high_open=True)
         check_at_least(self, 0, "weight_decay", "warmup_steps", "lr_steps", "grad_clip")
         check_at_least(self, 0, "cpus_per_worker", "max_failures", "cache_mb")
@@ -286,6 +418,36 @@ class RetrainConfig:
     roi_drop: RoIDropConfig = field(default_factory=RoIDropConfig)
     test: DetectorTestConfig = field(default_factory=DetectorTestConfig)
 
+    def __post_init__(self) -> None:
+        check_family(self, RETRAIN_FAMILIES, "retrain")
+        if self.model.family != "rcnn" and self.compare_no_drop:
+            raise FieldError(
+                ("compare_no_drop", "model.family"),
+                "{compare_no_drop} compares R-CNNs with and without RoI drop; it must be false "
+                "for {model.family} " + repr(self.model.family) + ", got {value}",
+                self.compare_no_drop,
+            )
+
+
+def check_family(section: RetrainConfig | WSISConfig, families: tuple[str, ...], name: str) -> None:
+    """``section.model.family`` must be one of ``families``; RoI drop (a rule of the R-CNN box
+    head's sampled RoIs) must be disabled for the other families."""
+    family = section.model.family
+    if family not in families:
+        raise FieldError(
+            "model.family",
+            "{model.family} must be one of " + ", ".join(families) + f" for {name}, got {{value}}",
+            family,
+        )
+    if family != "rcnn" and section.roi_drop.enabled:
+        raise FieldError(
+            ("roi_drop.enabled", "model.family"),
+            "{roi_drop.enabled} must be false for {model.family} "
+            + repr(family)
+            + ": RoI drop acts on the R-CNN box head's sampled RoIs, got {value}",
+            True,
+        )
+
 
 @dataclass(frozen=True)
 class WSISConfig:
@@ -298,3 +460,6 @@ class WSISConfig:
     train: DetectorTrainConfig = field(default_factory=DetectorTrainConfig)
     roi_drop: WSISRoIDropConfig = field(default_factory=WSISRoIDropConfig)
     test: DetectorTestConfig = field(default_factory=DetectorTestConfig)
+
+    def __post_init__(self) -> None:
+        check_family(self, WSIS_FAMILIES, "wsis")

@@ -24,14 +24,14 @@ from typing import Any
 
 import pyarrow as pa
 import torch
-from torchvision.models.detection import FasterRCNN
+from torch import nn
 
 from weaksam import storage
 from weaksam.configlib import from_dict, to_dict
 from weaksam.data.imageio import ImageDecodeError, load_image
 from weaksam.detection.config import DetectorModelConfig, RoIDropConfig
 from weaksam.detection.data import image_tensor
-from weaksam.detection.model import build_detector, set_inference_size
+from weaksam.detection.model import build_detector, detector_has_masks, set_inference_size
 from weaksam.io.classes import ClassMap
 from weaksam.io.parts import read_pool_inputs, write_and_read_parts
 from weaksam.io.rle import encode_masks
@@ -61,7 +61,7 @@ def export_checkpoint(state: Mapping[str, Any], path: str) -> str:
 
 
 def export_detector(
-    model: FasterRCNN,
+    model: nn.Module,
     path: str,
     *,
     model_config: DetectorModelConfig,
@@ -73,12 +73,11 @@ def export_detector(
     """Write ``model`` (built by :func:`~weaksam.detection.model.build_detector` from
     ``model_config`` for ``len(class_names)`` classes) as the stages' ``model.pt``; return the
     path. :func:`load_detector` rebuilds it; ``masks`` is read from the model."""
-    heads: Any = model.roi_heads
     state = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "model_config": to_dict(model_config),
         "roi_drop": to_dict(roi_drop if roi_drop is not None else RoIDropConfig(enabled=False)),
-        "masks": bool(heads.has_mask()),
+        "masks": detector_has_masks(model),
         "num_classes": len(class_names),
         "class_names": [str(c) for c in class_names],
         "variant": str(variant),
@@ -90,15 +89,22 @@ def export_detector(
 
 def load_detector(
     path: str, device: str | torch.device = "cpu"
-) -> tuple[FasterRCNN, dict[str, Any]]:
-    """The model (eval mode, test size set, on ``device``) and the checkpoint's metadata."""
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The model of any family (eval mode, test size set, on ``device``; rebuilt by
+    :func:`~weaksam.detection.model.build_detector`, strict keys) and the checkpoint's
+    metadata."""
     ckpt = read_checkpoint(path, EXPORT_KEYS, "a detector checkpoint")
     if len(ckpt["class_names"]) != int(ckpt["num_classes"]):
         raise ValueError(
             f"{path}: {len(ckpt['class_names'])} class names for {ckpt['num_classes']} classes"
         )
     # No ImageNet file is needed: every weight comes from the checkpoint.
-    cfg = from_dict({**ckpt["model_config"], "weights": ""}, DetectorModelConfig)
+    # Nor a detector-weights file (transformer families).
+    model_config = dict(ckpt["model_config"])
+    for family in ("rt_detr", "mask2former"):
+        if isinstance(model_config.get(family), dict):
+            model_config[family] = {**model_config[family], "detector_weights": ""}
+    cfg = from_dict({**model_config, "weights": ""}, DetectorModelConfig)
     model = build_detector(cfg, int(ckpt["num_classes"]), masks=bool(ckpt["masks"]))
     model.load_state_dict(ckpt["model"], strict=True)
     set_inference_size(model, cfg.test_size)

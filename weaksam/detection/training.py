@@ -4,10 +4,12 @@
 It rebuilds the configs from its dict, reads this worker's share of the training samples
 (PGT, or the ground truth for the upper bound only) and calls :func:`fit`, which:
 
-* sets ``roi_heads.iteration`` before every step, so RoI drop starts at ``operate_iter``;
+* sets ``roi_heads.iteration`` before every step (R-CNNs), so RoI drop starts at
+  ``operate_iter`` (the other families have no RoI heads: their RoI counters stay 0);
 * draws each step's images and flips from ``(seed, rank, step)`` (a resumed run sees the
   uninterrupted run's batches);
-* uses SGD (momentum) with weight decay on weights only, linear warm-up, step decay;
+* uses SGD (momentum) or AdamW with weight decay on weights only, the trunk at
+  ``trunk_lr_factor`` x lr, linear warm-up, step decay;
 * logs mean losses, seconds per step and the RoIs dropped (of the foreground RoIs sampled, on
   rank 0) every ``log_every`` steps, without any Ray call;
 * every ``checkpoint_every`` steps and at the end, saves ``{model, optimizer, step, history,
@@ -29,7 +31,7 @@ from torch import nn
 from weaksam.configlib import from_dict, to_dict
 from weaksam.detection.config import DetectorModelConfig, DetectorTrainConfig, RoIDropConfig
 from weaksam.detection.data import DetectionSample, Sampler, read_pgt_samples, to_model_inputs
-from weaksam.detection.model import build_detector
+from weaksam.detection.model import build_detector, trunk_module
 from weaksam.detection.roi_heads import DropRoIHeads
 from weaksam.train.cache import ImageCache
 from weaksam.train.checkpoint import restore_training_state
@@ -71,18 +73,29 @@ class TrainJob:
             raise ValueError(f"unknown training source {self.source!r}; known: {list(SOURCES)}")
 
 
-def build_optimizer(model: nn.Module, cfg: DetectorTrainConfig) -> torch.optim.SGD:
-    """SGD with momentum; weight decay on weights (ndim > 1) only; frozen parameters left out."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum)
+def build_optimizer(model: nn.Module, cfg: DetectorTrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum, or AdamW (``cfg.optimizer``); weight decay on weights (ndim > 1)
+    only; the trunk's parameters (:func:`~weaksam.detection.model.trunk_module`) at
+    ``trunk_lr_factor`` x lr (each group's ``lr_factor``, applied by :func:`fit`); frozen
+    parameters left out. With ``trunk_lr_factor`` 1 the groups are the R-CNN's two."""
+    trunk = trunk_module(unwrap(model)) if cfg.trunk_lr_factor != 1.0 else None
+    in_trunk = {id(p) for p in trunk.parameters()} if trunk is not None else set()
+    groups: list[dict[str, Any]] = []
+    for part_of_trunk in (False, True) if in_trunk else (False,):
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for p in model.parameters():
+            if p.requires_grad and (id(p) in in_trunk) == part_of_trunk:
+                (decay if p.ndim > 1 else no_decay).append(p)
+        factor = {"lr_factor": cfg.trunk_lr_factor} if part_of_trunk else {}
+        groups += [
+            {"params": decay, "weight_decay": cfg.weight_decay, **factor},
+            {"params": no_decay, "weight_decay": 0.0, **factor},
+        ]
+    groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.999))
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
 def load_samples(job: TrainJob) -> list[DetectionSample]:
@@ -102,8 +115,12 @@ def load_samples(job: TrainJob) -> list[DetectionSample]:
     return samples
 
 
-def _roi_heads(model: nn.Module) -> DropRoIHeads:
-    heads = unwrap(model).roi_heads
+def _roi_heads(model: nn.Module) -> DropRoIHeads | None:
+    """The R-CNN's RoI heads (RoI drop and its counters); ``None`` for the families without
+    them (their RoI counters stay 0)."""
+    heads = getattr(unwrap(model), "roi_heads", None)
+    if heads is None:
+        return None
     if not isinstance(heads, DropRoIHeads):
         raise TypeError("the detector's roi_heads must be DropRoIHeads")
     return heads
@@ -150,8 +167,9 @@ def fit(
         # repeats the uninterrupted one
         torch.manual_seed(cfg.seed * 1_000_003 + rank * 10_007 + step)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * schedule(step)
-        heads.iteration = step
+            g["lr"] = cfg.lr * schedule(step) * g.get("lr_factor", 1.0)
+        if heads is not None:
+            heads.iteration = step
         images, targets = to_model_inputs(sampler.draw(step), job.masks, cache)
         losses = model(images, targets)
         loss = sum(losses.values())
@@ -162,10 +180,11 @@ def fit(
         opt.step()
         for k, v in {"loss": loss, **losses}.items():
             window.setdefault(k, []).append(float(v.detach()))
-        dropped, foreground = dropped + heads.dropped, foreground + heads.foreground
-        over += heads.over
-        if heads.drop_active:
-            over_active += (heads.foreground, *heads.over)
+        if heads is not None:
+            dropped, foreground = dropped + heads.dropped, foreground + heads.foreground
+            over += heads.over
+            if heads.drop_active:
+                over_active += (heads.foreground, *heads.over)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             point: dict[str, Any] = {k: float(np.mean(v)) for k, v in window.items()}
@@ -267,7 +286,7 @@ def run_training(
     torch.set_num_threads(train_cfg.threads)
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
     # unused parameters allowed: a Mask R-CNN batch without foreground RoIs leaves the mask
-    # head without gradients
+    # head without gradients, an RT-DETR batch without boxes its denoising class embedding
     detector = build_detector(model_cfg, job.num_classes, masks=job.masks, drop=drop)
     model = prepare_ddp(detector, find_unused_parameters=True)
     sampler = Sampler(
