@@ -72,8 +72,13 @@ class RCNNDetector:
     ) -> None:
         dev = resolve_device(device)
         self.model = model.to(dev).eval()
-        heads: Any = self.model.roi_heads
-        n = heads.box_predictor.cls_score.out_features - 1
+        # Mask2Former has no RoI heads: the model holds the same settings itself
+        heads: Any = getattr(self.model, "roi_heads", self.model)
+        n = (
+            heads.box_predictor.cls_score.out_features - 1
+            if hasattr(heads, "box_predictor")
+            else heads.num_classes
+        )
         if n != len(card.classes):
             raise ValueError(f"the model has {n} classes, {len(card.classes)} names given")
         self.card = dataclasses.replace(card, masks=bool(heads.has_mask()), device=str(dev))
@@ -101,7 +106,7 @@ class RCNNDetector:
         # The RoI heads keep (and Mask R-CNN pastes masks for) only what some request of the
         # batch can return: the lowest threshold and the largest cap of the batch, within the
         # configured floor and cap. One forward at a time holds the heads' settings.
-        heads: Any = self.model.roi_heads
+        heads: Any = getattr(self.model, "roi_heads", self.model)
         with self._lock:
             heads.score_thresh = max(self.min_score, min(float(t) for t in score_thresholds))
             heads.detections_per_img = min(self.max_detections, max(int(k) for k in max_detections))

@@ -68,9 +68,10 @@ def load_imagenet_weights(module: nn.Module, path: str) -> None:
     module.load_state_dict(state, strict=False)
 
 
-def _resnet_fpn(
-    factory: Callable[..., nn.Module], cfg: DetectorModelConfig, in_channels: list[int]
-) -> BackboneWithFPN:
+def resnet_trunk(factory: Callable[..., nn.Module], cfg: DetectorModelConfig) -> nn.Module:
+    """A torchvision ResNet (``factory``): with ``cfg.weights`` its ImageNet weights
+    (:func:`load_imagenet_weights`), frozen batch norms and only the top
+    ``cfg.trainable_layers`` stages trainable; without, random init and everything trains."""
     pretrained = bool(cfg.weights)
     trunk = factory(weights=None, norm_layer=FrozenBatchNorm2d if pretrained else nn.BatchNorm2d)
     if pretrained:
@@ -80,8 +81,14 @@ def _resnet_fpn(
     for name, p in trunk.named_parameters():
         if all(not name.startswith(t) for t in train):
             p.requires_grad_(False)
+    return trunk
+
+
+def _resnet_fpn(
+    factory: Callable[..., nn.Module], cfg: DetectorModelConfig, in_channels: list[int]
+) -> BackboneWithFPN:
     return BackboneWithFPN(
-        trunk,
+        resnet_trunk(factory, cfg),
         return_layers=dict(_RETURN_LAYERS),
         in_channels_list=in_channels,
         out_channels=cfg.fpn_channels,

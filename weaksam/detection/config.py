@@ -33,8 +33,12 @@ from weaksam.configlib import (
 
 BOX_SOURCES = ("pgt", "gt")
 # The names of weaksam.detection.backbones.BACKBONES (a torch module; tests keep them in step).
+OPTIMIZERS = ("sgd", "adamw")
 BACKBONE_NAMES = ("plainconv_fpn", "resnet50_fpn", "resnet18_fpn", "small_fpn")
 VOC07_TRAIN_SIDES = tuple(range(480, 1217, 32))
+FAMILIES = ("rcnn", "rt_detr", "mask2former")
+M2F_TRUNKS = ("resnet50", "resnet18", "plainconv")
+WSIS_FAMILIES = ("rcnn", "mask2former")
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,9 @@ class DetectorModelConfig:
     Attributes:
         backbone: a name of :data:`weaksam.detection.backbones.BACKBONES` (``resnet50_fpn``,
             ``resnet18_fpn``, ``small_fpn``, ``plainconv_fpn``).
+        family: the architecture: ``rcnn`` (torchvision's Faster/Mask R-CNN, the method's),
+            ``rt_detr`` (retrain, boxes) or ``mask2former`` (wsis, masks; settings in
+            ``mask2former``, its trunk named there, not by ``backbone``).
         weights: optional local ImageNet weights file (a torchvision classification state dict)
             for the ResNet trunk, or a CAM backbone file for ``plainconv_fpn`` (``builtin``:
             the committed demo backbone); ``""`` = random init (``weights_only=True``).
@@ -93,9 +100,11 @@ class DetectorModelConfig:
         mask_head_channels / mask_head_layers: width and depth of the mask head (256 x 4).
         score_thresh / nms_thresh / detections_per_img: inference (detectron2's 0.05, 0.5,
             100).
+        mask2former: :class:`Mask2FormerConfig` (read when ``family`` is ``mask2former``).
     """
 
     backbone: str = "resnet50_fpn"
+    family: str = "rcnn"
     weights: str = ""
     trainable_layers: int = 3
     width: int = 16
@@ -118,9 +127,12 @@ class DetectorModelConfig:
     score_thresh: float = 0.05
     nms_thresh: float = 0.5
     detections_per_img: int = 100
+    # defined below (its own hunk); the lambda defers the name lookup
+    mask2former: Mask2FormerConfig = field(default_factory=lambda: Mask2FormerConfig())
 
     def __post_init__(self) -> None:
         check_choice(self, "backbone", BACKBONE_NAMES, "detector backbone")
+        check_choice(self, "family", FAMILIES, "detector family")
         check_range(self, 0, 5, "trainable_layers")
         check_nonempty(self, "min_size")
         if len(self.anchor_sizes) != 5:
@@ -171,6 +183,9 @@ class DetectorTrainConfig:
         steps: optimiser steps. images_per_step: images per step over all workers (split
             evenly; the method: 16).
         lr / momentum / weight_decay: SGD (0.02, 0.9, 1e-4).
+        optimizer: ``sgd`` (momentum; the R-CNNs') or ``adamw`` (the DETR family's; betas
+            0.9, 0.999; ``momentum`` unused).
+        trunk_lr_factor: lr multiplier for the trunk's parameters (DETR family: 0.1).
         warmup_steps / warmup_factor: linear warm-up from ``warmup_factor`` x lr (30, 1e-3).
         lr_steps / gamma: step decay.
         grad_clip: max gradient norm (0 = off).
@@ -200,6 +215,8 @@ class DetectorTrainConfig:
     lr_steps: tuple[int, ...] = (6000, 8000)
     gamma: float = 0.1
     grad_clip: float = 0.0
+    optimizer: str = "sgd"
+    trunk_lr_factor: float = 1.0
     hflip: bool = True
     checkpoint_every: int = 1000
     log_every: int = 20
@@ -231,7 +248,8 @@ class DetectorTrainConfig:
                 + "), got {value}",
                 self.images_per_step,
             )
-        check_positive(self, "lr", "gamma")
+        check_positive(self, "lr", "gamma", "trunk_lr_factor")
+        check_choice(self, "optimizer", OPTIMIZERS, "optimizer")
         check_range(self, 0.0, 1.0, "momentum", high_open=True)
         check_at_least(self, 0, "weight_decay", "warmup_steps", "lr_steps", "grad_clip")
         check_at_least(self, 0, "cpus_per_worker", "max_failures", "cache_mb")
@@ -268,6 +286,89 @@ class DetectorTestConfig:
 
 
 @dataclass(frozen=True)
+class Mask2FormerConfig:
+    """Mask2Former (transformers' ``Mask2FormerForUniversalSegmentation``, instance mode):
+    the settings of ``family: mask2former``. Defaults are Mask2Former-R50's COCO instance
+    settings (Cheng et al. 2022, ``maskformer2_R50_bs16_50ep``).
+
+    Attributes:
+        trunk: ``resnet50``, ``resnet18`` (torchvision ResNets; ImageNet weights from the
+            model's ``weights`` file) or ``plainconv`` (the CAM trunk of ``plainconv_fpn``,
+            ``weights: builtin`` = the committed demo backbone); its strides-4..32 maps feed
+            the pixel decoder.
+        detector_weights: optional local state dict of a whole Mask2Former in this wrapper's
+            key layout (e.g. a COCO-trained one), ``weights_only=True``; every key must fit
+            except the class-dependent ones (class head, no-object weight), which are
+            re-initialised and logged. ``""``: none.
+        hidden_dim: width of the pixel decoder, its mask features and the transformer decoder
+            (256; a multiple of 32: GroupNorm(32)).
+        num_queries: object queries (100); also the most masks an image can yield.
+        num_heads: attention heads in the pixel-decoder encoder and the transformer decoder.
+        encoder_layers / encoder_ffn_dim: the pixel decoder's multi-scale deformable
+            attention layers (6) and their feed-forward width (1024).
+        decoder_layers / decoder_ffn_dim: masked-attention decoder layers (9 = 3 rounds over
+            the 3 feature levels) and their feed-forward width (2048).
+        dropout: in both transformers (0.0).
+        class_weight / mask_weight / dice_weight: loss (and matching cost) weights (2, 5, 5).
+        no_object_weight: the "no object" class weight in the classification loss (0.1).
+        train_num_points: points sampled per mask for the mask losses (112 x 112 = 12544).
+        oversample_ratio / importance_sample_ratio: PointRend-style point sampling (3.0,
+            0.75).
+        size_divisibility: padded input sides are multiples of this (32: the trunk's stride).
+    """
+
+    trunk: str = "resnet50"
+    detector_weights: str = ""
+    hidden_dim: int = 256
+    num_queries: int = 100
+    num_heads: int = 8
+    encoder_layers: int = 6
+    encoder_ffn_dim: int = 1024
+    decoder_layers: int = 9
+    decoder_ffn_dim: int = 2048
+    dropout: float = 0.0
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+    train_num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    size_divisibility: int = 32
+
+    def __post_init__(self) -> None:
+        check_choice(self, "trunk", M2F_TRUNKS, "Mask2Former trunk")
+        check_at_least(
+            self,
+            1,
+            "hidden_dim",
+            "num_queries",
+            "num_heads",
+            "encoder_layers",
+            "encoder_ffn_dim",
+            "decoder_layers",
+            "decoder_ffn_dim",
+            "train_num_points",
+            "size_divisibility",
+        )
+        if self.hidden_dim % 32 or self.hidden_dim % self.num_heads:
+            raise FieldError(
+                "hidden_dim",
+                "{hidden_dim} must be a multiple of 32 (GroupNorm) and of num_heads, got {value}",
+                self.hidden_dim,
+            )
+        check_at_least(self, 0, "class_weight", "mask_weight", "dice_weight")
+        check_at_least(self, 1, "oversample_ratio")
+        check_fraction(self, "dropout", "no_object_weight", "importance_sample_ratio")
+        if self.size_divisibility % 32:
+            raise FieldError(
+                "size_divisibility",
+                "{size_divisibility} must be a multiple of 32 (the trunk's stride), got {value}",
+                self.size_divisibility,
+            )
+
+
+@dataclass(frozen=True)
 class RetrainConfig:
     """The ``retrain`` stage: Faster R-CNN on PGT with RoI drop.
 
@@ -298,3 +399,20 @@ class WSISConfig:
     train: DetectorTrainConfig = field(default_factory=DetectorTrainConfig)
     roi_drop: WSISRoIDropConfig = field(default_factory=WSISRoIDropConfig)
     test: DetectorTestConfig = field(default_factory=DetectorTestConfig)
+
+    def __post_init__(self) -> None:
+        if self.model.family not in WSIS_FAMILIES:
+            raise FieldError(
+                "model.family",
+                "{model.family} must be one of " + ", ".join(WSIS_FAMILIES) + " (mask models), "
+                "got {value}",
+                self.model.family,
+            )
+        if self.model.family != "rcnn" and self.roi_drop.enabled:
+            raise FieldError(
+                ("roi_drop.enabled", "model.family"),
+                "{roi_drop.enabled} must be false for {model.family} "
+                + self.model.family
+                + " (RoI drop is an R-CNN box-head rule), got {value}",
+                self.roi_drop.enabled,
+            )

@@ -73,7 +73,7 @@ def export_detector(
     """Write ``model`` (built by :func:`~weaksam.detection.model.build_detector` from
     ``model_config`` for ``len(class_names)`` classes) as the stages' ``model.pt``; return the
     path. :func:`load_detector` rebuilds it; ``masks`` is read from the model."""
-    heads: Any = model.roi_heads
+    heads: Any = getattr(model, "roi_heads", model)  # Mask2Former: has_mask() itself
     state = {
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "model_config": to_dict(model_config),
@@ -98,7 +98,11 @@ def load_detector(
             f"{path}: {len(ckpt['class_names'])} class names for {ckpt['num_classes']} classes"
         )
     # No ImageNet file is needed: every weight comes from the checkpoint.
-    cfg = from_dict({**ckpt["model_config"], "weights": ""}, DetectorModelConfig)
+    # Nor a detector weights file (Mask2Former's).
+    mc = ckpt["model_config"]
+    if "mask2former" in mc:
+        mc = {**mc, "mask2former": {**mc["mask2former"], "detector_weights": ""}}
+    cfg = from_dict({**mc, "weights": ""}, DetectorModelConfig)
     model = build_detector(cfg, int(ckpt["num_classes"]), masks=bool(ckpt["masks"]))
     model.load_state_dict(ckpt["model"], strict=True)
     set_inference_size(model, cfg.test_size)

@@ -45,6 +45,10 @@ def build_detector(
     """
     if num_classes < 1:
         raise ValueError("num_classes must be >= 1")
+    if cfg.family == "mask2former":  # masks always; no RoI heads, so no RoI drop
+        from weaksam.detection.mask2former import build_mask2former
+
+        return build_mask2former(cfg, num_classes)
     backbone = build_backbone(cfg)
     ch = cfg.fpn_channels
     levels, ratio = ["0", "1", "2", "3"], cfg.roi_sampling_ratio
@@ -100,5 +104,8 @@ def init_detector(
 def set_inference_size(model: FasterRCNN, test_size: int) -> FasterRCNN:
     """Resize test images to ``test_size`` on the short side (torchvision uses
     ``min_size[-1]`` in eval mode); returns ``model`` in eval mode."""
+    if not hasattr(model, "transform"):  # Mask2Former: its own resizing
+        model.test_size = int(test_size)
+        return model.eval()
     model.transform.min_size = (int(test_size),)
     return model.eval()

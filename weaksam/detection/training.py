@@ -71,18 +71,43 @@ class TrainJob:
             raise ValueError(f"unknown training source {self.source!r}; known: {list(SOURCES)}")
 
 
-def build_optimizer(model: nn.Module, cfg: DetectorTrainConfig) -> torch.optim.SGD:
-    """SGD with momentum; weight decay on weights (ndim > 1) only; frozen parameters left out."""
-    decay: list[nn.Parameter] = []
-    no_decay: list[nn.Parameter] = []
-    for p in model.parameters():
-        if p.requires_grad:
-            (decay if p.ndim > 1 else no_decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    return torch.optim.SGD([g for g in groups if g["params"]], lr=cfg.lr, momentum=cfg.momentum)
+def _trunk(model: nn.Module) -> nn.Module | None:
+    """The trunk: ``model.trunk`` (transformer families) or the R-CNN backbone's ``body``."""
+    m = unwrap(model)
+    trunk = getattr(m, "trunk", None)
+    if trunk is None:
+        trunk = getattr(getattr(m, "backbone", None), "body", None)
+    return trunk if isinstance(trunk, nn.Module) else None
+
+
+def build_optimizer(model: nn.Module, cfg: DetectorTrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum or AdamW (``cfg.optimizer``); weight decay on weights (ndim > 1)
+    only; frozen parameters left out; the trunk's groups carry ``lr_factor``
+    ``cfg.trunk_lr_factor`` (:func:`fit` scales their lr by it)."""
+    # factor 1: the R-CNNs' two groups, as before
+    trunk = _trunk(model) if cfg.trunk_lr_factor != 1.0 else None
+    in_trunk = {id(p) for p in trunk.parameters()} if trunk is not None else set()
+    groups: list[dict[str, Any]] = []
+    for is_trunk in (False, True):
+        factor = cfg.trunk_lr_factor if is_trunk else 1.0
+        for decays in (True, False):
+            params = [
+                p
+                for p in model.parameters()
+                if p.requires_grad and (id(p) in in_trunk) == is_trunk and (p.ndim > 1) == decays
+            ]
+            if params:
+                groups.append(
+                    {
+                        "params": params,
+                        "weight_decay": cfg.weight_decay if decays else 0.0,
+                        "lr": cfg.lr * factor,
+                        "lr_factor": factor,
+                    }
+                )
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum)
 
 
 def load_samples(job: TrainJob) -> list[DetectionSample]:
@@ -102,8 +127,12 @@ def load_samples(job: TrainJob) -> list[DetectionSample]:
     return samples
 
 
-def _roi_heads(model: nn.Module) -> DropRoIHeads:
-    heads = unwrap(model).roi_heads
+def _roi_heads(model: nn.Module) -> DropRoIHeads | None:
+    """The R-CNNs' :class:`DropRoIHeads`; ``None`` for models without RoI heads
+    (Mask2Former: its RoI counters stay 0)."""
+    heads = getattr(unwrap(model), "roi_heads", None)
+    if heads is None:
+        return None
     if not isinstance(heads, DropRoIHeads):
         raise TypeError("the detector's roi_heads must be DropRoIHeads")
     return heads
@@ -150,8 +179,9 @@ def fit(
         # repeats the uninterrupted one
         torch.manual_seed(cfg.seed * 1_000_003 + rank * 10_007 + step)
         for g in opt.param_groups:
-            g["lr"] = cfg.lr * schedule(step)
-        heads.iteration = step
+            g["lr"] = cfg.lr * g.get("lr_factor", 1.0) * schedule(step)
+        if heads is not None:
+            heads.iteration = step
         images, targets = to_model_inputs(sampler.draw(step), job.masks, cache)
         losses = model(images, targets)
         loss = sum(losses.values())
@@ -162,10 +192,11 @@ def fit(
         opt.step()
         for k, v in {"loss": loss, **losses}.items():
             window.setdefault(k, []).append(float(v.detach()))
-        dropped, foreground = dropped + heads.dropped, foreground + heads.foreground
-        over += heads.over
-        if heads.drop_active:
-            over_active += (heads.foreground, *heads.over)
+        if heads is not None:
+            dropped, foreground = dropped + heads.dropped, foreground + heads.foreground
+            over += heads.over
+            if heads.drop_active:
+                over_active += (heads.foreground, *heads.over)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
             point: dict[str, Any] = {k: float(np.mean(v)) for k, v in window.items()}
