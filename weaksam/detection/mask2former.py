@@ -373,9 +373,15 @@ def build_mask2former(cfg: DetectorModelConfig, num_classes: int) -> Mask2Former
     if num_classes < 1:
         raise ValueError("num_classes must be >= 1")
     from transformers import Mask2FormerForUniversalSegmentation
+    from transformers.utils import logging as hf_logging
 
     encoder = build_trunk(cfg)
-    net = Mask2FormerForUniversalSegmentation(hf_config(cfg, num_classes, encoder.channels))
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # its "backbone resnet is not supported": it is replaced
+    try:
+        net = Mask2FormerForUniversalSegmentation(hf_config(cfg, num_classes, encoder.channels))
+    finally:
+        hf_logging.set_verbosity(verbosity)
     net.model.pixel_level_module.encoder = encoder  # the stand-in backbone is dropped
     model = Mask2FormerDetector(net, cfg, num_classes)
     if cfg.mask2former.detector_weights:
