@@ -218,7 +218,10 @@ def load_trained_detector(cfg: ServeConfig) -> Detector:
     path = detector_checkpoint(det)
     model, meta = load_detection_model(path)
     masks = bool(meta["masks"])
-    architecture = f"{'maskrcnn' if masks else 'fasterrcnn'}_{meta['model_config']['backbone']}"
+    mc = meta["model_config"]
+    architecture = f"{'maskrcnn' if masks else 'fasterrcnn'}_{mc['backbone']}"
+    if mc.get("family") == "mask2former":
+        architecture = f"mask2former_{mc['mask2former']['trunk']}"
     digest = file_digest(path)
     variant = f"-{meta['variant']}" if meta.get("variant") else ""
     card = ModelCard(
