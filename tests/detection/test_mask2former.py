@@ -291,3 +291,20 @@ def test_fit_with_adamw_and_trunk_factor(det_run: str) -> None:
     state = fit(model, Sampler(samples, 2, 0), train, job, reporter=lambda m, s: None)
     assert state["step"] == 2 and [h["rois_dropped"] for h in state["history"]] == [0, 0]
     assert math.isfinite(state["history"][-1]["loss"])
+
+
+@pytest.mark.parametrize("name", ["voc12_wsis_mask2former", "coco_wsis_mask2former"])
+def test_real_mask2former_configs_state_the_recipe(name: str) -> None:
+    from pathlib import Path
+
+    from weaksam.config import load_config
+
+    cfg = load_config(str(Path(__file__).resolve().parents[2] / "configs" / f"{name}.yaml"))
+    w = cfg.wsis
+    assert w.model.family == "mask2former" and w.model.mask2former == Mask2FormerConfig()
+    assert (w.train.optimizer, w.train.lr, w.train.trunk_lr_factor) == ("adamw", 1e-4, 0.1)
+    assert (w.train.weight_decay, w.train.grad_clip, w.train.images_per_step) == (0.05, 0.01, 16)
+    assert w.model.test_size == 800 and not w.roi_drop.enabled
+    # Mask2Former's decays at 327778 / 368750 and 355092 / 368750 of the schedule
+    s = w.train.steps
+    assert [round(x / s, 3) for x in w.train.lr_steps] == [0.889, 0.963]
