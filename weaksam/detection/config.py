@@ -177,7 +177,7 @@ class MaskModelConfig(DetectorModelConfig):
 
 @dataclass(frozen=True)
 class DetectorTrainConfig:
-    """Optimisation (SGD, momentum 0.9) and Ray Train settings.
+    """Optimisation (SGD with momentum 0.9, or AdamW) and Ray Train settings.
 
     Attributes:
         steps: optimiser steps. images_per_step: images per step over all workers (split

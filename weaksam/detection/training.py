@@ -4,10 +4,12 @@
 It rebuilds the configs from its dict, reads this worker's share of the training samples
 (PGT, or the ground truth for the upper bound only) and calls :func:`fit`, which:
 
-* sets ``roi_heads.iteration`` before every step, so RoI drop starts at ``operate_iter``;
+* sets ``roi_heads.iteration`` before every step, so RoI drop starts at ``operate_iter`` (models
+  without RoI heads, Mask2Former, log 0 RoIs);
 * draws each step's images and flips from ``(seed, rank, step)`` (a resumed run sees the
   uninterrupted run's batches);
-* uses SGD (momentum) with weight decay on weights only, linear warm-up, step decay;
+* uses SGD (momentum) or AdamW (``optimizer``) with weight decay on weights only, the trunk
+  at ``trunk_lr_factor`` x lr, linear warm-up, step decay;
 * logs mean losses, seconds per step and the RoIs dropped (of the foreground RoIs sampled, on
   rank 0) every ``log_every`` steps, without any Ray call;
 * every ``checkpoint_every`` steps and at the end, saves ``{model, optimizer, step, history,
