@@ -308,3 +308,16 @@ def test_real_mask2former_configs_state_the_recipe(name: str) -> None:
     # Mask2Former's decays at 327778 / 368750 and 355092 / 368750 of the schedule
     s = w.train.steps
     assert [round(x / s, 3) for x in w.train.lr_steps] == [0.889, 0.963]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_train_and_eval_on_cuda() -> None:
+    model = _model().cuda().train()
+    images = [torch.rand(3, 48, 64, device="cuda"), torch.rand(3, 40, 40, device="cuda")]
+    targets = [{k: v.cuda() for k, v in _targets(48, 64, 2).items()}, _targets(40, 40, 0)]
+    targets[1] = {k: v.cuda() for k, v in targets[1].items()}
+    sum(model(images, targets).values()).backward()
+    with torch.no_grad():
+        out = set_inference_size(model, 64)(images)[0]
+    assert out["masks"].device.type == "cuda" and out["masks"].shape[-2:] == (48, 64)
