@@ -176,6 +176,89 @@ class RTDetrConfig:
 
 
 @dataclass(frozen=True)
+class Mask2FormerConfig:
+    """Mask2Former (transformers' ``Mask2FormerForUniversalSegmentation``, instance mode):
+    the settings of ``family: mask2former``. Defaults are Mask2Former-R50's COCO instance
+    settings (Cheng et al. 2022, ``maskformer2_R50_bs16_50ep``).
+
+    Attributes:
+        trunk: ``resnet50``, ``resnet18`` (torchvision ResNets; ImageNet weights from the
+            model's ``weights`` file) or ``plainconv`` (the CAM trunk of ``plainconv_fpn``,
+            ``weights: builtin`` = the committed demo backbone); its strides-4..32 maps feed
+            the pixel decoder.
+        detector_weights: optional local state dict of a whole Mask2Former in this wrapper's
+            key layout (e.g. a COCO-trained one), ``weights_only=True``; every key must fit
+            except the class-dependent ones (class head, no-object weight), which are
+            re-initialised and logged. ``""``: none.
+        hidden_dim: width of the pixel decoder, its mask features and the transformer decoder
+            (256; a multiple of 32: GroupNorm(32)).
+        num_queries: object queries (100); also the most masks an image can yield.
+        num_heads: attention heads in the pixel-decoder encoder and the transformer decoder.
+        encoder_layers / encoder_ffn_dim: the pixel decoder's multi-scale deformable
+            attention layers (6) and their feed-forward width (1024).
+        decoder_layers / decoder_ffn_dim: masked-attention decoder layers (9 = 3 rounds over
+            the 3 feature levels) and their feed-forward width (2048).
+        dropout: in both transformers (0.0).
+        class_weight / mask_weight / dice_weight: loss (and matching cost) weights (2, 5, 5).
+        no_object_weight: the "no object" class weight in the classification loss (0.1).
+        train_num_points: points sampled per mask for the mask losses (112 x 112 = 12544).
+        oversample_ratio / importance_sample_ratio: PointRend-style point sampling (3.0,
+            0.75).
+        size_divisibility: padded input sides are multiples of this (32: the trunk's stride).
+    """
+
+    trunk: str = "resnet50"
+    detector_weights: str = ""
+    hidden_dim: int = 256
+    num_queries: int = 100
+    num_heads: int = 8
+    encoder_layers: int = 6
+    encoder_ffn_dim: int = 1024
+    decoder_layers: int = 9
+    decoder_ffn_dim: int = 2048
+    dropout: float = 0.0
+    class_weight: float = 2.0
+    mask_weight: float = 5.0
+    dice_weight: float = 5.0
+    no_object_weight: float = 0.1
+    train_num_points: int = 12544
+    oversample_ratio: float = 3.0
+    importance_sample_ratio: float = 0.75
+    size_divisibility: int = 32
+
+    def __post_init__(self) -> None:
+        check_choice(self, "trunk", TRUNKS, "Mask2Former trunk")
+        check_at_least(
+            self,
+            1,
+            "hidden_dim",
+            "num_queries",
+            "num_heads",
+            "encoder_layers",
+            "encoder_ffn_dim",
+            "decoder_layers",
+            "decoder_ffn_dim",
+            "train_num_points",
+            "size_divisibility",
+        )
+        if self.hidden_dim % 32 or self.hidden_dim % self.num_heads:
+            raise FieldError(
+                "hidden_dim",
+                "{hidden_dim} must be a multiple of 32 (GroupNorm) and of num_heads, got {value}",
+                self.hidden_dim,
+            )
+        check_at_least(self, 0, "class_weight", "mask_weight", "dice_weight")
+        check_at_least(self, 1, "oversample_ratio")
+        check_fraction(self, "dropout", "no_object_weight", "importance_sample_ratio")
+        if self.size_divisibility % 32:
+            raise FieldError(
+                "size_divisibility",
+                "{size_divisibility} must be a multiple of 32 (the trunk's stride), got {value}",
+                self.size_divisibility,
+            )
+
+
+@dataclass(frozen=True)
 class DetectorModelConfig:
     """The detector: backbone, FPN and the heads' sizes (torchvision's Faster/Mask R-CNN), or a
     transformer family's settings.
@@ -184,6 +267,8 @@ class DetectorModelConfig:
         family: ``rcnn`` (torchvision's Faster/Mask R-CNN; the fields below), ``rt_detr``
             (:class:`RTDetrConfig` in ``rt_detr``) or ``mask2former``.
         rt_detr: RT-DETR's settings (read when ``family`` is ``rt_detr``).
+        mask2former: Mask2Former's settings (:class:`Mask2FormerConfig`; read when
+            ``family`` is ``mask2former``).
         backbone: a name of :data:`weaksam.detection.backbones.BACKBONES` (``resnet50_fpn``,
             ``resnet18_fpn``, ``small_fpn``, ``plainconv_fpn``).
         weights: optional local ImageNet weights file (a torchvision classification state dict)
@@ -218,6 +303,7 @@ class DetectorModelConfig:
 
     family: str = "rcnn"
     rt_detr: RTDetrConfig = field(default_factory=RTDetrConfig)
+    mask2former: Mask2FormerConfig = field(default_factory=Mask2FormerConfig)
     backbone: str = "resnet50_fpn"
     weights: str = ""
     trainable_layers: int = 3
