@@ -169,3 +169,19 @@ def test_relative_upstream_resolves_as_run_root_does(
     cfg = load_config(None, ["upstream=runs/bench"])
     assert cfg.upstream_dir == str(tmp_path / "runs" / "bench")
     assert load_config(None, []).upstream_dir == ""
+
+
+def test_tables_and_report_name_the_upstream(tmp_path: Path, upstream: Path) -> None:
+    from ray_jobs._stage import report_line
+    from weaksam.pipeline.report import stage_timings
+    from weaksam.pipeline.results import collect_results, stage_table
+
+    cfg = _down(tmp_path, upstream, "evaluate.iou_threshold=0.7")
+    reports = run_stages(cfg, _stages([]))
+    assert f"upstream: linked to {upstream}" in stage_table(reports)
+    assert report_line(reports[0]) == f"stage a: reused from the upstream run ({upstream / 'a'})"
+    res = collect_results(reports, 1.0)
+    assert res["stages"] == {"a": "upstream", "b": "upstream", "c": "ran"}
+    timings = stage_timings(cfg.run_dir, reports)
+    assert [t.action for t in timings] == ["upstream", "upstream", "ran"]
+    assert timings[0].seconds is not None  # the upstream marker's, read through the link
