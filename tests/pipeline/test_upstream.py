@@ -185,3 +185,25 @@ def test_tables_and_report_name_the_upstream(tmp_path: Path, upstream: Path) -> 
     timings = stage_timings(cfg.run_dir, reports)
     assert [t.action for t in timings] == ["upstream", "upstream", "ran"]
     assert timings[0].seconds is not None  # the upstream marker's, read through the link
+
+
+def test_bench_transformers_reuses_every_bench_stage_but_the_detectors(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """From the repository root, ``configs/bench_transformers.yaml``'s upstream is where
+    ``make bench`` writes, and only ``retrain`` and ``wsis`` have other keys than bench's
+    (``baseline`` and ``evaluate`` included: nothing expensive reruns)."""
+    from weaksam.pipeline.core import stage_hashes
+    from weaksam.pipeline.stages import STAGES
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.chdir(root)
+    bench = load_config("configs/bench.yaml")
+    cfg = load_config("configs/bench_transformers.yaml")
+    assert cfg.upstream_dir == bench.run_dir == str(root / "runs" / "bench")
+    assert cfg.run_dir == str(root / "runs" / "bench_transformers")
+    assert cfg.retrain.model.family == "rt_detr" and cfg.wsis.model.family == "mask2former"
+    assert not cfg.retrain.roi_drop.enabled and not cfg.retrain.compare_no_drop
+    assert cfg.retrain.upper_bound and cfg.wsis.upper_bound
+    ours, theirs = stage_hashes(cfg, STAGES), stage_hashes(bench, STAGES)
+    assert [n for n in ours if ours[n] != theirs[n]] == ["retrain", "wsis"]

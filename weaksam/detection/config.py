@@ -32,6 +32,9 @@ from weaksam.configlib import (
 )
 
 BOX_SOURCES = ("pgt", "gt")
+# Detector families: torchvision's R-CNNs, transformers' RT-DETR (boxes; a ``retrain`` choice)
+# and Mask2Former (masks; a ``wsis`` choice).
+FAMILIES = ("rcnn", "rt_detr", "mask2former")
 # The names of weaksam.detection.backbones.BACKBONES (a torch module; tests keep them in step).
 BACKBONE_NAMES = ("plainconv_fpn", "resnet50_fpn", "resnet18_fpn", "small_fpn")
 VOC07_TRAIN_SIDES = tuple(range(480, 1217, 32))
@@ -63,6 +66,8 @@ class DetectorModelConfig:
     """The detector: backbone, FPN and the heads' sizes (torchvision's Faster/Mask R-CNN).
 
     Attributes:
+        family: ``rcnn`` (torchvision's Faster/Mask R-CNN; the fields below), ``rt_detr`` or
+            ``mask2former`` (:data:`FAMILIES`; their builders come with their branches).
         backbone: a name of :data:`weaksam.detection.backbones.BACKBONES` (``resnet50_fpn``,
             ``resnet18_fpn``, ``small_fpn``, ``plainconv_fpn``).
         weights: optional local ImageNet weights file (a torchvision classification state dict)
@@ -95,6 +100,7 @@ class DetectorModelConfig:
             100).
     """
 
+    family: str = "rcnn"
     backbone: str = "resnet50_fpn"
     weights: str = ""
     trainable_layers: int = 3
@@ -120,6 +126,7 @@ class DetectorModelConfig:
     detections_per_img: int = 100
 
     def __post_init__(self) -> None:
+        check_choice(self, "family", FAMILIES, "detector family")
         check_choice(self, "backbone", BACKBONE_NAMES, "detector backbone")
         check_range(self, 0, 5, "trainable_layers")
         check_nonempty(self, "min_size")
