@@ -237,10 +237,16 @@ def add_upstream(results: Mapping[str, Any], run_dir: str, upstream_dir: str) ->
     if not storage.exists(path):
         return out
     theirs = storage.read_json(path)
-    up_pgt = os.path.realpath(storage.join(upstream_dir, "pgt"))
+    target = linked_target(storage.join(run_dir, "pgt"))
+    try:
+        same_pgt = target is not None and os.path.samefile(
+            target, storage.join(upstream_dir, "pgt")
+        )
+    except OSError:  # a dangling link, or no pgt folder upstream
+        same_pgt = False
     out["upstream"] = {
         "run": upstream_dir,
-        "same_pgt": linked_target(storage.join(run_dir, "pgt")) == up_pgt,
+        "same_pgt": same_pgt,
         "families": theirs.get("families") or {"retrain": "rcnn", "wsis": "rcnn"},
         "results": {k: theirs[k] for k in RESULT_KEYS if theirs.get(k) is not None},
     }

@@ -57,11 +57,14 @@ def _local(loc: str) -> str:
 
 
 def linked_target(out_dir: str) -> str | None:
-    """Where the stage folder ``out_dir`` links to, or None when it is no link."""
+    """Where the stage folder ``out_dir`` links to (the link's target, absolute), or None
+    when it is no link."""
     if storage.is_remote(out_dir):
         return None
     path = _local(out_dir)
-    return os.path.realpath(path) if os.path.islink(path) else None
+    if not os.path.islink(path):
+        return None
+    return os.path.normpath(os.path.join(os.path.dirname(path), os.readlink(path)))
 
 
 def unlink_stage(out_dir: str) -> None:
