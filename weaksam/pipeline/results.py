@@ -274,6 +274,16 @@ class ComparisonRow:
     ratio: float | None
 
 
+def _ratio(res: Mapping[str, Any], key: str, weak: str, full: str) -> float | None:
+    """``res[key]``, or ``weak / full`` when the results predate the key (an older run's
+    ``results.json`` has no ``weak_full_mask_ratio``)."""
+    if res.get(key) is not None:
+        return float(res[key])
+    if res.get(weak) is not None and res.get(full):
+        return float(res[weak]) / float(res[full])
+    return None
+
+
 def _rows(res: Mapping[str, Any], families: Mapping[str, str], run: str) -> list[ComparisonRow]:
     box_family, mask_family = families.get("retrain", "rcnn"), families.get("wsis", "rcnn")
     b, m = result_suffix(box_family), result_suffix(mask_family)
@@ -283,7 +293,7 @@ def _rows(res: Mapping[str, Any], families: Mapping[str, str], run: str) -> list
         "boxes",
         (None, res.get("retrain_ap50" + b), None, None),
         res.get("upper_bound_ap50" + b),
-        res.get("weak_full_ratio" + b),
+        _ratio(res, "weak_full_ratio" + b, "retrain_ap50" + b, "upper_bound_ap50" + b),
     )
     mask = ComparisonRow(
         display_name(mask_family, masks=True),
@@ -296,7 +306,7 @@ def _rows(res: Mapping[str, Any], families: Mapping[str, str], run: str) -> list
             res.get(f"wsis_ap75{m}"),
         ),
         res.get("upper_bound_mask_ap50" + m),
-        res.get("weak_full_mask_ratio" + m),
+        _ratio(res, "weak_full_mask_ratio" + m, f"wsis_ap50{m}", "upper_bound_mask_ap50" + m),
     )
     return [box, mask]
 
