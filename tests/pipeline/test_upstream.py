@@ -207,3 +207,16 @@ def test_bench_transformers_reuses_every_bench_stage_but_the_detectors(
     assert cfg.retrain.upper_bound and cfg.wsis.upper_bound
     ours, theirs = stage_hashes(cfg, STAGES), stage_hashes(bench, STAGES)
     assert [n for n in ours if ours[n] != theirs[n]] == ["retrain", "wsis"]
+
+
+def test_the_command_refuses_a_missing_upstream_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ray_jobs.pipeline import main
+
+    over = [f"run_root={tmp_path / 'runs'}", "name=x", f"upstream={tmp_path / 'nothing'}"]
+    tiny = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
+    code = main(["--config", tiny, *(a for o in over for a in ("--set", o))])
+    err = capsys.readouterr().err
+    assert code == 2 and "upstream: no run folder at" in err and "make bench" in err
+    assert not (tmp_path / "runs" / "x").exists()  # refused before anything was written
