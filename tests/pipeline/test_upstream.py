@@ -220,3 +220,43 @@ def test_the_command_refuses_a_missing_upstream_in_one_line(
     err = capsys.readouterr().err
     assert code == 2 and "upstream: no run folder at" in err and "make bench" in err
     assert not (tmp_path / "runs" / "x").exists()  # refused before anything was written
+
+
+def test_real_stages_read_their_inputs_through_the_links(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The tiny config's stages that need no Ray: the upstream ran data and ingest; a run
+    naming it links both and runs baseline and evaluate here, reading the manifest (and the
+    synthetic images its paths name) through the links; the upstream is left as it was."""
+    from weaksam.io.tables import read_table
+    from weaksam.pipeline.stages import STAGES
+    from weaksam.runs import manifest_path
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)  # ingest decodes on the driver
+
+    def no_ray() -> None:
+        raise AssertionError("these stages need no Ray")
+
+    tiny = str(Path(__file__).resolve().parents[2] / "configs" / "tiny.yaml")
+    root = f"run_root={tmp_path / 'runs'}"
+    up = load_config(tiny, [root, "name=up", "synth.num_train=4", "synth.num_test=3"])
+    run_stages(up, STAGES, ray_init=no_ray, only=["data", "ingest"])
+    before = _tree_digest(Path(up.run_dir))
+    cfg = load_config(
+        tiny, [root, "name=down", "synth.num_train=4", "synth.num_test=3", f"upstream={up.run_dir}"]
+    )
+    only = ["data", "ingest", "baseline", "evaluate"]
+    reports = run_stages(cfg, STAGES, ray_init=no_ray, only=only)
+    assert [(r.name, r.action) for r in reports] == [
+        ("data", "upstream"),
+        ("ingest", "upstream"),
+        ("baseline", "ran"),
+        ("evaluate", "ran"),
+    ]
+    down = Path(cfg.run_dir)
+    assert (down / "ingest").is_symlink() and (down / "baseline" / "_SUCCESS").exists()
+    paths = read_table(manifest_path(cfg.run_dir), "manifest").column("path").to_pylist()
+    assert len(paths) == 7 and all(os.path.exists(p) for p in paths)
+    assert reports[3].metrics["baseline"]["voc07"]["overall"]["mAP"] >= 0.0
+    assert _tree_digest(Path(up.run_dir)) == before
+    assert not (Path(up.run_dir) / "baseline").exists()
