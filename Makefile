@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 CONFIG ?= configs/demo.yaml
 
-.PHONY: install demo test lint format typecheck unit bench clean test-cluster
+.PHONY: install demo test lint format typecheck unit bench bench-transformers clean test-cluster
 
 # Pins read from pyproject.toml (the one place they are written).
 pin = $(shell sed -n 's/^ *"\($(1)==[^"]*\)",.*/\1/p' pyproject.toml)
@@ -49,6 +49,11 @@ format: install
 
 bench: install
 	$(PY) -m ray_jobs.pipeline --config configs/bench.yaml
+
+# RT-DETR and Mask2Former on `make bench`'s PGT: bench's earlier stages are linked, not rerun
+# (configs/bench_transformers.yaml: `upstream: runs/bench`); run `make bench` first.
+bench-transformers: install
+	$(PY) -m ray_jobs.pipeline --config configs/bench_transformers.yaml
 
 clean:
 	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

@@ -61,8 +61,18 @@ def check_inputs(cfg: Config, stages: Sequence[Stage], selected: Sequence[str]) 
     Inputs are the stages it depends on that this call does not run (their ``_SUCCESS``
     marker must exist; disabled stages produce nothing and are not required), the stage's own
     :attr:`~weaksam.stage.Stage.check` of its external inputs, and the local weight files its
-    config sections name (``builtin``, URIs and empty values are fine).
+    config sections name (``builtin``, URIs and empty values are fine); with ``upstream``,
+    that the upstream run folder exists and is not this run's. A dependency is not looked for
+    in the upstream: a run reuses the upstream's stages by running them (a full pipeline, or
+    ``--from`` its first stage), which links them.
     """
+    if cfg.upstream:
+        from weaksam.pipeline.upstream import check_upstream
+
+        try:
+            check_upstream(cfg.upstream_dir, cfg.run_dir)
+        except (ValueError, FileNotFoundError) as exc:
+            raise UsageError(str(exc)) from None
     by_name = {s.name: s for s in stages}
     for name in selected:
         stage = by_name[name]
@@ -190,6 +200,8 @@ def report_line(report: StageReport) -> str:
         return f"stage {report.name}: fresh, skipped (use --force to rerun it)"
     if report.action == "disabled":
         return f"stage {report.name}: disabled by this config"
+    if report.action == "upstream":
+        return f"stage {report.name}: reused from the upstream run ({report.source})"
     how = "resumed an interrupted run" if report.resumed else "ran"
     return f"stage {report.name}: {how} in {report.seconds:.1f} s"
 

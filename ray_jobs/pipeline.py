@@ -7,8 +7,9 @@
 ``--from STAGE`` runs that stage and every later one, ``--only STAGE`` that stage alone; both
 still skip what is fresh unless ``--force`` is given, which discards the selected stages'
 outputs. Works the same under ``ray job submit --working-dir . -- python -m ray_jobs.pipeline
-...``. Ends by writing ``<run>/results.json``, printing the stage and results tables, and
-writing the run report ``<run>/report.md`` (+ ``report.html``), whose path is the last line.
+...``. Ends by writing ``<run>/results.json``, printing the stage and results tables (with an
+``upstream:`` run, also its detectors beside the upstream's), and writing the run report
+``<run>/report.md`` (+ ``report.html``), whose path is the last line.
 """
 
 from __future__ import annotations
@@ -19,8 +20,16 @@ from collections.abc import Sequence
 
 from ray_jobs._cli import parse
 from ray_jobs._stage import UsageError, add_run_args, execute, fail, load_checked_config
+from weaksam.detection.family_names import section_family
 from weaksam.pipeline.report import try_write_report
-from weaksam.pipeline.results import collect_results, results_table, stage_table, write_results
+from weaksam.pipeline.results import (
+    add_upstream,
+    collect_results,
+    comparison_table,
+    results_table,
+    stage_table,
+    write_results,
+)
 from weaksam.pipeline.stages import STAGE_NAMES
 
 
@@ -39,11 +48,23 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.pipe
         reports = execute(cfg, only=args.only, from_stage=args.from_stage, force=args.force)
     except (UsageError, FileNotFoundError) as exc:
         return fail(prog, str(exc))
-    results = collect_results(reports, time.time() - t0, cfg.data.splits[-1], cfg.data.splits[0])
+    results = collect_results(
+        reports,
+        time.time() - t0,
+        cfg.data.splits[-1],
+        cfg.data.splits[0],
+        retrain_family=section_family(cfg.retrain),
+        wsis_family=section_family(cfg.wsis),
+    )
+    if cfg.upstream:
+        results = add_upstream(results, cfg.run_dir, cfg.upstream_dir)
     path = write_results(cfg.run_dir, results)
     print(stage_table(reports))
     print()
     print(results_table(results))
+    if comparison_table(results):
+        print()
+        print(comparison_table(results))
     print(f"\nresults: {path}")
     print(f"report: {try_write_report(cfg.run_dir, reports, results, cfg.data.splits)}")
     return 0

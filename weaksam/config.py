@@ -199,11 +199,17 @@ class Config:
         run_root: the folder holding runs: a local path, ``file://...`` or
             ``s3://bucket/prefix`` (see :mod:`weaksam.storage`).
         seed: global seed.
+        upstream: another run's folder (a local path, relative to the working directory as
+            ``run_root`` is, or ``file://``) whose finished stages this run reuses when their
+            keys equal this run's: ``<run>/<stage>`` becomes a link to the upstream's folder,
+            which is never written to (:mod:`weaksam.pipeline.upstream`). ``""``: none. Needs
+            local storage for both runs.
     """
 
     name: str = "demo"
     run_root: str = "runs"
     seed: int = 0
+    upstream: str = ""
     synth: SynthConfig = field(default_factory=SynthConfig)
     data: DataConfig = field(default_factory=DataConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
@@ -226,6 +232,14 @@ class Config:
         if not self.run_root:
             raise ValueError("run_root must not be empty")
         storage.check_location(self.run_root, "run_root")
+        if self.upstream:
+            storage.check_location(self.upstream, "upstream")
+            if storage.is_remote(self.upstream) or storage.is_remote(self.run_root):
+                raise ValueError(
+                    f"upstream: reusing {self.upstream!r} links stage folders, which needs "
+                    f"local storage; upstream and run_root ({self.run_root!r}) must be local "
+                    "paths or file:// (an object store has no links)"
+                )
 
     @property
     def run_dir(self) -> str:
@@ -234,6 +248,11 @@ class Config:
         if storage.is_uri(self.run_root):
             return storage.join(self.run_root, self.name)
         return os.path.join(os.path.abspath(self.run_root), self.name)
+
+    @property
+    def upstream_dir(self) -> str:
+        """The absolute folder of ``upstream`` (``""`` when unset)."""
+        return storage.resolve(self.upstream)[1] if self.upstream else ""
 
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")

@@ -75,7 +75,9 @@ class StageReport:
 
     Attributes:
         name: the stage's name.
-        action: ``ran``, ``skipped`` (fresh outputs kept) or ``disabled`` (by the config).
+        action: ``ran``, ``skipped`` (fresh outputs kept), ``upstream`` (the folder is a link
+            to the upstream run's, whose key is this run's: :mod:`weaksam.pipeline.upstream`)
+            or ``disabled`` (by the config).
         seconds: wall time of the stage's run function (0 unless it ran).
         peak_rss_mb: peak resident memory of the driver process while it ran.
         metrics: the stage's ``metrics.json`` (also for skipped stages).
@@ -83,6 +85,7 @@ class StageReport:
         worker_rss_mb / worker_kind: the largest peak of one Ray worker process while it ran
             and what that process ran (:mod:`weaksam.pipeline.memory`); 0 / ``""`` when the
             stage used no Ray worker.
+        source: for ``upstream``, the upstream's stage folder the outputs are read from.
     """
 
     name: str
@@ -93,3 +96,4 @@ class StageReport:
     resumed: bool = False
     worker_rss_mb: float = 0.0
     worker_kind: str = ""
+    source: str = ""

@@ -35,3 +35,16 @@ def test_summary_reads_stage_metrics_and_computes_ratios(tmp_path) -> None:
     methods = {"mist": {"ap50_voc07": 0.5, "corloc": 0.6}}
     assert "CorLoc (trainval)" in comparison_table(methods, "t", "trainval", "val")
     assert quality_summary(str(tmp_path / "empty"))["retrain_ap50"] is None
+
+
+def test_rows_name_the_stages_architectures(tmp_path) -> None:
+    run = str(tmp_path)
+    write_metrics(
+        f"{run}/retrain", {"family": "rt_detr", "ap50_voc07": 0.4, "upper_bound_ap50": 0.5}
+    )
+    s = quality_summary(run, {"wsis": {"family": "mask2former", "mask_ap50": 0.3}})
+    assert (s["retrain_family"], s["wsis_family"]) == ("rt_detr", "mask2former")
+    text = quality_table(s)
+    assert "RT-DETR on PGT" in text and "RT-DETR on GT (upper bound)" in text
+    assert "Mask2Former on PGT masks" in text and "Mask2Former on GT masks" in text
+    assert "R-CNN" not in text and "RoI drop" not in text  # no R-CNN rule for RT-DETR

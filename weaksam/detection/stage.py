@@ -31,6 +31,7 @@ from weaksam import storage
 from weaksam.config import Config, config_hash, to_dict
 from weaksam.detection.config import DetectorTestConfig, RetrainConfig, RoIDropConfig, WSISConfig
 from weaksam.detection.data import nonempty_masks
+from weaksam.detection.family_names import display_name, section_family
 from weaksam.detection.inference import (
     export_checkpoint,
     predict_with_ray_data,
@@ -337,6 +338,7 @@ def _variant_tables(
 def run_retrain(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Faster R-CNN on the PGT with RoI drop (+ no-drop and GT upper bound when asked)."""
     metrics = run_detector_stage(cfg, ctx, cfg.retrain, retrain_variants(cfg), masks=False)
+    metrics["family"] = section_family(cfg.retrain)
     v = metrics["variants"]
     metrics["ap50_voc07"] = v["drop"]["ap50_voc07"]
     metrics["ap50_no_drop"] = v.get("no_drop", {}).get("ap50_voc07")
@@ -344,7 +346,7 @@ def run_retrain(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     if metrics["upper_bound_ap50"]:
         metrics["ratio_to_upper_bound"] = metrics["ap50_voc07"] / metrics["upper_bound_ap50"]
     keys = ("ap50_voc07", "ap50_voc", "rois_dropped", "rois_over_cls", "rois_over_reg")
-    metrics["table"] = _table(metrics, keys, "retrain")
+    metrics["table"] = _table(metrics, keys, f"retrain ({display_name(metrics['family'])})")
     log.info("\n%s", metrics["table"])
     return metrics
 
@@ -352,12 +354,14 @@ def run_retrain(cfg: Config, ctx: StageContext) -> dict[str, Any]:
 def run_wsis(cfg: Config, ctx: StageContext) -> dict[str, Any]:
     """Mask R-CNN on the PGT masks (+ the GT-mask upper bound when asked)."""
     metrics = run_detector_stage(cfg, ctx, cfg.wsis, wsis_variants(cfg), masks=True)
+    metrics["family"] = section_family(cfg.wsis)
     main = metrics["variants"]["pgt"]
     for k in ("mask_ap25", "mask_ap50", "mask_ap70", "mask_ap75", "segm_ap", "segm_ap50"):
         metrics[k] = main.get(k)
     metrics["upper_bound_mask_ap50"] = metrics["variants"].get("upper_bound", {}).get("mask_ap50")
     keys = ("mask_ap25", "mask_ap50", "mask_ap70", "mask_ap75", "segm_ap", "ap50_voc07")
-    title = f"wsis (Mask R-CNN; {metrics.get('empty_masks_dropped', 0)} empty PGT masks left out)"
+    name = display_name(metrics["family"], masks=True)
+    title = f"wsis ({name}; {metrics.get('empty_masks_dropped', 0)} empty PGT masks left out)"
     metrics["table"] = _table(metrics, keys, title)
     log.info("\n%s", metrics["table"])
     # the run's weak-vs-full table (wsod, pgt, retrain and this stage), in the paper's style

@@ -4,7 +4,8 @@
 ``wsis`` stages of a run folder (whichever exist) and returns a flat dict of the numbers;
 :func:`quality_table` prints them as two tables (detection, VOC07 11-point AP50 on the test
 split; instance segmentation, mask AP at IoU 0.25/0.5/0.7/0.75 and COCO segm AP). Numbers a
-run did not produce are shown as ``-``.
+run did not produce are shown as ``-``. Rows name the stages' architectures (the ``family`` in
+their metrics: Faster R-CNN or RT-DETR, Mask R-CNN or Mask2Former).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from weaksam import storage
+from weaksam.detection.family_names import display_name
 from weaksam.eval.table import format_table
 from weaksam.runs import METRICS, read_metrics
 
@@ -43,6 +45,8 @@ def quality_summary(
     }
     method = m["wsod"].get("method")
     out: dict[str, Any] = {
+        "retrain_family": m["retrain"].get("family") or "rcnn",
+        "wsis_family": m["wsis"].get("family") or "rcnn",
         "wsod_method": method,
         "wsod_ap50": _get(m["wsod"], "methods", method or "", "ap50_voc07"),
         "pgt_mode": m["pgt"].get("mode"),
@@ -72,19 +76,20 @@ def quality_table(
     """Three aligned tables of :func:`quality_summary`'s numbers; the labels name the splits
     ``train`` (PGT) and ``test`` (detectors)."""
     s = summary
-    det = [
-        [f"WSOD ({s.get('wsod_method') or '-'})", "image labels", s.get("wsod_ap50")],
-        [
-            "Faster R-CNN on PGT",
-            f"PGT {s.get('pgt_mode') or ''}".strip(),
-            s.get("retrain_ap50_no_drop"),
-        ],
-        [
-            "Faster R-CNN on PGT + RoI drop",
-            f"PGT {s.get('pgt_mode') or ''}".strip(),
-            s.get("retrain_ap50"),
-        ],
-        ["Faster R-CNN on GT (upper bound)", "GT boxes", s.get("upper_bound_ap50")],
+    box_family = s.get("retrain_family") or "rcnn"
+    box = display_name(box_family)
+    mask = display_name(s.get("wsis_family") or "rcnn", masks=True)
+    pgt_source = f"PGT {s.get('pgt_mode') or ''}".strip()
+    det = [[f"WSOD ({s.get('wsod_method') or '-'})", "image labels", s.get("wsod_ap50")]]
+    if box_family == "rcnn":  # RoI drop is a rule of the R-CNN box head
+        det += [
+            [f"{box} on PGT", pgt_source, s.get("retrain_ap50_no_drop")],
+            [f"{box} on PGT + RoI drop", pgt_source, s.get("retrain_ap50")],
+        ]
+    else:
+        det.append([f"{box} on PGT", pgt_source, s.get("retrain_ap50")])
+    det += [
+        [f"{box} on GT (upper bound)", "GT boxes", s.get("upper_bound_ap50")],
         ["ratio weak / full", "", s.get("weak_full_ratio")],
     ]
     pgt = [
@@ -93,9 +98,9 @@ def quality_table(
     ]
     seg_keys = ("ap25", "ap50", "ap70", "ap75")
     seg = [
-        ["Mask R-CNN on PGT masks", *(s.get(f"wsis_{k}") for k in seg_keys), s.get("wsis_segm_ap")],
+        [f"{mask} on PGT masks", *(s.get(f"wsis_{k}") for k in seg_keys), s.get("wsis_segm_ap")],
         [
-            "Mask R-CNN on GT masks (upper bound)",
+            f"{mask} on GT masks (upper bound)",
             *(s.get(f"upper_bound_mask_{k}") for k in seg_keys),
             s.get("upper_bound_segm_ap"),
         ],

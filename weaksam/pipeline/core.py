@@ -4,8 +4,10 @@ A stage is fresh when its folder has a ``_SUCCESS`` marker for the same *key*: t
 stage's config sections, the seed, the weight files they load and its dependencies' hashes,
 plus the run ids of the dependencies' markers (so a dependency rebuilt by a forced run makes
 its dependants stale even with an unchanged config). A stage that started for the same key and
-did not finish resumes from its partial outputs. Only ``force`` discards outputs. This is the
-one way any entry point runs a stage (``ray_jobs.pipeline``, ``python -m ray_jobs.<stage>``,
+did not finish resumes from its partial outputs. Only ``force`` discards outputs. With
+``upstream`` set, a stage that is not fresh here but finished in the upstream run for the same
+key is linked to the upstream's folder instead of run (:mod:`weaksam.pipeline.upstream`). This
+is the one way any entry point runs a stage (``ray_jobs.pipeline``, ``python -m ray_jobs.<stage>``,
 ``weaksam <stage>``). Nothing here starts Ray; stages that need it call the ``ray_init`` hook
 they are given.
 """
@@ -16,10 +18,18 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from weaksam import storage
 from weaksam.config import Config, config_hash, to_dict
 from weaksam.pipeline.memory import MemoryWatch
+from weaksam.pipeline.upstream import (
+    check_upstream,
+    link_stage,
+    linked_target,
+    mismatch_reason,
+    unlink_stage,
+)
 from weaksam.runs import (
     METRICS,
     clear_success,
@@ -88,6 +98,11 @@ def _inputs(run_dir: str, stage: Stage) -> dict[str, str | None]:
     return out
 
 
+def _metrics(out_dir: str) -> dict[str, Any]:
+    """The stage folder's ``metrics.json`` (empty when it has none)."""
+    return read_metrics(out_dir) if storage.exists(storage.join(out_dir, METRICS)) else {}
+
+
 def _has_outputs(out_dir: str) -> bool:
     """True when ``out_dir`` holds anything but markers (local: any entry not starting with
     ``_``; object store: any object not named ``_*`` / ``.*``)."""
@@ -125,10 +140,18 @@ def run_stages(
     every later one (see :func:`select_stages`). A selected stage is skipped when fresh,
     resumes when an interrupted run of the same key left partial outputs, and otherwise starts
     from an empty folder. ``force`` empties and reruns every selected stage: it is the only
-    way fresh outputs are discarded.
+    way fresh outputs are discarded (a linked stage loses its link; the upstream's files stay).
+
+    With ``cfg.upstream``, a selected stage that is not fresh here and whose folder in the
+    upstream run has a marker for this run's key is reused: its folder becomes a link to the
+    upstream's (action ``upstream``). Raises ``FileNotFoundError`` when the upstream folder
+    does not exist.
     """
     hashes = stage_hashes(cfg, stages)
     selected = select_stages(stages, from_stage, only)
+    upstream = cfg.upstream_dir
+    if upstream:
+        check_upstream(upstream, cfg.run_dir)
     reports: list[StageReport] = []
     for stage in stages:
         if stage.name not in selected:
@@ -140,11 +163,35 @@ def run_stages(
         key = config_hash({"stage": hashes[stage.name], "inputs": _inputs(cfg.run_dir, stage)})
         marker = read_success(out_dir)
         if not force and marker is not None and marker.get("key") == key:
-            has_metrics = storage.exists(storage.join(out_dir, METRICS))
-            metrics = read_metrics(out_dir) if has_metrics else {}
-            log.info("stage %-18s fresh, skipped", stage.name)
-            reports.append(StageReport(stage.name, "skipped", metrics=metrics))
+            target = linked_target(out_dir)
+            log.info("stage %-18s fresh%s, skipped", stage.name, " (upstream)" if target else "")
+            action = "upstream" if target else "skipped"
+            reports.append(
+                StageReport(stage.name, action, metrics=_metrics(out_dir), source=target or "")
+            )
             continue
+        if upstream and not force:
+            up_dir = storage.join(upstream, stage.name)
+            up_marker = read_success(up_dir)
+            if up_marker is not None and up_marker.get("key") == key:
+                link_stage(out_dir, up_dir)
+                log.info("stage %-18s reused from the upstream %s", stage.name, up_dir)
+                reports.append(
+                    StageReport(stage.name, "upstream", metrics=_metrics(out_dir), source=up_dir)
+                )
+                continue
+            why = mismatch_reason(
+                stage.name,
+                hashes,
+                _inputs(cfg.run_dir, stage),
+                upstream,
+                to_dict(cfg),
+                stage.sections,
+            )
+            log.info("stage %-18s not reused from the upstream: %s", stage.name, why)
+        # never write through a link into the upstream run: this run's own folder from here on
+        unlink_stage(out_dir)
+        marker = read_success(out_dir)
         storage.makedirs(out_dir)
         # Partial outputs are kept only to resume an interrupted run of the same key (the
         # proposal and mask jobs skip images already written, Ray Train resumes from its

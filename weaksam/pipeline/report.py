@@ -32,7 +32,14 @@ from weaksam import storage
 from weaksam.eval.table import format_value
 from weaksam.pipeline.report_figures import FigureOptions, SampleContext, Section
 from weaksam.pipeline.report_figures import sections as figure_sections
-from weaksam.pipeline.results import RESULT_KEYS, label
+from weaksam.pipeline.results import (
+    COMPARISON_HEADERS,
+    RESULT_KEYS,
+    comparison_rows,
+    comparison_title,
+    family_keys,
+    label,
+)
 from weaksam.runs import SUCCESS, resolved_config_path, results_path
 from weaksam.stage import StageReport
 from weaksam.viz.plots import plot_stage_seconds
@@ -86,10 +93,11 @@ class StageTiming:
     """One stage's row of the timing table.
 
     ``action`` is ``ran``, ``skipped`` (fresh: its outputs come from an earlier run),
-    ``disabled`` or ``earlier run`` (not part of this invocation); ``seconds`` is this
-    invocation's time for ``ran`` and the ``_SUCCESS`` marker's (the run that made the
-    outputs) otherwise; ``peak_rss_mb`` (the driver's) is None when unknown; ``worker`` the
-    largest Ray worker's peak in MiB and its kind (``"812 RayTrainWorker"``), None when unknown.
+    ``upstream`` (a link to the upstream run's folder), ``disabled`` or ``earlier run`` (not
+    part of this invocation); ``seconds`` is this invocation's time for ``ran`` and the
+    ``_SUCCESS`` marker's (the run that made the outputs) otherwise; ``peak_rss_mb`` (the
+    driver's) is None when unknown; ``worker`` the largest Ray worker's peak in MiB and its kind
+    (``"812 RayTrainWorker"``), None when unknown.
     """
 
     name: str
@@ -148,14 +156,15 @@ def stage_timings(
                 worker = f"{r.worker_rss_mb:.0f} {r.worker_kind}" if r.worker_kind else None
                 out.append(StageTiming(r.name, r.action, r.seconds, r.peak_rss_mb, worker))
             else:
-                marker = _marker(run_dir, r.name) if r.action == "skipped" else None
+                fresh = r.action in ("skipped", "upstream")
+                marker = _marker(run_dir, r.name) if fresh else None
                 sec = marker.get("seconds") if marker else None
                 out.append(StageTiming(r.name, r.action, sec, None))
     elif (results or {}).get("stages"):
         seconds = (results or {}).get("stage_seconds") or {}
         for name, action in (results or {})["stages"].items():
             sec = seconds.get(name)
-            if sec is None and action == "skipped":
+            if sec is None and action in ("skipped", "upstream"):
                 sec = (_marker(run_dir, name) or {}).get("seconds")
             out.append(StageTiming(name, action, sec, None))
     else:
@@ -192,10 +201,39 @@ def _results_section(results: Mapping[str, Any] | None) -> list[Block]:
     if not rows:
         return [*blocks, Paragraph("No stage produced a result value.")]
     blocks.append(Table(("result", "value"), tuple(rows)))
-    absent = [label(k, results).strip() for k in RESULT_KEYS if results.get(k) is None]
+    absent = [label(k, results).strip() for k in family_keys(results) if results.get(k) is None]
     if absent:
         blocks.append(Paragraph(f"Not measured in this run: {'; '.join(absent)}."))
     return blocks
+
+
+def _upstream_section(results: Mapping[str, Any] | None) -> list[Block]:
+    """The run's detectors beside its upstream run's (:func:`comparison_rows`); nothing
+    when the run has no upstream figures."""
+    rows = comparison_rows(results or {})
+    if not results or not rows:
+        return []
+    up = results["upstream"]
+    cells = tuple(
+        (
+            r.architecture,
+            r.run,
+            r.target,
+            *(format_value(v) if v is not None else "-" for v in (*r.ap, r.full_ap50, r.ratio)),
+        )
+        for r in rows
+    )
+    text = (
+        f"Upstream run `{up['run']}` (its figures: `results.json`, key `upstream`). "
+        "Boxes: VOC07 11-point AP50; masks: mask AP at IoU 0.25 / 0.5 / 0.7 / 0.75; the "
+        "fully supervised column is the same architecture trained on the ground truth."
+    )
+    return [
+        Heading(2, "Beside the upstream run"),
+        Paragraph(comparison_title(results) + "."),
+        Table(COMPARISON_HEADERS, cells),
+        Paragraph(text),
+    ]
 
 
 def _timing_section(run_dir: str, timings: Sequence[StageTiming]) -> list[Block]:
@@ -206,7 +244,7 @@ def _timing_section(run_dir: str, timings: Sequence[StageTiming]) -> list[Block]
     for t in timings:
         sec = "-" if t.seconds is None else f"{t.seconds:.1f}"
         if t.action != "ran" and t.seconds is not None:
-            sec += " (earlier run)"
+            sec += " (upstream run)" if t.action == "upstream" else " (earlier run)"
         rss = "-" if t.peak_rss_mb is None else f"{t.peak_rss_mb:.0f}"
         rows.append((t.name, t.action, sec, rss, t.worker or "-"))
     ran = sum(t.seconds or 0.0 for t in timings if t.action == "ran")
@@ -289,6 +327,7 @@ def build_report(
     if storage.exists(resolved_config_path(run_dir)):
         blocks.append(Paragraph("Resolved config: `config.resolved.yaml`."))
     blocks += _guarded("Results", lambda: _results_section(results))
+    blocks += _guarded("Beside the upstream run", lambda: _upstream_section(results))
     blocks += _guarded("Stage timings", lambda: _timing_section(run_dir, timings))
     for title, make in figure_sections(ctx):
         blocks += _guarded(title, functools.partial(_figure_section, make))

@@ -20,13 +20,21 @@ import pyarrow.compute as pc
 
 from weaksam import storage
 from weaksam.data.imageio import ImageDecodeError, load_image
+from weaksam.detection.family_names import display_name
 from weaksam.eval.formats import load_detections_table, load_manifest_gt
 from weaksam.eval.mask_ap import mask_pr_curves
 from weaksam.eval.voc import ap_from_curves, eval_detection_voc, nanmean
 from weaksam.geometry.boxes import as_boxes
 from weaksam.io.rle import decode_masks
 from weaksam.io.tables import read_classes, read_table
-from weaksam.runs import detections_path, manifest_path, pgt_path, points_path, proposals_path
+from weaksam.runs import (
+    METRICS,
+    detections_path,
+    manifest_path,
+    pgt_path,
+    points_path,
+    proposals_path,
+)
 from weaksam.viz.draw import (
     class_color,
     contact_sheet,
@@ -115,6 +123,15 @@ class SampleContext:
         if reason is None and not storage.exists(self.path(rel)):
             reason = f"`{rel}` is missing"
         return reason
+
+    def architecture(self, stage: str) -> str:
+        """The detector of ``retrain`` / ``wsis`` by name (Faster R-CNN, RT-DETR, Mask R-CNN,
+        Mask2Former): the ``family`` in the stage's metrics (R-CNN when absent)."""
+        path = self.path(f"{stage}/{METRICS}")
+        family = "rcnn"
+        if storage.exists(path):
+            family = str(storage.read_json(path).get("family") or "rcnn")
+        return display_name(family, masks=stage == "wsis")
 
     @functools.cached_property
     def manifest(self) -> list[dict[str, Any]]:
@@ -396,19 +413,13 @@ def pgt_section(ctx: SampleContext) -> Section:
     return sec
 
 
-_DETECTORS = (
-    ("wsod", "WSOD"),
-    ("retrain", "Faster R-CNN"),
-    ("wsis", "Mask R-CNN"),
-)
-
-
 def detections_section(ctx: SampleContext) -> Section:
     sec = Section("Final detections")
     _, test = ctx.train_test
-    rel_of = {stage: detections_path("", stage, test) for stage, _ in _DETECTORS}
+    detectors = [("wsod", "WSOD"), *((s, ctx.architecture(s)) for s in ("retrain", "wsis"))]
+    rel_of = {stage: detections_path("", stage, test) for stage, _ in detectors}
     avail = []
-    for stage, label in _DETECTORS:
+    for stage, label in detectors:
         reason = ctx.need(stage, rel_of[stage])
         if reason is None:
             avail.append((stage, label))
@@ -448,8 +459,8 @@ def detections_section(ctx: SampleContext) -> Section:
         (
             rel,
             f"Test images: ground truth, then each detector's detections scoring at least "
-            f"{opts.score_thresh:g} (the best {opts.fallback_top} when none does); Mask R-CNN "
-            "with its masks.",
+            f"{opts.score_thresh:g} (the best {opts.fallback_top} when none does); "
+            f"{ctx.architecture('wsis')} with its masks.",
         )
     )
     return sec
@@ -474,7 +485,8 @@ def pr_section(ctx: SampleContext) -> Section:
     sec = Section(f"Precision-recall on split `{test}`")
     panels: list[PRPanel] = []
     gt = None
-    for stage, label in (("retrain", "Faster R-CNN (retrain)"), ("wsis", "Mask R-CNN (wsis)")):
+    for stage in ("retrain", "wsis"):
+        label = f"{ctx.architecture(stage)} ({stage})"
         rel = detections_path("", stage, test)
         reason = ctx.need(stage, rel) or ctx.need("ingest", MANIFEST)
         if reason is not None:
