@@ -245,7 +245,7 @@ def test_config_checks() -> None:
     d: dict[str, Any] = to_dict(WSISConfig())
     d["model"]["family"] = "mask2former"
     assert from_dict(d, WSISConfig).model.mask2former.decoder_layers == 9
-    with pytest.raises(ConfigError, match="RoI drop is an R-CNN"):
+    with pytest.raises(ConfigError, match="RoI drop acts on the R-CNN box head"):
         from_dict({**d, "roi_drop": {**d["roi_drop"], "enabled": True}}, WSISConfig)
     with pytest.raises(ConfigError, match=r"model\.family"):
         from_dict({**d, "model": {**d["model"], "family": "rt_detr"}}, WSISConfig)
@@ -286,7 +286,7 @@ def test_fit_with_adamw_and_trunk_factor(det_run: str) -> None:
     model = _model(classes=6)
     opt = build_optimizer(model, train)
     assert isinstance(opt, torch.optim.AdamW)
-    assert sorted({g["lr_factor"] for g in opt.param_groups}) == [0.1, 1.0]
+    assert sorted({g.get("lr_factor", 1.0) for g in opt.param_groups}) == [0.1, 1.0]
     samples, _ = read_pgt_samples(job.manifest, job.targets, "train", with_masks=True)
     state = fit(model, Sampler(samples, 2, 0), train, job, reporter=lambda m, s: None)
     assert state["step"] == 2 and [h["rois_dropped"] for h in state["history"]] == [0, 0]
