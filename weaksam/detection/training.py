@@ -203,7 +203,9 @@ def fit(
                 rois_over_both_active=int(over_active[3]),
             )
             history.append(point)
-            if rank == 0:
+            if rank == 0 and heads is None:  # no RoI heads: nothing is dropped
+                log.info("%s step %d loss %.4f", job.name, done, point["loss"])
+            elif rank == 0:
                 log.info(
                     "%s step %d loss %.4f, RoIs dropped %d of %d fg (over cls %d, reg %d, both %d)",
                     job.name,
