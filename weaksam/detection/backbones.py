@@ -40,32 +40,54 @@ RESNET_STAGES = ("layer4", "layer3", "layer2", "layer1", "conv1")
 _RETURN_LAYERS = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
 
 
+def read_state(path: str) -> dict[str, torch.Tensor]:
+    """The state dict at ``path`` (``weights_only=True``; a local path, file:// or s3://;
+    ``{"model": ...}`` accepted)."""
+    state = torch_load(path)
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    return dict(state)
+
+
+def load_checked(
+    module: nn.Module,
+    state: dict[str, torch.Tensor],
+    ignore: Callable[[str], bool],
+    what: str,
+    path: str,
+) -> dict[str, torch.Tensor]:
+    """Load ``state`` (read from ``path``) into ``module``: every key of either side that
+    ``ignore`` does not name must be on both sides with the same shape; the ignored ones are
+    left as they are. Raises ``ValueError`` (naming ``what`` and ``path``) on missing/unexpected
+    keys or shapes; returns ``module``'s state dict as it was before loading."""
+    before = module.state_dict()
+    state = {k: v for k, v in state.items() if not ignore(k)}
+    own = {k: v for k, v in before.items() if not ignore(k)}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit the {what} (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]})"
+        )
+    bad = [k for k in own if own[k].shape != state[k].shape]
+    if bad:
+        raise ValueError(f"{path}: shape mismatch for {bad[:5]}")
+    # strict=False only for the ignored keys; everything else was checked above
+    module.load_state_dict(state, strict=False)
+    return before
+
+
 def load_imagenet_weights(module: nn.Module, path: str) -> None:
     """Load a torchvision classification state dict into ``module`` (the trunk): every trunk
     key must be present with its shape; the classifier (``fc.*``) and batch-norm counters
     (``num_batches_tracked``, absent from frozen batch norms) are ignored. Raises
     ``ValueError`` on missing/unexpected keys or shapes."""
 
-    def ours(key: str) -> bool:
-        return not key.startswith("fc.") and not key.endswith("num_batches_tracked")
+    def ignored(key: str) -> bool:
+        return key.startswith("fc.") or key.endswith("num_batches_tracked")
 
-    state = torch_load(path)  # a local path, file:// or s3://
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    state = {k: v for k, v in state.items() if ours(k)}
-    own = {k: v for k, v in module.state_dict().items() if ours(k)}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: weights do not fit the backbone (missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]})"
-        )
-    bad = [k for k in own if own[k].shape != state[k].shape]
-    if bad:
-        raise ValueError(f"{path}: shape mismatch for {bad[:5]}")
-    # strict=False only for the ignored keys above; everything else was checked
-    module.load_state_dict(state, strict=False)
+    load_checked(module, read_state(path), ignored, "backbone", path)
 
 
 def resnet_trunk(factory: Callable[..., nn.Module], cfg: DetectorModelConfig) -> nn.Module:

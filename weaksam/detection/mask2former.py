@@ -33,9 +33,8 @@ from torch import Tensor, nn
 from torchvision.models import resnet18, resnet50
 from torchvision.models._utils import IntermediateLayerGetter
 
-from weaksam.detection.backbones import PlainConvTrunk, resnet_trunk
+from weaksam.detection.backbones import PlainConvTrunk, load_checked, read_state, resnet_trunk
 from weaksam.detection.config import DetectorModelConfig
-from weaksam.train.checkpoint import torch_load
 
 log = logging.getLogger(__name__)
 
@@ -346,23 +345,7 @@ def load_detector_weights(model: nn.Module, path: str) -> list[str]:
     ``weights_only=True``) into ``model``: every key must be present with its shape except
     :data:`CLASS_KEYS`, which keep their fresh initialisation. Raises ``ValueError`` on
     missing/unexpected keys or shapes; returns the re-initialised keys (logged)."""
-    state = torch_load(path)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
-    own = model.state_dict()
-    state = {k: v for k, v in state.items() if k not in CLASS_KEYS}
-    mine = {k: v for k, v in own.items() if k not in CLASS_KEYS}
-    missing = sorted(set(mine) - set(state))
-    unexpected = sorted(set(state) - set(mine))
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: weights do not fit the Mask2Former (missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]})"
-        )
-    bad = [k for k in mine if mine[k].shape != state[k].shape]
-    if bad:
-        raise ValueError(f"{path}: shape mismatch for {bad[:5]}")
-    model.load_state_dict(state, strict=False)  # all but CLASS_KEYS, checked above
+    own = load_checked(model, read_state(path), lambda k: k in CLASS_KEYS, "Mask2Former", path)
     reinit = [k for k in CLASS_KEYS if k in own]
     log.info("%s: loaded; class-dependent heads re-initialised: %s", path, ", ".join(reinit))
     return reinit

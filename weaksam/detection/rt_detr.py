@@ -35,9 +35,8 @@ from torchvision.models._utils import IntermediateLayerGetter
 from transformers import RTDetrConfig as HFRTDetrConfig
 from transformers import RTDetrForObjectDetection, RTDetrResNetConfig
 
-from weaksam.detection.backbones import build_trunk
+from weaksam.detection.backbones import build_trunk, load_checked, read_state
 from weaksam.detection.config import DetectorModelConfig
-from weaksam.train.checkpoint import torch_load
 
 log = logging.getLogger(__name__)
 
@@ -359,28 +358,15 @@ def load_detector_weights(model: RTDetrDetector, path: str) -> list[str]:
     (``weights_only=True``). Every key but the class-dependent heads (:data:`CLASS_HEADS`) must
     be present with its shape; those heads keep their fresh initialisation. Returns (and logs)
     the re-initialised keys; raises ``ValueError`` on missing/unexpected keys or shapes."""
-    state = torch_load(path)
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]
+    state = read_state(path)
     if not any(k.startswith("detr.") for k in state):
         state = {f"detr.{k}": v for k, v in state.items()}
 
     def head(key: str) -> bool:
         return key.startswith(CLASS_HEADS)
 
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in state and not head(k))
-    unexpected = sorted(k for k in state if k not in own and not head(k))
-    if missing or unexpected:
-        raise ValueError(
-            f"{path}: weights do not fit the RT-DETR model (missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]})"
-        )
-    bad = [k for k in own if not head(k) and own[k].shape != state[k].shape]
-    if bad:
-        raise ValueError(f"{path}: shape mismatch for {bad[:5]}")
+    own = load_checked(model, state, head, "RT-DETR model", path)
     reinit = sorted(k for k in own if head(k))
-    model.load_state_dict({k: v for k, v in state.items() if not head(k)}, strict=False)
     log.info("%s: loaded; class-dependent heads re-initialised: %s", path, reinit)
     return reinit
 
