@@ -29,10 +29,10 @@ from weaksam.detection.mask2former import (
     instance_results,
     load_detector_weights,
     masks_to_boxes,
-    resized_size,
     select_queries,
 )
 from weaksam.detection.model import build_detector, set_inference_size
+from weaksam.detection.resize import resized_hw
 from weaksam.detection.training import TrainJob, build_optimizer, fit
 
 TINY_M2F = DetectorModelConfig(
@@ -79,8 +79,8 @@ def _targets(h: int, w: int, g: int) -> dict[str, torch.Tensor]:
 
 
 def test_resized_size_short_side_then_cap() -> None:
-    assert resized_size(100, 200, 50, 1000) == (50, 100)
-    assert resized_size(100, 200, 50, 80) == (40, 80)  # scale min(0.5, 0.4)
+    assert resized_hw(100, 200, 50, 1000) == (50, 100)
+    assert resized_hw(100, 200, 50, 80) == (40, 80)  # scale min(0.5, 0.4)
 
 
 def test_convert_target_golden() -> None:

@@ -29,13 +29,13 @@ from weaksam.detection.model import (
     set_detector_limits,
     set_inference_size,
 )
+from weaksam.detection.resize import resized_hw
 from weaksam.detection.rt_detr import (
     CLASS_HEADS,
     RTDetrDetector,
     canvas_hw,
     detr_detections,
     load_detector_weights,
-    resized_hw,
     to_detr_target,
 )
 from weaksam.detection.training import build_optimizer

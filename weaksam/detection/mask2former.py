@@ -35,11 +35,10 @@ from torchvision.models._utils import IntermediateLayerGetter
 
 from weaksam.detection.backbones import PlainConvTrunk, load_checked, read_state, resnet_trunk
 from weaksam.detection.config import DetectorModelConfig
+from weaksam.detection.resize import IMAGENET_MEAN, IMAGENET_STD, resized_hw
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 _RETURN_LAYERS = {"layer1": "0", "layer2": "1", "layer3": "2", "layer4": "3"}
 # The class-dependent entries of a detector state dict: re-initialised when loading weights
 # trained on other classes (the class head and the loss's per-class weights).
@@ -132,12 +131,6 @@ def hf_config(cfg: DetectorModelConfig, num_classes: int, channels: Sequence[int
 
 
 # --------------------------------------------------------------------------- pure functions
-
-
-def resized_size(h: int, w: int, side: int, max_size: int) -> tuple[int, int]:
-    """``(h', w')``: short side ``side``, long side at most ``max_size`` (torchvision's rule)."""
-    scale = min(side / min(h, w), max_size / max(h, w))
-    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def convert_target(
@@ -271,7 +264,7 @@ class Mask2FormerDetector(nn.Module):
         sizes, resized = [], []
         for img in images:
             h, w = int(img.shape[-2]), int(img.shape[-1])
-            size = resized_size(h, w, self._side(), self.max_size)
+            size = resized_hw(h, w, self._side(), self.max_size)
             x = F.interpolate(img[None].float(), size=size, mode="bilinear", align_corners=False)
             mean, std = self.get_buffer("mean"), self.get_buffer("std")
             resized.append((x[0] - mean) / std)

@@ -37,11 +37,10 @@ from transformers import RTDetrForObjectDetection, RTDetrResNetConfig
 
 from weaksam.detection.backbones import build_trunk, load_checked, read_state
 from weaksam.detection.config import DetectorModelConfig
+from weaksam.detection.resize import IMAGENET_MEAN, IMAGENET_STD, resized_hw
 
 log = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 FEATURE_STRIDES = (8, 16, 32)
 # Parameters whose shape depends on the number of classes: re-initialised, never loaded from
 # detector_weights (matched as prefixes of the wrapper's state-dict keys).
@@ -125,13 +124,6 @@ def detr_detections(
     boxes[:, 0::2] = boxes[:, 0::2].clamp(0, iw)
     boxes[:, 1::2] = boxes[:, 1::2].clamp(0, ih)
     return {"boxes": boxes, "labels": label.long() + 1, "scores": top}
-
-
-def resized_hw(h: int, w: int, side: int, max_size: int) -> tuple[int, int]:
-    """``(h, w)`` scaled so the short side is ``side`` and the long side at most ``max_size``
-    (torchvision's rule)."""
-    scale = min(side / min(h, w), max_size / max(h, w))
-    return max(1, round(h * scale)), max(1, round(w * scale))
 
 
 def canvas_hw(sizes: Sequence[tuple[int, int]], divisor: int, num_queries: int) -> tuple[int, int]:
