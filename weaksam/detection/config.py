@@ -391,6 +391,8 @@ class DetectorTrainConfig:
         grad_clip: max gradient norm (0 = off).
         hflip: random horizontal flips (p = 0.5).
         checkpoint_every: steps between checkpoints (each a ``ray.train.report``, ~1.5 s).
+        keep_checkpoints: how many of the latest checkpoints Ray Train keeps (0 = all of
+            them: ``bench/learning_curve.py`` scores each on the test split).
         log_every: steps between loss-curve points (no Ray call).
         num_workers / cpus_per_worker / threads: Ray Train workers (DDP), their CPUs and torch
             threads.
@@ -419,6 +421,7 @@ class DetectorTrainConfig:
     grad_clip: float = 0.0
     hflip: bool = True
     checkpoint_every: int = 1000
+    keep_checkpoints: int = 2
     log_every: int = 20
     num_workers: int = 4
     cpus_per_worker: float = 1.0
@@ -440,6 +443,7 @@ class DetectorTrainConfig:
             "log_every",
             "threads",
         )
+        check_at_least(self, 0, "keep_checkpoints")
         if self.images_per_step % self.num_workers:
             raise FieldError(
                 ("images_per_step", "num_workers"),

@@ -90,6 +90,7 @@ def train_variant(
         num_workers=tc.num_workers,
         use_gpu=use_gpu,
         cpus_per_worker=tc.cpus_per_worker,
+        num_to_keep=tc.keep_checkpoints or None,
         max_failures=tc.max_failures,
     )
     if result.checkpoint is None:
@@ -275,6 +276,7 @@ def run_detector_stage(
             **roi_drop_counts(history),
             "train_seconds": round(train_s, 1),
             "infer_seconds": round(infer_s, 1),
+            "ray_train_run": name,  # its checkpoints: ray_train/<name>/ (bench/learning_curve.py)
             "steps": int(state["step"]),
             "resumed_from_step": int(state.get("resumed_from", 0)),
             "final_loss": history[-1].get("loss") if history else None,

@@ -62,7 +62,7 @@ def run_torch_trainer(
     num_workers: int = 1,
     use_gpu: bool | str | None = None,
     cpus_per_worker: float = 1.0,
-    num_to_keep: int = 2,
+    num_to_keep: int | None = 2,
     max_failures: int = 0,
 ) -> Any:
     """Run ``loop`` under ``TorchTrainer`` (DDP: gloo on CPU, nccl on GPU).
@@ -76,7 +76,8 @@ def run_torch_trainer(
     location of :mod:`weaksam.storage` (a local folder, ``file://`` or ``s3://``); a URI is
     handed to Ray Train as the path inside the filesystem of :func:`weaksam.storage.resolve`
     (``storage_filesystem``), so the object-store settings (``AWS_ENDPOINT_URL``...) apply to
-    its checkpoints too. Returns the ``Result``.
+    its checkpoints too. ``num_to_keep``: the latest checkpoints kept (None: all). Returns the
+    ``Result``.
     """
     import ray.train
     from ray.train.torch import TorchTrainer

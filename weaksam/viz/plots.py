@@ -139,3 +139,42 @@ def plot_stage_seconds(
     finally:
         plt.close(fig)
     return path
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One line of :func:`plot_curves`: ``x`` and ``y`` of the same length, in ``x`` order."""
+
+    label: str
+    x: Sequence[float]
+    y: Sequence[float]
+    color_index: int = 0
+    dashed: bool = False
+
+
+def plot_curves(curves: Sequence[Curve], path: str, *, xlabel: str, ylabel: str, title: str) -> str:
+    """Lines with markers (a learning curve: a figure against training steps), ``y`` in
+    ``[0, 1]``; dashed lines for reference runs (e.g. trained on ground truth). Returns
+    ``path``."""
+    if not curves:
+        raise ValueError("plot_curves needs at least one curve")
+    for c in curves:
+        if len(c.x) != len(c.y):
+            raise ValueError(f"{c.label}: {len(c.x)} x values for {len(c.y)} y values")
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for c in curves:
+        color = tuple(v / 255 for v in class_color(c.color_index))
+        ax.plot(c.x, c.y, "--" if c.dashed else "-", marker="o", ms=3, color=color, label=c.label)
+    ax.set_ylim(0, 1.0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
