@@ -6,18 +6,14 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from weaksam.configlib import to_dict
-from weaksam.detection.config import DetectorModelConfig
-from weaksam.detection.curve import checkpoint_states, stage_curves
+from weaksam.detection.curve import checkpoint_states, stage_curves, variant_runs
 from weaksam.detection.inference import DetectorBatchPredictor, export_checkpoint
-from weaksam.detection.model import build_detector
 from weaksam.detection.stage import evaluate_detections
 from weaksam.io.tables import read_classes, read_table, write_table
 from weaksam.runs import manifest_path, write_metrics
@@ -33,44 +29,6 @@ def _load_script() -> object:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
-
-
-def _state(cfg: DetectorModelConfig, seed: int, step: int) -> dict:
-    torch.manual_seed(seed)
-    model = build_detector(cfg, 6, masks=False)
-    return {
-        "model": model.state_dict(),
-        "optimizer": {},
-        "model_config": {**to_dict(cfg), "score_thresh": 0.0},  # random weights: keep all
-        "roi_drop": {},
-        "masks": False,
-        "num_classes": 6,
-        "class_names": list("abcdef"),
-        "variant": "x",
-        "step": step,
-        "history": [],
-    }
-
-
-@pytest.fixture
-def curve_run(tmp_path: Path, det_run: str, tiny_model: DetectorModelConfig) -> str:
-    """A run whose retrain stage kept two checkpoints of each of two variants; the checkpoint
-    folders' names sort against their steps (the step must come from the state)."""
-    run = tmp_path / "run"
-    run.mkdir()
-    os.makedirs(os.path.dirname(manifest_path(str(run))))
-    shutil.copy(manifest_path(det_run), manifest_path(str(run)))
-    stage = run / "retrain"
-    variants = {}
-    for v, (name, seed) in enumerate((("drop", 1), ("upper_bound", 2))):
-        folder = stage / "ray_train" / f"{name}-abc"
-        for step, label in ((4, "a"), (2, "b")):
-            ckpt = folder / f"checkpoint_{label}"
-            ckpt.mkdir(parents=True)
-            torch.save(_state(tiny_model, seed * 10 + step, step), ckpt / "state.pt")
-        variants[name] = {"ray_train_run": f"{name}-abc", "ap50_voc07": 0.0 + v}
-    write_metrics(str(stage), {"variants": variants})
-    return str(run)
 
 
 def test_checkpoint_states_by_step_from_the_state(curve_run: str) -> None:
@@ -110,9 +68,12 @@ def test_stage_curves_scores_each_checkpoint_as_the_stage(tmp_path: Path, curve_
 def test_stage_curves_errors(tmp_path: Path, curve_run: str) -> None:
     with pytest.raises(ValueError, match="no variant"):
         stage_curves(curve_run, "retrain", "test", str(tmp_path), variants=["nope"])
-    write_metrics(os.path.join(curve_run, "retrain"), {"variants": {"drop": {}}})
-    with pytest.raises(ValueError, match="names no Ray Train run"):
-        stage_curves(curve_run, "retrain", "test", str(tmp_path))
+    stage = os.path.join(curve_run, "retrain")
+    write_metrics(stage, {"variants": {"drop": {}}})  # an older stage: the one drop-* folder
+    assert variant_runs(stage) == {"drop": os.path.join(stage, "ray_train", "drop-abc")}
+    os.makedirs(os.path.join(stage, "ray_train", "drop-def"))
+    with pytest.raises(ValueError, match="2 folders match drop-"):
+        variant_runs(stage)
 
 
 def test_curve_table_ratio_and_png(tmp_path: Path) -> None:
@@ -147,3 +108,19 @@ def test_script_refuses_a_missing_run(tmp_path: Path, capsys: pytest.CaptureFixt
     assert ["pgt", "5", "-", "0.2500", "-", "-", "0.5000"] in [
         ln.split() for ln in out.splitlines()
     ]
+
+
+def test_script_end_to_end(tmp_path: Path, curve_run: str) -> None:
+    mod = _load_script()
+    out = tmp_path / "curve.json"
+    args = ["--run", curve_run, "--stage", "retrain", "--out", str(out)]
+    assert mod.main([*args, "--png-dir", str(tmp_path)]) == 0  # type: ignore[attr-defined]
+    saved = json.loads(out.read_text())
+    assert saved["split"] == "test"
+    assert [(p["variant"], p["step"]) for p in saved["stages"]["retrain"]] == [
+        ("drop", 2),
+        ("drop", 4),
+        ("upper_bound", 2),
+        ("upper_bound", 4),
+    ]
+    assert (tmp_path / "learning_curve_retrain.png").read_bytes()[:4] == b"\x89PNG"

@@ -12,6 +12,7 @@ would reach.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -58,17 +59,22 @@ def checkpoint_states(folder: str) -> list[tuple[int, str]]:
 
 def variant_runs(stage_dir: str) -> dict[str, str]:
     """Each variant's Ray Train run folder, from the stage's ``metrics.json``
-    (``variants.<name>.ray_train_run``), in the stage's order."""
+    (``variants.<name>.ray_train_run``; without it, the one ``<name>-*`` folder), in the
+    stage's order."""
     metrics = read_metrics(stage_dir)
     out = {}
+    ray_train = os.path.join(stage_dir, "ray_train")
     for name, m in metrics.get("variants", {}).items():
         run = m.get("ray_train_run")
-        if not run:
-            raise ValueError(
-                f"{stage_dir}/metrics.json names no Ray Train run for {name!r} (a stage "
-                "written before learning curves were recorded: rerun it)"
-            )
-        out[name] = os.path.join(stage_dir, "ray_train", run)
+        if not run:  # a stage written before the name was recorded: its one run of that name
+            found = glob.glob(os.path.join(glob.escape(ray_train), f"{glob.escape(name)}-*"))
+            if len(found) != 1:
+                raise ValueError(
+                    f"{stage_dir}/metrics.json names no Ray Train run for {name!r} and "
+                    f"{len(found)} folders match {name}-* under {ray_train}"
+                )
+            run = os.path.basename(found[0])
+        out[name] = os.path.join(ray_train, run)
     return out
 
 

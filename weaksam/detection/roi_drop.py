@@ -20,7 +20,13 @@ import torch.nn.functional as F
 
 from weaksam.detection.config import RoIDropConfig
 
-__all__ = ["RoIDropConfig", "RoIDropLoss", "fastrcnn_loss_with_drop"]
+__all__ = [
+    "RoIDropConfig",
+    "RoIDropLoss",
+    "RoILosses",
+    "fastrcnn_loss_with_drop",
+    "per_roi_losses",
+]
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,47 @@ class RoIDropLoss:
     over_cls: int = 0
     over_reg: int = 0
     over_both: int = 0
+
+
+@dataclass(frozen=True)
+class RoILosses:
+    """Per-RoI losses of one box-head call.
+
+    Attributes:
+        ce: ``R`` classification cross-entropy of every sampled RoI.
+        pos: ``P`` indices (into ``R``) of the foreground RoIs.
+        reg: ``P`` training box loss of each foreground RoI (smooth-L1, beta 1/9, summed
+            over the 4 deltas: torchvision's).
+        l1: ``P`` the drop criterion's box loss ``sum_4 |t_hat - t|`` (detached).
+    """
+
+    ce: torch.Tensor
+    pos: torch.Tensor
+    reg: torch.Tensor
+    l1: torch.Tensor
+
+
+def per_roi_losses(
+    class_logits: torch.Tensor,
+    box_regression: torch.Tensor,
+    labels: torch.Tensor,
+    regression_targets: torch.Tensor,
+) -> RoILosses:
+    """The per-RoI losses of ``R`` sampled RoIs.
+
+    Args:
+        class_logits: ``RxK`` logits (K classes incl. background 0).
+        box_regression: ``Rx4K`` class-specific deltas.
+        labels: ``R`` int64 sampled labels (0 = background). regression_targets: ``Rx4``.
+    """
+    ce = F.cross_entropy(class_logits, labels, reduction="none")
+    pos = torch.where(labels > 0)[0]
+    n = class_logits.shape[0]
+    pred = box_regression.reshape(n, box_regression.size(-1) // 4, 4)[pos, labels[pos]]
+    target = regression_targets[pos]
+    reg = F.smooth_l1_loss(pred, target, beta=1 / 9, reduction="none").sum(dim=1)
+    l1 = (pred - target).abs().sum(dim=1).detach()
+    return RoILosses(ce, pos, reg, l1)
 
 
 def fastrcnn_loss_with_drop(
@@ -56,19 +103,14 @@ def fastrcnn_loss_with_drop(
         active: whether drop applies (the iteration has reached ``operate_iter``).
     """
     lab = torch.cat(labels, dim=0)
-    targets = torch.cat(regression_targets, dim=0)
     r = lab.numel()
-    ce = F.cross_entropy(class_logits, lab, reduction="none")
-    pos = torch.where(lab > 0)[0]
-    n = class_logits.shape[0]
-    pred = box_regression.reshape(n, box_regression.size(-1) // 4, 4)[pos, lab[pos]]
-    reg = F.smooth_l1_loss(pred, targets[pos], beta=1 / 9, reduction="none").sum(dim=1)
+    losses = per_roi_losses(class_logits, box_regression, lab, torch.cat(regression_targets, 0))
+    ce, pos, reg = losses.ce, losses.pos, losses.reg
     keep_cls = torch.ones_like(ce)
     keep_reg = torch.ones_like(reg)
     dropped = over_cls = over_reg = over_both = 0
     if pos.numel():
-        l1 = (pred - targets[pos]).abs().sum(dim=1).detach()
-        high_cls, high_reg = ce[pos].detach() > thresh_cls, l1 > thresh_reg
+        high_cls, high_reg = ce[pos].detach() > thresh_cls, losses.l1 > thresh_reg
         drop_pos = high_cls & high_reg
         over_cls, over_reg = int(high_cls.sum()), int(high_reg.sum())
         over_both = int(drop_pos.sum())
