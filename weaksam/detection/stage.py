@@ -1,10 +1,11 @@
 """The ``retrain`` and ``wsis`` pipeline stages: train on PGT under Ray Train, detect on the
 test split with Ray Data, evaluate.
 
-``retrain`` (Faster R-CNN) trains the variant ``drop`` (RoI drop as configured) and, when
-asked, ``no_drop`` (the same without RoI drop) and ``upper_bound`` (ground-truth boxes, no
-drop). ``wsis`` (Mask R-CNN) trains ``pgt`` (PGT boxes and SAM masks) and, when asked,
-``upper_bound`` (ground-truth masks). Layout::
+``retrain`` (Faster R-CNN) trains the variant ``drop`` (RoI drop as configured; ``pgt`` for
+RT-DETR, which has no RoI drop) and, when asked, ``no_drop`` (the same without RoI drop) and
+``upper_bound`` (ground-truth boxes, no drop). ``wsis`` (Mask R-CNN or Mask2Former) trains
+``pgt`` (PGT boxes and SAM masks) and, when asked, ``upper_bound`` (ground-truth masks).
+Layout::
 
     <run>/<stage>/
       model.pt  detections_<test>.parquet  coco_results_<test>.json   the main variant
@@ -294,15 +295,22 @@ def _table(metrics: dict[str, Any], keys: Sequence[str], title: str) -> str:
 
 
 def retrain_variants(cfg: Config) -> list[Variant]:
-    """The ``retrain`` stage's models: RoI drop on the PGT (its main output), then the no-drop
-    and GT upper-bound comparisons when asked."""
+    """The ``retrain`` stage's models: the PGT-trained detector (its main output: ``drop``, with
+    RoI drop as configured, for an R-CNN; ``pgt`` for a family without RoI drop), then the
+    no-drop and GT upper-bound comparisons when asked."""
     rc = cfg.retrain
-    variants = [Variant("drop", "pgt", rc.roi_drop)]
+    variants = [Variant(main_retrain_variant(cfg), "pgt", rc.roi_drop)]
     if rc.compare_no_drop:
         variants.append(Variant("no_drop", "pgt", replace(rc.roi_drop, enabled=False)))
     if rc.upper_bound:
         variants.append(Variant("upper_bound", "gt", replace(rc.roi_drop, enabled=False)))
     return variants
+
+
+def main_retrain_variant(cfg: Config) -> str:
+    """The name of the ``retrain`` stage's main variant: ``drop`` for an R-CNN (RoI drop as
+    configured, on or off), ``pgt`` for the other families (no RoI drop to name)."""
+    return "drop" if cfg.retrain.model.family == "rcnn" else "pgt"
 
 
 def wsis_variants(cfg: Config) -> list[Variant]:
@@ -338,11 +346,12 @@ def _variant_tables(
 
 
 def run_retrain(cfg: Config, ctx: StageContext) -> dict[str, Any]:
-    """Faster R-CNN on the PGT with RoI drop (+ no-drop and GT upper bound when asked)."""
+    """The retrained detector on the PGT (Faster R-CNN with RoI drop, or RT-DETR) + no-drop and
+    GT upper bound when asked."""
     metrics = run_detector_stage(cfg, ctx, cfg.retrain, retrain_variants(cfg), masks=False)
     metrics["family"] = section_family(cfg.retrain)
     v = metrics["variants"]
-    metrics["ap50_voc07"] = v["drop"]["ap50_voc07"]
+    metrics["ap50_voc07"] = v[main_retrain_variant(cfg)]["ap50_voc07"]
     metrics["ap50_no_drop"] = v.get("no_drop", {}).get("ap50_voc07")
     metrics["upper_bound_ap50"] = v.get("upper_bound", {}).get("ap50_voc07")
     if metrics["upper_bound_ap50"]:
