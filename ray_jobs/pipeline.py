@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from ray_jobs._cli import parse
 from ray_jobs._stage import UsageError, add_run_args, execute, fail, load_checked_config
 from weaksam.detection.family_names import section_family
+from weaksam.machine import machine_info, machine_line
 from weaksam.pipeline.report import try_write_report
 from weaksam.pipeline.results import (
     add_upstream,
@@ -58,6 +59,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.pipe
     )
     if cfg.upstream:
         results = add_upstream(results, cfg.run_dir, cfg.upstream_dir)
+    results["machine"] = machine_info()  # trained figures depend on the CPU's kernel paths
     path = write_results(cfg.run_dir, results)
     print(stage_table(reports))
     print()
@@ -65,7 +67,8 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.pipe
     if comparison_table(results):
         print()
         print(comparison_table(results))
-    print(f"\nresults: {path}")
+    print(f"\nmachine: {machine_line(results['machine'])}")
+    print(f"results: {path}")
     print(f"report: {try_write_report(cfg.run_dir, reports, results, cfg.data.splits)}")
     return 0
 

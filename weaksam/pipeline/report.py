@@ -30,6 +30,7 @@ import pyarrow.fs as pafs
 
 from weaksam import storage
 from weaksam.eval.table import format_value
+from weaksam.machine import machine_line
 from weaksam.pipeline.report_figures import FigureOptions, SampleContext, Section
 from weaksam.pipeline.report_figures import sections as figure_sections
 from weaksam.pipeline.results import (
@@ -323,6 +324,9 @@ def build_report(
     intro = f"Run folder `{run_dir}`, report written {time.strftime('%Y-%m-%d %H:%M:%S')}"
     if total is not None:
         intro += f"; the pipeline invocation took {float(total):.1f} s"
+    machine = (results or {}).get("machine")
+    if isinstance(machine, dict) and machine.get("cpu"):
+        intro += f", on {machine_line(machine)}"
     blocks: list[Block] = [Heading(1, f"weaksam run report: {name}"), Paragraph(intro + ".")]
     if storage.exists(resolved_config_path(run_dir)):
         blocks.append(Paragraph("Resolved config: `config.resolved.yaml`."))
