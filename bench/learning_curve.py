@@ -111,7 +111,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="curve_") as work:
         for stage in a.stage:
-            points = stage_curves(a.run, stage, split, work, progress=show)
+            section = cfg.retrain if stage == "retrain" else cfg.wsis
+            points = stage_curves(
+                a.run,
+                stage,
+                split,
+                work,
+                mask_threshold=section.test.mask_threshold,
+                progress=show,
+            )
             rows = [
                 {"variant": q.variant, "step": q.step, "metrics": dict(q.metrics)} for q in points
             ]

@@ -119,10 +119,12 @@ def stage_curves(
     *,
     variants: Sequence[str] = (),
     threads: int = 2,
+    mask_threshold: float = 0.5,
     progress: Callable[[CurvePoint], None] | None = None,
 ) -> list[CurvePoint]:
     """Every kept checkpoint of the stage's variants (all, or those named) scored on ``split``,
-    by variant then step; ``progress`` is called with each point as it is scored."""
+    by variant then step (masks binarised at ``mask_threshold``, the stage's
+    ``test.mask_threshold``); ``progress`` is called with each point as it is scored."""
     stage_dir = os.path.join(run_dir, stage)
     masks = stage == "wsis"
     runs = variant_runs(stage_dir)
@@ -143,7 +145,15 @@ def stage_curves(
             point = CurvePoint(
                 name,
                 step,
-                score_checkpoint(state_file, manifest, split, masks, out, threads=threads),
+                score_checkpoint(
+                    state_file,
+                    manifest,
+                    split,
+                    masks,
+                    out,
+                    threads=threads,
+                    mask_threshold=mask_threshold,
+                ),
             )
             points.append(point)
             if progress is not None:
