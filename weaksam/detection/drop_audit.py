@@ -4,9 +4,9 @@ RoI drop (:mod:`weaksam.detection.roi_drop`) is meant to remove the foreground R
 pseudo boxes: a PGT box that covers no object, half of one or two, makes RoIs whose class and
 box losses both stay high. Whether it does is a question for the ground truth, which training
 never reads. This module asks it after training, on the training split: a retrained Faster
-R-CNN checkpoint samples RoIs against each image's PGT boxes exactly as in training (its RPN's
-proposals plus the PGT boxes, torchvision's matcher and 512-RoI sampler; no flips, the largest
-training size), computes every foreground RoI's classification and box losses
+R-CNN checkpoint samples RoIs against each image's PGT boxes as in training (its RPN's
+proposals, test-time count, plus the PGT boxes; torchvision's matcher and sampler; no flips,
+at its test size), computes every foreground RoI's classification and box losses
 (:func:`~weaksam.detection.roi_drop.per_roi_losses`), and tags the RoI with whether its PGT box
 is *correct*: IoU >= 0.5 with a ground-truth box of the same class. :func:`audit_rows` then
 says, per threshold pair, how many foreground RoIs are over both thresholds and what share of
