@@ -32,7 +32,7 @@ from ray_jobs._stage import execute
 from weaksam.config import Config, load_run_config
 from weaksam.eval.table import format_table
 from weaksam.pipeline.stages import STAGE_NAMES
-from weaksam.runs import read_metrics
+from weaksam.runs import read_metrics, resolved_config_path
 
 UP_TO_RETRAIN = STAGE_NAMES[: STAGE_NAMES.index("retrain") + 1]
 
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     title = f"RoI drop vs no drop on {a.upstream}'s PGT: VOC07 AP50, test split"
     rows: list[dict[str, Any]] = []
-    up_cfg = load_run_config(os.path.join(a.upstream, "config.resolved.yaml"))
+    up_cfg = load_run_config(resolved_config_path(a.upstream))
     up_retrain = read_metrics(os.path.join(a.upstream, "retrain"))
     if "no_drop" in up_retrain.get("variants", {}):
         rows.append(pair_row(up_cfg.retrain.train.seed, up_retrain, a.upstream))
