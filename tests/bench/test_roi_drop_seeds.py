@@ -3,8 +3,8 @@ of paired differences is right on hand-computed values."""
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,14 +14,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def mod() -> object:
-    spec = importlib.util.spec_from_file_location(
-        "roi_drop_seeds", ROOT / "bench" / "roi_drop_seeds.py"
-    )
-    assert spec is not None and spec.loader is not None
-    m = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(m)
-    return m
+def mod(bench_script: Any) -> object:
+    return bench_script("roi_drop_seeds")
 
 
 def test_seed_overrides_make_a_linked_retrain_only_run(mod: object) -> None:

@@ -3,10 +3,10 @@ of a stage's variants, found through metrics.json, scored on the test split as t
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -19,16 +19,6 @@ from weaksam.io.tables import read_classes, read_table, write_table
 from weaksam.runs import manifest_path, write_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load_script() -> object:
-    spec = importlib.util.spec_from_file_location(
-        "learning_curve", ROOT / "bench" / "learning_curve.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def test_checkpoint_states_by_step_from_the_state(curve_run: str) -> None:
@@ -76,8 +66,8 @@ def test_stage_curves_errors(tmp_path: Path, curve_run: str) -> None:
         variant_runs(stage)
 
 
-def test_curve_table_ratio_and_png(tmp_path: Path) -> None:
-    mod = _load_script()
+def test_curve_table_ratio_and_png(tmp_path: Path, bench_script: Any) -> None:
+    mod = bench_script("learning_curve")
     points = [
         {"variant": "drop", "step": 100, "metrics": {"ap50_voc07": 0.3, "ap50_voc": 0.31}},
         {"variant": "drop", "step": 200, "metrics": {"ap50_voc07": 0.45, "ap50_voc": 0.46}},
@@ -93,8 +83,10 @@ def test_curve_table_ratio_and_png(tmp_path: Path) -> None:
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_script_refuses_a_missing_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    mod = _load_script()
+def test_script_refuses_a_missing_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], bench_script: Any
+) -> None:
+    mod = bench_script("learning_curve")
     assert mod.main(["--run", str(tmp_path / "none")]) == 2  # type: ignore[attr-defined]
     assert "no run at" in capsys.readouterr().err
     saved = tmp_path / "s.json"
@@ -110,8 +102,8 @@ def test_script_refuses_a_missing_run(tmp_path: Path, capsys: pytest.CaptureFixt
     ]
 
 
-def test_script_end_to_end(tmp_path: Path, curve_run: str) -> None:
-    mod = _load_script()
+def test_script_end_to_end(tmp_path: Path, curve_run: str, bench_script: Any) -> None:
+    mod = bench_script("learning_curve")
     out = tmp_path / "curve.json"
     args = ["--run", curve_run, "--stage", "retrain", "--out", str(out)]
     assert mod.main([*args, "--png-dir", str(tmp_path)]) == 0  # type: ignore[attr-defined]

@@ -3,9 +3,9 @@ correctness against the ground truth, and RoI sampling on a tiny Faster R-CNN.""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -71,15 +71,10 @@ def test_foreground_rois_on_a_tiny_detector(det_run: str, tiny_model: DetectorMo
     assert not model.training
 
 
-def test_audit_script_end_to_end(tmp_path: Path, curve_run: str) -> None:
+def test_audit_script_end_to_end(tmp_path: Path, curve_run: str, bench_script: Any) -> None:
     """bench/roi_drop_audit.py on a run with two kept checkpoints: a row per (step, pair), the
     PGT (made from the ground truth in this fixture) all right, so no wrong-box RoI."""
-    spec = importlib.util.spec_from_file_location(
-        "roi_drop_audit", Path(__file__).resolve().parents[2] / "bench" / "roi_drop_audit.py"
-    )
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = bench_script("roi_drop_audit")
     out = tmp_path / "audit.json"
     assert mod.main(["--run", curve_run, "--pairs", "4:4", "0:0", "--out", str(out)]) == 0
     saved = json.loads(out.read_text())

@@ -56,6 +56,16 @@ def save_figure(fig: Any, path: str, dpi: int = 100) -> str:
     return path
 
 
+def _save_and_close(plt: Any, fig: Any, path: str) -> str:
+    """Lay out ``fig``, write it to ``path`` (:func:`save_figure`) and close it, also on error."""
+    fig.tight_layout()
+    try:
+        save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
+    return path
+
+
 def plot_pr_curves(panels: Sequence[PRPanel], path: str, ncols: int = 3) -> str:
     """One subplot per panel, recall on x and precision on y, both in ``[0, 1]``.
 
@@ -86,12 +96,7 @@ def plot_pr_curves(panels: Sequence[PRPanel], path: str, ncols: int = 3) -> str:
             ax.legend(fontsize=7, loc="upper right")
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
-    fig.tight_layout()
-    try:
-        save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+    return _save_and_close(plt, fig, path)
 
 
 def plot_stage_seconds(
@@ -133,12 +138,7 @@ def plot_stage_seconds(
             fontsize=7,
             loc="lower right",
         )
-    fig.tight_layout()
-    try:
-        save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+    return _save_and_close(plt, fig, path)
 
 
 @dataclass(frozen=True)
@@ -172,9 +172,4 @@ def plot_curves(curves: Sequence[Curve], path: str, *, xlabel: str, ylabel: str,
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    try:
-        save_figure(fig, path, dpi=100)
-    finally:
-        plt.close(fig)
-    return path
+    return _save_and_close(plt, fig, path)
