@@ -4,7 +4,8 @@
 
 Prints the CPU model and its widest vector extension, then, for each ATen CPU capability this
 machine can run (``ATEN_CPU_CAPABILITY=default``, ``avx2``, ``avx512``), the sums of a fixed
-conv2d, matmul, long sum and softmax (one thread, seed 0). Different digits between paths mean
+conv2d, matmul, long sum and softmax (one thread, seed 0), and last with every pin the entry
+points set (``weaksam.machine.KERNEL_PINS``: ATen, oneDNN and MKL at AVX2). Different digits between paths mean
 a trained model's figures depend on the machine kind: two machines reproduce each other's
 ``make demo`` / ``make bench`` figures only on the same kernel paths (docs/benchmarks.md).
 """
@@ -15,7 +16,7 @@ import os
 import subprocess
 import sys
 
-from weaksam.machine import cpu_model, widest_extension
+from weaksam.machine import KERNEL_PINS, cpu_model, widest_extension
 
 PROBE = """
 import torch
@@ -36,13 +37,20 @@ def main() -> int:
     widest = widest_extension(flags)
     print(f"CPU: {name}; widest vector extension: {widest}")
     print("ATEN path  conv2d sum  matmul sum  sum  softmax^2 sum")
+    base = {k: v for k, v in os.environ.items() if k not in KERNEL_PINS}
     caps = ["default", "avx2"] + (["avx512"] if widest == "avx512" else [])
-    for cap in caps:
-        env = {**os.environ, "ATEN_CPU_CAPABILITY": cap}
+    runs = [({"ATEN_CPU_CAPABILITY": cap}, "") for cap in caps]
+    if widest in ("avx2", "avx512"):
+        runs.append((dict(KERNEL_PINS), "  (all pins: ATen, oneDNN, MKL)"))
+    for extra, label in runs:
         out = subprocess.run(
-            [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", PROBE],
+            env={**base, **extra},
+            capture_output=True,
+            text=True,
+            check=True,
         )
-        print(out.stdout.strip())
+        print(out.stdout.strip() + label)
     return 0
 
 

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from weaksam import storage
+from weaksam.machine import KERNEL_PINS
 from weaksam.train.trainer import gpus_available, run_torch_trainer  # imports Ray lazily
 
 log = logging.getLogger(__name__)
@@ -50,10 +51,18 @@ def init_ray(num_cpus: int | None = None) -> None:
     log.info("started a local Ray instance: %s", ray.cluster_resources())
 
 
-# Where the object store is (not secrets): sent to the cluster's workers with the job so they
-# reach the same endpoint as the driver. Credentials come from each node's own environment or
-# instance role, never from the driver.
-FORWARDED_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION")
+# Where the object store is (not secrets), and the CPU kernel pins (weaksam.machine): sent to the
+# cluster's workers with the job so they reach the same endpoint and run the same kernels as the
+# driver. Credentials come from each node's own environment or instance role, never from the
+# driver. A private local instance needs none of this: its workers inherit the driver's
+# environment.
+FORWARDED_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    *KERNEL_PINS,
+)
 PROBE_TIMEOUT_S = 120.0
 
 
