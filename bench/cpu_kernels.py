@@ -5,9 +5,10 @@
 Prints the CPU model and its widest vector extension, then, for each ATen CPU capability this
 machine can run (``ATEN_CPU_CAPABILITY=default``, ``avx2``, ``avx512``), the sums of a fixed
 conv2d, matmul, long sum and softmax (one thread, seed 0), and last with every pin the entry
-points set (``weaksam.machine.KERNEL_PINS``: ATen, oneDNN and MKL at AVX2). Different digits between paths mean
-a trained model's figures depend on the machine kind: two machines reproduce each other's
-``make demo`` / ``make bench`` figures only on the same kernel paths (docs/benchmarks.md).
+points set (``weaksam.machine.KERNEL_PINS``: ATen, oneDNN and MKL at AVX2). Different digits
+between paths mean a trained model's figures depend on the machine kind: two machines reproduce
+each other's ``make demo`` / ``make bench`` figures only on the same kernel paths
+(docs/benchmarks.md).
 """
 
 from __future__ import annotations

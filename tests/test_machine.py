@@ -47,7 +47,7 @@ def test_machine_info_and_line() -> None:
     } <= set(info)
     assert info["aten_capability"] in {"DEFAULT", "AVX2", "AVX512", "NO AVX", "ZVECTOR", "VSX"}
     line = machine_line({**info, "cpu": "X", "vector_extension": "avx2", "aten_capability": "AVX2",
-                         "cores": 2, "gpu": None})  # fmt: skip
+                         "cores": 2, "gpu": None, "kernel_pins": {}})  # fmt: skip
     assert line == "X (avx2; torch kernels AVX2), 2 cores"
     assert machine_line({**info, "cpu": "X", "gpu": "H100"}).endswith(", GPU H100")
 
