@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import platform
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 # The variables that choose torch's CPU kernels: ATen's own (vectorised elementwise, reductions,
@@ -44,6 +44,13 @@ def pin_cpu_kernels(
         if "avx2" in flags:
             for key, value in KERNEL_PINS.items():
                 env.setdefault(key, value)
+    return kernel_pins_set(env)
+
+
+def kernel_pins_set(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The :data:`KERNEL_PINS` variables set (non-empty) in ``environ`` (default
+    ``os.environ``), with their values."""
+    env = os.environ if environ is None else environ
     return {k: env[k] for k in KERNEL_PINS if env.get(k)}
 
 
@@ -82,7 +89,7 @@ def machine_info() -> dict[str, Any]:
         "cpu": name,
         "vector_extension": widest_extension(flags),
         "aten_capability": torch.backends.cpu.get_cpu_capability(),
-        "kernel_pins": {k: os.environ[k] for k in KERNEL_PINS if os.environ.get(k)},
+        "kernel_pins": kernel_pins_set(),
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
@@ -106,6 +113,7 @@ __all__ = [
     "KERNELS_ENV",
     "KERNEL_PINS",
     "cpu_model",
+    "kernel_pins_set",
     "machine_info",
     "machine_line",
     "pin_cpu_kernels",

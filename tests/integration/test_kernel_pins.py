@@ -3,15 +3,11 @@ ray_jobs (which pins), starts its private Ray instance and asks a task what it r
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
 from weaksam.machine import KERNEL_PINS, cpu_model
 
-from .conftest import REPO, subprocess_env
+from .conftest import driver_probe, subprocess_env
 
 pytestmark = pytest.mark.ray
 
@@ -44,17 +40,6 @@ def test_workers_inherit_the_pins_and_a_users_value_wins() -> None:
     env = {k: v for k, v in subprocess_env().items() if k not in KERNEL_PINS}
     env.pop("WEAKSAM_CPU_KERNELS", None)
     env["ATEN_CPU_CAPABILITY"] = "default"  # the user's own choice: kept, and not this CPU's path
-    proc = subprocess.run(
-        [sys.executable, "-c", PROBE % (list(KERNEL_PINS),)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE ")]
-    assert lines, proc.stdout[-2000:] + proc.stderr[-3000:]
-    got = json.loads(lines[-1][len("PROBE ") :])
+    got = driver_probe(PROBE % (list(KERNEL_PINS),), "PROBE", env)
     assert got["cap"] == "DEFAULT"  # the worker ran the driver's choice, not its CPU's widest
     assert got["env"] == {**KERNEL_PINS, "ATEN_CPU_CAPABILITY": "default"}

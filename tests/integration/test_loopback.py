@@ -6,13 +6,9 @@ sockets of that process and every process it started, and stops them all by PID.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-
 import pytest
 
-from .conftest import REPO, subprocess_env
+from .conftest import driver_probe
 
 pytestmark = pytest.mark.ray
 
@@ -46,19 +42,7 @@ STARTS = {
 
 @pytest.mark.parametrize("who", sorted(STARTS))
 def test_a_local_instance_listens_on_loopback_only(who: str) -> None:
-    code = PROBE.format(start=STARTS[who])
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("LISTEN ")]
-    assert lines, proc.stdout[-2000:] + proc.stderr[-3000:]
-    addrs = json.loads(lines[-1][len("LISTEN ") :])
+    addrs = driver_probe(PROBE.format(start=STARTS[who]), "LISTEN")
     assert len(addrs) >= 3, addrs  # GCS, raylet, object manager at least
     loopback = ("127.", "::1:", "::ffff:127.")  # IPv4, IPv6 and IPv4-mapped loopback
     exposed = [a for a in addrs if not a.startswith(loopback)]
