@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import torch
+from tiny_models import TINY_M2F
 from torchvision.models import resnet18
 
 from weaksam.configlib import ConfigError, FieldError, from_dict, to_dict
@@ -34,27 +35,6 @@ from weaksam.detection.mask2former import (
 from weaksam.detection.model import build_detector, set_inference_size
 from weaksam.detection.resize import resized_hw
 from weaksam.detection.training import TrainJob, build_optimizer, fit
-
-TINY_M2F = DetectorModelConfig(
-    family="mask2former",
-    width=8,
-    min_size=(64, 96),
-    max_size=128,
-    test_size=64,
-    score_thresh=0.0,
-    detections_per_img=5,
-    mask2former=Mask2FormerConfig(
-        trunk="plainconv",
-        hidden_dim=32,
-        num_queries=8,
-        num_heads=4,
-        encoder_layers=1,
-        encoder_ffn_dim=32,
-        decoder_layers=2,
-        decoder_ffn_dim=32,
-        train_num_points=64,
-    ),
-)
 
 
 def _model(cfg: DetectorModelConfig = TINY_M2F, classes: int = 3) -> Mask2FormerDetector:

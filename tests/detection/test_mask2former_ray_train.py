@@ -7,7 +7,7 @@ import os
 
 import pytest
 import torch
-from test_mask2former import TINY_M2F
+from tiny_models import TINY_M2F
 
 from weaksam.detection.config import DetectorTrainConfig, RoIDropConfig
 from weaksam.detection.inference import export_checkpoint, load_detector

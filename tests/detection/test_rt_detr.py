@@ -7,6 +7,7 @@ import dataclasses
 
 import pytest
 import torch
+from tiny_models import TINY_DETR
 from torchvision.models import resnet18
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -39,26 +40,6 @@ from weaksam.detection.rt_detr import (
     to_detr_target,
 )
 from weaksam.detection.training import build_optimizer
-
-TINY_DETR = DetectorModelConfig(
-    family="rt_detr",
-    rt_detr=RTDetrConfig(
-        trunk="plainconv",
-        d_model=32,
-        encoder_hidden_dim=32,
-        encoder_ffn_dim=32,
-        encoder_attention_heads=4,
-        decoder_layers=2,
-        decoder_ffn_dim=32,
-        decoder_attention_heads=4,
-        num_queries=20,
-        num_denoising=10,
-    ),
-    width=4,
-    min_size=(64, 80),
-    max_size=96,
-    test_size=64,
-)
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import torch
-from test_rt_detr import TINY_DETR
+from tiny_models import TINY_DETR
 
 from weaksam.detection.config import DetectorTrainConfig, RoIDropConfig
 from weaksam.detection.data import Sampler, read_pgt_samples

@@ -3,50 +3,33 @@ endpoint as the R-CNNs (in-process, LocalBackend): masks come back as RLE at the
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from fastapi.testclient import TestClient
 from serve_helpers import API_KEY, AUTH, encode, make_config, scene
+from tiny_models import TINY_M2F
 
 from serve.api import create_api
 from serve.backend import LocalBackend
 from serve.detectors import RCNNDetector, load_detector
 from serve.segmenter import Segmenter
 from weaksam.data.synth.shapes import SHAPE_CLASSES
-from weaksam.detection.config import DetectorModelConfig, Mask2FormerConfig
 from weaksam.detection.inference import export_detector
 from weaksam.detection.model import init_detector
 from weaksam.io.rle import decode_masks
 
-TINY_M2F = DetectorModelConfig(
-    family="mask2former",
-    width=8,
-    min_size=(64,),
-    max_size=128,
-    test_size=64,
-    score_thresh=0.0,
-    detections_per_img=10,
-    mask2former=Mask2FormerConfig(
-        trunk="plainconv",
-        hidden_dim=32,
-        num_queries=8,
-        num_heads=4,
-        encoder_layers=1,
-        encoder_ffn_dim=32,
-        decoder_layers=2,
-        decoder_ffn_dim=32,
-        train_num_points=64,
-    ),
-)
+# the detection tests' tiny Mask2Former, one training side and up to 10 instances
+SERVE_M2F = replace(TINY_M2F, min_size=(64,), detections_per_img=10)
 
 
 def test_serve_one_mask2former_request(tmp_path: Path, sam_checkpoint: str) -> None:
-    model = init_detector(TINY_M2F, len(SHAPE_CLASSES), masks=True, seed=3)
+    model = init_detector(SERVE_M2F, len(SHAPE_CLASSES), masks=True, seed=3)
     path = export_detector(
         model,
         str(tmp_path / "model.pt"),
-        model_config=TINY_M2F,
+        model_config=SERVE_M2F,
         class_names=SHAPE_CLASSES,
         variant="pgt",
     )

@@ -5,38 +5,28 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from serve_helpers import API_KEY, AUTH, encode, make_config, scene
+from tiny_models import TINY_DETR
 
 from serve.api import create_api
 from serve.backend import LocalBackend
 from serve.detectors import TorchDetector, load_detector
 from serve.segmenter import Segmenter
 from weaksam.data.synth.shapes import SHAPE_CLASSES
-from weaksam.detection.config import DetectorModelConfig, RTDetrConfig
 from weaksam.detection.inference import export_detector
 from weaksam.detection.model import init_detector
 from weaksam.runs import file_digest
 
-SMALL_DETR = DetectorModelConfig(
-    family="rt_detr",
-    rt_detr=RTDetrConfig(
-        trunk="plainconv",
-        d_model=32,
-        encoder_hidden_dim=32,
-        encoder_ffn_dim=32,
-        encoder_attention_heads=4,
-        decoder_layers=1,
-        decoder_ffn_dim=32,
-        decoder_attention_heads=4,
-        num_queries=20,
-        num_denoising=0,
-    ),
-    width=4,
+# the detection tests' tiny RT-DETR with one decoder layer, no denoising, at 128 px
+SMALL_DETR = replace(
+    TINY_DETR,
+    rt_detr=replace(TINY_DETR.rt_detr, decoder_layers=1, num_denoising=0),
     min_size=(128,),
     max_size=128,
     test_size=128,
