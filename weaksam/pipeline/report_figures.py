@@ -250,6 +250,18 @@ def _save(
     return rel
 
 
+def _stage_figure(
+    ctx: SampleContext, sec: Section, stage: str, rel: str, caption: str, what: str
+) -> None:
+    """Add a stage's own picture ``rel`` (run-relative) to ``sec`` with ``caption``, or, where
+    the stage or the file is missing, say why under ``what``."""
+    reason = ctx.need(stage, rel)
+    if reason is None:
+        sec.figures.append((rel, caption))
+    else:
+        sec.missing.append(f"{what}: {reason}")
+
+
 # --------------------------------------------------------------------------- sections
 
 
@@ -266,32 +278,28 @@ def data_section(ctx: SampleContext) -> Section:
         sec.text.append(f"Manifest: {splits}; {m.get('num_classes', '?')} classes: {names}.")
     else:
         sec.missing.append(f"the manifest summary: {ctx.need('ingest', MANIFEST)}")
-    reason = ctx.need("data", "data/contact_sheet.png")
-    if reason is None:
-        sec.figures.append(
-            (
-                "data/contact_sheet.png",
-                "Synthetic images (titled split/file) with their ground truth.",
-            )
-        )
-    else:
-        sec.missing.append(f"the contact sheet of the synthetic data: {reason}")
+    _stage_figure(
+        ctx,
+        sec,
+        "data",
+        "data/contact_sheet.png",
+        "Synthetic images (titled split/file) with their ground truth.",
+        "the contact sheet of the synthetic data",
+    )
     return sec
 
 
 def peaks_section(ctx: SampleContext) -> Section:
     sec = Section("Class activation maps and peak points")
-    reason = ctx.need("peaks", "peaks/peaks.png")
-    if reason is None:
-        sec.figures.append(
-            (
-                "peaks/peaks.png",
-                "Class maps (max over the image's classes) of images of split "
-                f"`{ctx.train_test[1]}` with their peak points, per map kind.",
-            )
-        )
-    else:
-        sec.missing.append(f"the class-map picture: {reason}")
+    _stage_figure(
+        ctx,
+        sec,
+        "peaks",
+        "peaks/peaks.png",
+        "Class maps (max over the image's classes) of images of split "
+        f"`{ctx.train_test[1]}` with their peak points, per map kind.",
+        "the class-map picture",
+    )
     return sec
 
 
@@ -361,17 +369,14 @@ def proposals_section(ctx: SampleContext) -> Section:
 
 def wsod_section(ctx: SampleContext) -> Section:
     sec = Section("Weakly-supervised detector (WSOD) training")
-    reason = ctx.need("wsod", "wsod/curves.png")
-    if reason is None:
-        train, _ = ctx.train_test
-        sec.figures.append(
-            (
-                "wsod/curves.png",
-                f"WSOD loss terms and learning rate per step (training on split `{train}`).",
-            )
-        )
-    else:
-        sec.missing.append(f"the WSOD training curves: {reason}")
+    _stage_figure(
+        ctx,
+        sec,
+        "wsod",
+        "wsod/curves.png",
+        f"WSOD loss terms and learning rate per step (training on split `{ctx.train_test[0]}`).",
+        "the WSOD training curves",
+    )
     return sec
 
 
