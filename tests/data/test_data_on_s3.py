@@ -58,19 +58,6 @@ def _without_paths(rows: list[dict[str, Any]], root: str) -> list[dict[str, Any]
     return out
 
 
-def _resolved(rows: list[dict[str, Any]], run_dir: str) -> list[dict[str, Any]]:
-    """``rows`` as :func:`weaksam.io.tables.read_table` should give them: it still turns the
-    ``s3://`` of resolved paths into ``s3:/`` (``posixpath.normpath``); undo that here until
-    it is fixed there."""
-    head = run_dir.split("://", 1)[0] + ":/"
-    return [
-        {**r, "path": r["path"].replace(head, head + "/", 1)}
-        if r["path"].startswith(head) and not r["path"].startswith(head + "/")
-        else r
-        for r in rows
-    ]
-
-
 def _image(path: Path, h: int = 20, w: int = 30, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     arr = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -132,7 +119,7 @@ def test_data_and_ingest_stages_with_the_run_on_s3(s3_bucket: str, tmp_path: Pat
         stored = pq.read_table(fh, columns=["path"]).column("path").to_pylist()
     assert stored[:2] == ["data/images/train/train_00000.png", "data/images/train/train_00001.png"]
     # ... and come back as s3 URIs
-    rows = _resolved(read_table(manifest_path(run_dir), "manifest").to_pylist(), run_dir)
+    rows = read_table(manifest_path(run_dir), "manifest").to_pylist()
     assert [r["path"] for r in rows[:2]] == [
         f"{run_dir}/data/images/train/train_00000.png",
         f"{run_dir}/data/images/train/train_00001.png",

@@ -92,7 +92,16 @@ def test_sampler_is_a_function_of_seed_rank_step(det_run: str) -> None:
     )
     a, b = Sampler(samples, 2, 0, 0, 2), Sampler(samples, 2, 0, 1, 2)
     assert {s.image_id for s in a.samples}.isdisjoint({s.image_id for s in b.samples})
-    assert [x[0].image_id for x in a.draw(3)] == [x[0].image_id for x in a.draw(3)]
+
+    def drawn(sampler: Sampler, step: int) -> list[tuple[str, bool]]:
+        return [(s.image_id, flip) for s, flip in sampler.draw(step)]
+
+    first = drawn(a, 3)
+    for other_step in (0, 7):  # other steps drawn in between: no state carries over
+        drawn(a, other_step)
+    assert drawn(a, 3) == first == drawn(Sampler(samples, 2, 0, 0, 2), 3)
+    assert any(drawn(a, s) != first for s in range(10))  # the step matters
+    assert any(drawn(Sampler(samples, 2, 1, 0, 2), s) != drawn(a, s) for s in range(10))  # seed
 
 
 def test_lr_schedule() -> None:

@@ -67,10 +67,11 @@ def test_coco_inputs_give_the_same_pgt(pgt_inputs: dict[str, str], tmp_path) -> 
     )
     # COCO ids are the image indices; the error row (no GT) is not in the COCO json
     good_b = {r["image_index"]: r for r in b if not r["error"]}
-    for r in a:
-        if r["image_index"] in good_b:
-            np.testing.assert_allclose(r["boxes"], good_b[r["image_index"]]["boxes"], atol=1e-5)
-            assert r["classes"] == good_b[r["image_index"]]["classes"]
+    compared = [r for r in a if r["image_index"] in good_b]
+    assert good_b and {r["image_index"] for r in compared} == set(good_b)  # each one compared
+    for r in compared:
+        np.testing.assert_allclose(r["boxes"], good_b[r["image_index"]]["boxes"], atol=1e-5)
+        assert r["classes"] == good_b[r["image_index"]]["classes"]
 
 
 def test_unknown_result_images_and_classes_raise(pgt_inputs: dict[str, str], tmp_path) -> None:

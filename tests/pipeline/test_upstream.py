@@ -257,6 +257,17 @@ def test_real_stages_read_their_inputs_through_the_links(
     assert (down / "ingest").is_symlink() and (down / "baseline" / "_SUCCESS").exists()
     paths = read_table(manifest_path(cfg.run_dir), "manifest").column("path").to_pylist()
     assert len(paths) == 7 and all(os.path.exists(p) for p in paths)
-    assert reports[3].metrics["baseline"]["voc07"]["overall"]["mAP"] >= 0.0
+    # evaluate read the GT through the linked manifest: the same figure as the baseline's
+    # detections scored against the upstream's own manifest file
+    from weaksam.eval import evaluate, load_manifest_gt
+    from weaksam.eval.formats import load_detections_table
+
+    test = cfg.data.splits[-1]
+    gt = load_manifest_gt(manifest_path(up.run_dir), split=test)
+    dets = load_detections_table(str(down / "baseline" / f"detections_{test}.parquet"))
+    direct = evaluate(gt.records, dets.records, ("voc07",), gt.classes)
+    assert reports[3].metrics["baseline"]["voc07"]["overall"]["mAP"] == pytest.approx(
+        direct["voc07"]["overall"]["mAP"]
+    )
     assert _tree_digest(Path(up.run_dir)) == before
     assert not (Path(up.run_dir) / "baseline").exists()

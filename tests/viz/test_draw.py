@@ -26,7 +26,9 @@ def _gray(h: int = 40, w: int = 50, value: int = 100) -> np.ndarray:
 def test_class_color_is_fixed_and_distinct() -> None:
     colors = [class_color(i) for i in range(40)]
     assert colors[0] == (230, 25, 75)
-    assert colors == [class_color(i) for i in range(40)]
+    # past the palette: golden-ratio hues, hue(20) = 20 * 0.6180... mod 1 = 0.3607 at s 0.75,
+    # v 0.95 (sector 2: r = v(1 - s), g = v, b = v(1 - s(1 - 0.164)))
+    assert colors[20] == (61, 242, 90)
     assert len(set(colors[:20])) == 20
     assert all(len(c) == 3 and all(0 <= v <= 255 and isinstance(v, int) for v in c) for c in colors)
 

@@ -221,6 +221,10 @@ def test_sampler_is_deterministic_per_step_and_sharded(wsod_run: str) -> None:
     a = TrainSampler(data.images, cfg, 2, seed=3)
     b = TrainSampler(data.images, cfg, 2, seed=3)
     assert a.batch(7).image_ids == b.batch(7).image_ids
+    # ... and varies with the step and the seed (not a constant draw)
+    assert any(a.batch(s).image_ids != a.batch(7).image_ids for s in range(10))
+    other = TrainSampler(data.images, cfg, 2, seed=4)
+    assert any(other.batch(s).image_ids != a.batch(s).image_ids for s in range(10))
     r0 = TrainSampler(data.images, cfg, 2, seed=3, rank=0, world=2)
     r1 = TrainSampler(data.images, cfg, 2, seed=3, rank=1, world=2)
     assert not {i.image_id for i in r0.images} & {i.image_id for i in r1.images}
