@@ -7,12 +7,13 @@ import copy
 from dataclasses import replace
 from typing import Any
 
+import pytest
 import torch
 
 from weaksam.runs import manifest_path
 from weaksam.wsod.cdb import ConcreteDropBlock, block_keep_mask, concrete_seeds
 from weaksam.wsod.config import WSODConfig
-from weaksam.wsod.model import build_wsod_model
+from weaksam.wsod.model import WSODModel, build_wsod_model
 from weaksam.wsod.stage import proposals_path
 from weaksam.wsod.training import TrainJob, build_optimizer, build_sampler, fit
 
@@ -140,3 +141,63 @@ def test_exported_mist_with_cdb_loads_strictly_and_predicts_without_it(
     assert isinstance(loaded.cdb, ConcreteDropBlock) and not loaded.cdb.training
     x = torch.rand(3, loaded.backbone.out_channels, 7, 7)
     assert torch.equal(loaded.cdb(x), x)  # identity at inference
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_adversarial_pass_from_the_pooled_features_equals_a_full_second_pass(
+    wsod_run: str, tiny_cfg: WSODConfig, freeze: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CDB's pass starts at the pooled RoI features (the first pass's with a frozen
+    backbone, recomputed without a graph otherwise): every weight, the CDB's included, and
+    both optimisers end as with a full second forward and backward through the backbone;
+    a frozen backbone runs once per step, a trained one twice."""
+    cfg = replace(
+        tiny_cfg,
+        model=replace(tiny_cfg.model, cdb=True, cdb_temperature=1.0, freeze_backbone=freeze),
+        train=replace(tiny_cfg.train, cdb_weight_decay=0.0),
+    )
+    job = TrainJob(
+        "mist", 6, tuple("abcdef"), manifest_path(wsod_run), proposals_path(wsod_run, cfg), "train"
+    )
+
+    def run() -> tuple[dict[str, Any], int]:
+        torch.manual_seed(cfg.train.seed)
+        model = build_wsod_model(cfg.model, 6, "mist")
+        calls = [0]
+        model.backbone.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+        saved: list[dict[str, Any]] = []
+        fit(
+            model,
+            build_sampler(cfg, job),
+            cfg,
+            job,
+            reporter=lambda m, s: saved.append(copy.deepcopy(s)),
+        )
+        return saved[-1], calls[0]
+
+    state, calls = run()
+    assert calls == cfg.train.steps * (1 if freeze else 2)
+    # the reference: the adversarial pass as a whole second forward from the images (the
+    # pooled features fit asks for are not computed; forward computes its own)
+    full_pass, real_pool, inside = WSODModel.forward, WSODModel.pool_rois, [False]
+
+    def forward(self: WSODModel, *args: Any, pooled: Any = None) -> Any:
+        inside[0] = True
+        try:
+            return full_pass(self, *args)
+        finally:
+            inside[0] = False
+
+    monkeypatch.setattr(WSODModel, "forward", forward)
+    monkeypatch.setattr(
+        WSODModel, "pool_rois", lambda self, *a: real_pool(self, *a) if inside[0] else None
+    )
+    reference, ref_calls = run()
+    assert ref_calls == 2 * cfg.train.steps
+    assert any(k.startswith("cdb.") for k in state["model"])
+    for k, v in reference["model"].items():
+        assert torch.equal(state["model"][k], v), k
+    for key in ("optimizer", "cdb_optimizer"):
+        for pid, st in reference[key]["state"].items():
+            for name, v in st.items():
+                assert torch.equal(state[key]["state"][pid][name], v), (key, pid, name)

@@ -1,8 +1,10 @@
-"""Ray Train: two CPU workers (DDP over gloo), a crash after a checkpoint, and the resume."""
+"""Ray Train: two CPU workers (DDP over gloo), a crash after a checkpoint, and the resume; MIST
+with its Concrete DropBlock, whose adversarial pass averages the CDB's gradients alone."""
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -44,6 +46,7 @@ def test_two_workers_crash_and_resume(
     from ray_jobs._ray import run_torch_trainer
 
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    tiny_cfg = replace(tiny_cfg, model=replace(tiny_cfg.model, cdb=True))
 
     job = {
         "method": "mist",
@@ -66,6 +69,8 @@ def test_two_workers_crash_and_resume(
     assert state["step"] == 4
     assert [h["step"] for h in state["history"]] == [1, 2, 3, 4]
     assert state["method"] == "mist" and set(state["model"]) == set(_fresh_keys(tiny_cfg))
+    assert any(k.startswith("cdb.") for k in state["model"]) and "cdb_optimizer" in state
+    assert all("cdb_loss" in h for h in state["history"])
 
 
 def _fresh_keys(cfg: WSODConfig) -> list[str]:

@@ -6,6 +6,9 @@ rank 0 and models are not wrapped, so every training loop also runs as plain Pyt
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+
 import torch
 
 
@@ -61,3 +64,30 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     if not isinstance(inner, torch.nn.Module):
         raise TypeError(f"{type(model).__name__}.module is not a torch.nn.Module")
     return inner
+
+
+def no_grad_sync(model: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+    """DDP's ``no_sync`` (a backward that reduces no gradient and expects none of every
+    parameter) for a DDP-wrapped ``model``; nothing for an unwrapped one."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        return model.no_sync()
+    return contextlib.nullcontext()
+
+
+def average_gradients(params: Iterable[torch.nn.Parameter]) -> None:
+    """Average the gradients of ``params`` over the workers in place, as DDP does: each
+    worker's scaled by ``1 / world`` and summed in one all-reduce (a missing gradient counts
+    as zeros). Nothing outside a process group of more than one worker."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    params = [p for p in params if p.requires_grad]
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads]).mul_(1.0 / dist.get_world_size())
+    dist.all_reduce(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n

@@ -179,6 +179,26 @@ class WSODModel(nn.Module):
         scale = 1.0 / stride
         return roi_pool(features, rois, size, scale)
 
+    def pool_rois(
+        self,
+        images: Sequence[torch.Tensor],
+        proposals: Sequence[torch.Tensor],
+        scale: int,
+        max_side: int,
+        flips: Sequence[bool],
+    ) -> torch.Tensor:
+        """The pooled RoI features ``(sum Ri) x D x roi x roi`` of a batch (views, backbone,
+        RoI pooling: everything before the CDB and the heads; arguments as :meth:`forward`).
+        Deterministic: no random draw, so computing it apart changes no later draw."""
+        views, rois = [], []
+        for i, (img, props, flip) in enumerate(zip(images, proposals, flips, strict=True)):
+            view = make_view(int(img.shape[-2]), int(img.shape[-1]), scale, max_side, flip)
+            views.append(image_to_view(img, view))
+            idx = props.new_full((props.shape[0], 1), float(i))
+            rois.append(torch.cat([idx, boxes_to_view(props.float(), view)], dim=1))
+        features = self.backbone(pad_batch(views, 32))
+        return self._pool(features, torch.cat(rois))
+
     def forward(
         self,
         images: Sequence[torch.Tensor],
@@ -186,6 +206,7 @@ class WSODModel(nn.Module):
         scale: int,
         max_side: int,
         flips: Sequence[bool] | None = None,
+        pooled: torch.Tensor | None = None,
     ) -> HeadOutputs:
         """Per-RoI outputs for a batch of images seen at one scale.
 
@@ -194,16 +215,12 @@ class WSODModel(nn.Module):
             proposals: ``Rix4`` XYXY boxes in original-image pixels (``Ri >= 1``).
             scale: shorter side of the view; ``max_side`` caps the longer side.
             flips: per image, flip horizontally (default: none).
+            pooled: this batch's :meth:`pool_rois`, already computed (the CDB's adversarial
+                pass reuses them), or None to compute them here.
         """
         flips = list(flips) if flips is not None else [False] * len(images)
-        views, rois = [], []
-        for i, (img, props, flip) in enumerate(zip(images, proposals, flips, strict=True)):
-            view = make_view(int(img.shape[-2]), int(img.shape[-1]), scale, max_side, flip)
-            views.append(image_to_view(img, view))
-            idx = props.new_full((props.shape[0], 1), float(i))
-            rois.append(torch.cat([idx, boxes_to_view(props.float(), view)], dim=1))
-        features = self.backbone(pad_batch(views, 32))
-        pooled = self._pool(features, torch.cat(rois))
+        if pooled is None:
+            pooled = self.pool_rois(images, proposals, scale, max_side, flips)
         if self.cdb is not None:
             pooled = self.cdb(pooled)  # identity in eval mode
         cls, det, refine, deltas = self.heads(self.roi_head(pooled))

@@ -28,13 +28,20 @@ from torch import nn
 
 from weaksam.configlib import from_dict, to_dict
 from weaksam.train.checkpoint import restore_training_state
-from weaksam.train.distributed import prepare_ddp, unwrap, world_rank, world_size
+from weaksam.train.distributed import (
+    average_gradients,
+    no_grad_sync,
+    prepare_ddp,
+    unwrap,
+    world_rank,
+    world_size,
+)
 from weaksam.train.reporting import load_resume_state, report
 from weaksam.train.schedule import step_decay_schedule
 from weaksam.wsod.cdb import ConcreteDropBlock
 from weaksam.wsod.config import WSODConfig, WSODTrainConfig
 from weaksam.wsod.data import TrainSampler, join_proposals, read_weak_manifest
-from weaksam.wsod.model import build_wsod_model
+from weaksam.wsod.model import WSODModel, build_wsod_model
 from weaksam.wsod.objective import ImageTargets, batch_loss
 
 log = logging.getLogger(__name__)
@@ -143,9 +150,12 @@ def fit(
     """
     tc = cfg.train
     opt = build_optimizer(model, tc)
-    found = getattr(unwrap(model), "cdb", None)
-    cdb = found if isinstance(found, ConcreteDropBlock) else None
+    core = unwrap(model)
+    if not isinstance(core, WSODModel):
+        raise TypeError(f"fit trains a WSODModel (maybe DDP-wrapped), not {type(core).__name__}")
+    cdb = core.cdb
     cdb_opt = build_cdb_optimizer(cdb, tc) if cdb is not None else None
+    frozen = core.backbone.frozen  # a frozen backbone's features do not change with a step
     schedule = step_decay_schedule(tc)
     start = 0
     history: list[dict[str, Any]] = []
@@ -165,7 +175,11 @@ def fit(
         for g in opt.param_groups:
             g["lr"] = tc.lr * g["lr_scale"] * schedule(step)
         batch = sampler.batch(step).to(device)
-        out = model(batch.images, batch.proposals, batch.scale, cfg.data.max_side, batch.flips)
+        view = (batch.images, batch.proposals, batch.scale, cfg.data.max_side, batch.flips)
+        pooled = None
+        if cdb is not None and frozen:  # the adversarial pass below sees the same features
+            pooled = core.pool_rois(*view)
+        out = model(*view, pooled=pooled)
         targets = _targets(job, batch.labels, batch.image_ids, gt, device)
         terms = batch_loss(job.method, out, batch.proposals, targets, tc)
         opt.zero_grad(set_to_none=True)
@@ -176,12 +190,20 @@ def fit(
         for k in LOSS_KEYS:
             window[k].append(float(terms[k].detach()))
         if cdb is not None and cdb_opt is not None:
-            # the adversary: a second pass, the CDB block alone steps on -weight * L
+            # the adversary: a second pass, the CDB block alone steps on -weight * L. Only the
+            # CDB's gradients are used, so the pass starts at the pooled features (those of
+            # the first pass when the backbone is frozen, else recomputed without a graph) and
+            # only the CDB's gradients are averaged over the workers
             window.setdefault("cdb_dropped", []).append(cdb.last_dropped)
-            out = model(batch.images, batch.proposals, batch.scale, cfg.data.max_side, batch.flips)
-            adv = batch_loss(job.method, out, batch.proposals, targets, tc)["loss"]
+            if pooled is None:
+                with torch.no_grad():
+                    pooled = core.pool_rois(*view)
             cdb_opt.zero_grad(set_to_none=True)
-            (-tc.cdb_weight * adv).backward()
+            with no_grad_sync(model):
+                out = model(*view, pooled=pooled)
+                adv = batch_loss(job.method, out, batch.proposals, targets, tc)["loss"]
+                (-tc.cdb_weight * adv).backward()
+            average_gradients(cdb.parameters())
             cdb_opt.step()
             window.setdefault("cdb_loss", []).append(float(adv.detach()))
         done = step + 1
