@@ -120,6 +120,27 @@ def test_a_stage_linked_earlier_runs_here_when_its_key_changes(
     assert _tree_digest(upstream) == before
 
 
+def test_only_links_the_selected_stages_inputs_from_the_upstream(
+    tmp_path: Path, upstream: Path
+) -> None:
+    """``only`` on a derived run: the inputs it reads are linked (never run), the stage runs
+    here and reads them through the links; the stages nobody selected or reads stay absent."""
+    before = _tree_digest(upstream)
+    calls: list[str] = []
+    cfg = _down(tmp_path, upstream, "data.max_pixels=1000")
+    reports = run_stages(cfg, _stages(calls), only="b")
+    assert calls == ["b"]
+    assert [(r.name, r.action) for r in reports] == [("a", "upstream"), ("b", "ran")]
+    down = Path(cfg.run_dir)
+    assert (down / "a").is_symlink() and not (down / "b").is_symlink()
+    assert (down / "b" / "out.txt").read_text() == "b(a())"
+    assert not (down / "c").exists()
+    # the next call's input is fresh here through its link: nothing more to report for it
+    reports = run_stages(cfg, _stages(calls), only="b")
+    assert calls == ["b"] and [(r.name, r.action) for r in reports] == [("b", "skipped")]
+    assert _tree_digest(upstream) == before
+
+
 def test_force_on_a_linked_stage_removes_the_link_only(
     tmp_path: Path, upstream: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -89,6 +89,34 @@ def select_stages(
     return names
 
 
+def _link_upstream(
+    name: str, out_dir: str, key: str, upstream: str, reports: list[StageReport]
+) -> bool:
+    """Link ``out_dir`` to the upstream run's folder of stage ``name`` when its marker has
+    ``key`` (and report it); whether it did."""
+    up_dir = storage.join(upstream, name)
+    up_marker = read_success(up_dir)
+    if up_marker is None or up_marker.get("key") != key:
+        return False
+    link_stage(out_dir, up_dir)
+    log.info("stage %-18s reused from the upstream %s", name, up_dir)
+    reports.append(StageReport(name, "upstream", metrics=_metrics(out_dir), source=up_dir))
+    return True
+
+
+def _dependencies(stages: Sequence[Stage], selected: Sequence[str]) -> set[str]:
+    """The names of every stage the ``selected`` ones read, directly or not (not themselves)."""
+    deps = {s.name: s.deps for s in stages}
+    out: set[str] = set()
+    todo = [d for n in selected for d in deps.get(n, ())]
+    while todo:
+        name = todo.pop()
+        if name not in out:
+            out.add(name)
+            todo.extend(deps.get(name, ()))
+    return out - set(selected)
+
+
 def _inputs(run_dir: str, stage: Stage) -> dict[str, str | None]:
     """The run ids of the markers of ``stage``'s dependencies (None: no marker)."""
     out: dict[str, str | None] = {}
@@ -134,7 +162,8 @@ def run_stages(
     only: str | Sequence[str] | None = None,
     force: bool = False,
 ) -> list[StageReport]:
-    """Run ``stages`` in order for ``cfg``; return what happened to each selected stage.
+    """Run ``stages`` in order for ``cfg``; return what happened to each selected stage (and
+    to each input linked from the upstream run, below).
 
     ``only`` runs just those stages (their inputs must exist), ``from_stage`` that stage and
     every later one (see :func:`select_stages`). A selected stage is skipped when fresh,
@@ -144,25 +173,37 @@ def run_stages(
 
     With ``cfg.upstream``, a selected stage that is not fresh here and whose folder in the
     upstream run has a marker for this run's key is reused: its folder becomes a link to the
-    upstream's (action ``upstream``). Raises ``FileNotFoundError`` when the upstream folder
-    does not exist.
+    upstream's (action ``upstream``). So is an input of a selected stage that is not itself
+    selected (``only``, ``from_stage``), which is never run: ``--only retrain`` on a run derived
+    from ``runs/bench`` links what retrain reads. Raises ``FileNotFoundError`` when the
+    upstream folder does not exist.
     """
     hashes = stage_hashes(cfg, stages)
     selected = select_stages(stages, from_stage, only)
     upstream = cfg.upstream_dir
     if upstream:
         check_upstream(upstream, cfg.run_dir)
+    needed = _dependencies(stages, selected)
     reports: list[StageReport] = []
     for stage in stages:
-        if stage.name not in selected:
+        # an unselected input of a selected stage is only linked from the upstream (when it is
+        # missing here and done there for this key), never run: `--only` on a derived run
+        linkable = bool(upstream) and stage.name in needed
+        if stage.name not in selected and not linkable:
             continue
         if not stage.enabled(cfg):
-            reports.append(StageReport(stage.name, "disabled"))
+            if stage.name in selected:
+                reports.append(StageReport(stage.name, "disabled"))
             continue
         out_dir = storage.join(cfg.run_dir, stage.name)
         key = config_hash({"stage": hashes[stage.name], "inputs": _inputs(cfg.run_dir, stage)})
         marker = read_success(out_dir)
-        if not force and marker is not None and marker.get("key") == key:
+        fresh = marker is not None and marker.get("key") == key
+        if stage.name not in selected:
+            if not fresh and upstream:
+                _link_upstream(stage.name, out_dir, key, upstream, reports)
+            continue
+        if not force and fresh:
             target = linked_target(out_dir)
             log.info("stage %-18s fresh%s, skipped", stage.name, " (upstream)" if target else "")
             action = "upstream" if target else "skipped"
@@ -171,14 +212,7 @@ def run_stages(
             )
             continue
         if upstream and not force:
-            up_dir = storage.join(upstream, stage.name)
-            up_marker = read_success(up_dir)
-            if up_marker is not None and up_marker.get("key") == key:
-                link_stage(out_dir, up_dir)
-                log.info("stage %-18s reused from the upstream %s", stage.name, up_dir)
-                reports.append(
-                    StageReport(stage.name, "upstream", metrics=_metrics(out_dir), source=up_dir)
-                )
+            if _link_upstream(stage.name, out_dir, key, upstream, reports):
                 continue
             why = mismatch_reason(
                 stage.name,
