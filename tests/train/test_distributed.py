@@ -22,6 +22,7 @@ def _net() -> nn.Module:
 
 
 def _worker(rank: int, port: int, out: str) -> None:
+    torch.set_num_threads(1)  # a forked child: no intra-op pool of its own
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
