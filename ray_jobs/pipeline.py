@@ -38,10 +38,14 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m ray_jobs.pipe
     parser = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").split("\n")[0])
     add_run_args(parser)
     group = parser.add_mutually_exclusive_group()
+    inputs = "; its inputs must be done here or (with `upstream:`) in the upstream run"
     group.add_argument(
-        "--from", dest="from_stage", choices=STAGE_NAMES, help="run this stage and later ones"
+        "--from",
+        dest="from_stage",
+        choices=STAGE_NAMES,
+        help="run this stage and later ones" + inputs,
     )
-    group.add_argument("--only", choices=STAGE_NAMES, help="run only this stage")
+    group.add_argument("--only", choices=STAGE_NAMES, help="run only this stage" + inputs)
     args = parse(parser, argv)
     t0 = time.time()
     try:
