@@ -1,11 +1,13 @@
-"""``average_gradients`` against DDP's own gradient averaging, in two forked gloo processes
-on the loopback, and ``no_grad_sync``: a backward that leaves parameters without gradients inside it
-does not break DDP's next step."""
+"""``average_gradients`` against DDP's own gradient averaging, in two gloo processes forked
+by a fresh interpreter on the loopback, and ``no_grad_sync``: a backward that leaves
+parameters without gradients inside it does not break DDP's next step."""
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -58,7 +60,9 @@ def test_average_gradients_equals_ddp_and_no_grad_sync_skips_a_step(tmp_path: Pa
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    mp.start_processes(_worker, (port, str(tmp_path)), nprocs=2, start_method="fork")
+    # a fresh interpreter forks the two workers: this one may hold a Ray session's threads
+    cmd = [sys.executable, __file__, str(port), str(tmp_path)]
+    subprocess.run(cmd, check=True, timeout=300, cwd=Path(__file__).parents[2])
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     for ddp, avg, a, b in zip(r0["first"], r0["averaged"], r0["local"], r1["local"], strict=True):
         assert not torch.equal(a, b)  # the workers' own gradients differ
@@ -79,3 +83,7 @@ def test_outside_a_process_group_nothing_changes() -> None:
     with no_grad_sync(net):
         pass
     assert all(torch.equal(p.grad, g) for p, g in zip(net.parameters(), before, strict=True))
+
+
+if __name__ == "__main__":  # the two workers, forked by a fresh process (the first test)
+    mp.start_processes(_worker, (int(sys.argv[1]), sys.argv[2]), nprocs=2, start_method="fork")
